@@ -1,0 +1,162 @@
+"""Run directories: the on-disk model format and training checkpoints.
+
+RUN_DIR/
+  config.json            the resolved RunConfig (strictly validated on load)
+  tokenizer.json         the tokenizer the model was trained with
+  model.safetensors      latest weights; metadata: format, step, hash of the model config
+  metrics.jsonl          one JSON object per log / evaluation
+  checkpoints/step_N/    model.safetensors, optimizer.safetensors, state.json: a whole
+                         checkpoint, written to a temporary directory and renamed, so a killed
+                         run always finds a complete one to resume from
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import torch
+
+from .config import ModelConfig, RunConfig, run_config_from_dict, to_dict
+from .errors import UserError
+from .fileio import read_json, read_safetensors, write_json, write_safetensors
+from .model import GPT
+
+MODEL_FORMAT = "sparse-circuits-model"
+MODEL_FORMAT_VERSION = "1"
+KEEP_CHECKPOINTS = 2
+
+
+def model_config_hash(cfg: ModelConfig) -> str:
+    return hashlib.sha256(json.dumps(to_dict(cfg), sort_keys=True).encode()).hexdigest()[:16]
+
+
+def save_weights(path: Path, model: GPT, step: int) -> None:
+    meta = {"format": MODEL_FORMAT, "format_version": MODEL_FORMAT_VERSION, "step": str(step),
+            "model_config_sha": model_config_hash(model.cfg)}
+    write_safetensors(path, model.state_dict(), metadata=meta)
+
+
+def _read_metadata(path: Path) -> dict:
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as f:
+        return f.metadata() or {}
+
+
+def load_weights_into(model: GPT, path: Path) -> int:
+    """Strict load: every key present, no extra key, every shape equal. Returns the saved step."""
+    tensors = read_safetensors(path, "model weights")
+    meta = _read_metadata(path)
+    if meta.get("format") != MODEL_FORMAT:
+        raise UserError(f"{path}: not a sparse-circuits model file (format {meta.get('format')!r})")
+    if meta.get("model_config_sha") != model_config_hash(model.cfg):
+        raise UserError(f"{path}: weights were saved for a different model config than this config.json; "
+                        "use the config.json that came with these weights")
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(tensors))
+    extra = sorted(set(tensors) - set(expected))
+    if missing or extra:
+        raise UserError(f"{path}: checkpoint does not match the model "
+                        f"(missing {missing[:3]}, unexpected {extra[:3]}); use the config.json it was saved with")
+    for name, t in tensors.items():
+        if t.shape != expected[name].shape:
+            raise UserError(f"{path}: tensor {name} has shape {tuple(t.shape)}, the model expects "
+                            f"{tuple(expected[name].shape)}; use the config.json it was saved with")
+    model.load_state_dict(tensors, strict=True)
+    return int(meta.get("step", 0))
+
+
+def load_run_config(run_dir: str | os.PathLike) -> RunConfig:
+    path = Path(run_dir) / "config.json"
+    return run_config_from_dict(read_json(path, "run config"), where=str(path))
+
+
+def load_model(run_dir: str | os.PathLike, device: str = "cpu") -> tuple[GPT, RunConfig]:
+    """The trained model of a run directory, in eval mode."""
+    run_dir = Path(run_dir)
+    cfg = load_run_config(run_dir)
+    model = GPT(cfg.model)
+    load_weights_into(model, run_dir / "model.safetensors")
+    return model.to(device).eval(), cfg
+
+
+# -- optimizer state ---------------------------------------------------------------------------
+
+def save_optimizer(path: Path, opt: torch.optim.Optimizer, names: dict[int, str]) -> None:
+    state = opt.state_dict()
+    tensors = {}
+    for idx, s in state["state"].items():
+        for key, value in s.items():
+            tensors[f"{names[idx]}::{key}"] = torch.as_tensor(value)
+    groups = [{k: v for k, v in g.items() if k != "params"} | {"params": [names[i] for i in g["params"]]}
+              for g in state["param_groups"]]
+    write_safetensors(path, tensors, metadata={"param_groups": json.dumps(groups)})
+
+
+def load_optimizer(path: Path, opt: torch.optim.Optimizer, names: dict[int, str]) -> None:
+    tensors = read_safetensors(path, "optimizer state")
+    groups = json.loads(_read_metadata(path).get("param_groups", "[]"))
+    index = {name: i for i, name in names.items()}
+    current = opt.state_dict()
+    if [g["params"] for g in groups] != [[names[i] for i in g["params"]] for g in current["param_groups"]]:
+        raise UserError(f"{path}: optimizer state does not match this model's parameters; "
+                        "the checkpoint belongs to another run")
+    state: dict[int, dict] = {}
+    for key, value in tensors.items():
+        name, field = key.split("::")
+        state.setdefault(index[name], {})[field] = value
+    for g in groups:
+        g["params"] = [index[n] for n in g["params"]]
+    opt.load_state_dict({"state": state, "param_groups": groups})
+
+
+# -- whole checkpoints ---------------------------------------------------------------------------
+
+def checkpoint_dirs(run_dir: Path) -> list[Path]:
+    root = run_dir / "checkpoints"
+    if not root.is_dir():
+        return []
+    dirs = [p for p in root.iterdir() if p.is_dir() and p.name.startswith("step_") and p.name[5:].isdigit()]
+    return sorted(dirs, key=lambda p: int(p.name[5:]))
+
+
+def save_checkpoint(run_dir: Path, model: GPT, opt: torch.optim.Optimizer, names: dict[int, str],
+                    state: dict) -> None:
+    step = state["step"]
+    root = run_dir / "checkpoints"
+    root.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".step_{step}.", dir=root))
+    save_weights(tmp / "model.safetensors", model, step)
+    save_optimizer(tmp / "optimizer.safetensors", opt, names)
+    write_json(tmp / "state.json", state)
+    final = root / f"step_{step:08d}"
+    if final.exists():
+        shutil.rmtree(final)
+    os.replace(tmp, final)
+    save_weights(run_dir / "model.safetensors", model, step)
+    for old in checkpoint_dirs(run_dir)[:-KEEP_CHECKPOINTS]:
+        shutil.rmtree(old)
+
+
+def load_latest_checkpoint(run_dir: Path, model: GPT, opt: torch.optim.Optimizer,
+                           names: dict[int, str]) -> dict | None:
+    dirs = checkpoint_dirs(run_dir)
+    if not dirs:
+        return None
+    latest = dirs[-1]
+    state = read_json(latest / "state.json", "checkpoint state")
+    step = load_weights_into(model, latest / "model.safetensors")
+    if step != state.get("step"):
+        raise UserError(f"{latest}: weights are from step {step} but state.json says {state.get('step')}; "
+                        "delete this checkpoint directory to resume from the previous one")
+    load_optimizer(latest / "optimizer.safetensors", opt, names)
+    return state
+
+
+def write_run_config(run_dir: Path, cfg: RunConfig) -> None:
+    write_json(run_dir / "config.json", to_dict(cfg))

@@ -1,0 +1,108 @@
+"""`sparse-circuits`: a thin command line over the Python API."""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from .config import Preset, resolve_run_config, to_dict
+from .errors import UserError
+from .fileio import read_json
+
+
+def _user_errors(fn):
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except UserError as e:
+            click.echo(f"error: {e}", err=True)
+            sys.exit(2)
+    return wrapper
+
+
+@click.group()
+def main() -> None:
+    """Weight-sparse transformers with interpretable circuits."""
+
+
+@main.command()
+@click.option("--corpus", "source", default="stdlib", show_default=True,
+              help="'stdlib', a directory or glob of .py files, or a .txt/.jsonl file")
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="data directory to write")
+@click.option("--vocab-size", default=2048, show_default=True)
+@click.option("--val-frac", default=0.05, show_default=True, help="fraction of files held out for validation")
+@click.option("--seed", default=0, show_default=True, help="seed of the by-file split")
+@_user_errors
+def data(source: str, out_dir: str, vocab_size: int, val_frac: float, seed: int) -> None:
+    """Read a corpus, split it by file, train the BPE tokenizer and write token arrays."""
+    from .data import prepare_data
+
+    prepare_data(source, out_dir, vocab_size=vocab_size, val_frac=val_frac, seed=seed)
+
+
+@main.command()
+@click.option("--data", "data_dir", type=click.Path(file_okay=False), help="data directory from `data`")
+@click.option("--preset", type=click.Choice([p.value for p in Preset]), default="micro", show_default=True)
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="run directory")
+@click.option("--config", "config_file", type=click.Path(dir_okay=False),
+              help="JSON file of config overrides, e.g. {\"model\": {\"n_layer\": 3}}")
+@click.option("--nonzero-frac", type=float, help="target fraction of nonzero weights per tensor")
+@click.option("--dense", is_flag=True, help="train the dense baseline (nonzero fraction 1)")
+@click.option("--steps", type=int)
+@click.option("--lr", type=float)
+@click.option("--batch-size", type=int)
+@click.option("--seed", type=int)
+@click.option("--device", help="cpu, cuda, cuda:1, ...")
+@click.option("--resume", is_flag=True, help="continue the run in --out from its last checkpoint")
+@click.option("--resume-if-exists", is_flag=True,
+              help="resume when --out already holds a run, start one otherwise (for scripts)")
+@_user_errors
+def train(data_dir, preset, out_dir, config_file, nonzero_frac, dense, steps, lr, batch_size, seed, device,
+          resume, resume_if_exists) -> None:
+    """Train a weight-sparse GPT (or its dense baseline)."""
+    from .checkpoint import load_run_config
+    from .train import train as run_training
+
+    resume = resume or (resume_if_exists and (Path(out_dir) / "config.json").is_file())
+    if resume:
+        cfg = load_run_config(out_dir)
+    else:
+        if not data_dir:
+            raise UserError("train: --data DATA_DIR is required (make one with `sparse-circuits data`)")
+        overrides = read_json(config_file, "config file") if config_file else {}
+        if not isinstance(overrides, dict):
+            raise UserError(f"{config_file}: must hold a JSON object of config sections")
+        if dense and nonzero_frac is not None:
+            raise UserError("train: pass either --dense or --nonzero-frac, not both")
+        sparsity = overrides.setdefault("sparsity", {})
+        trainer = overrides.setdefault("train", {})
+        if dense:
+            sparsity["nonzero_frac"] = 1.0
+        for section, key, value in ((sparsity, "nonzero_frac", nonzero_frac), (trainer, "steps", steps),
+                                    (trainer, "lr", lr), (trainer, "batch_size", batch_size),
+                                    (trainer, "seed", seed), (trainer, "device", device)):
+            if value is not None:
+                section[key] = value
+        overrides["data_dir"] = str(Path(data_dir))
+        meta = read_json(Path(data_dir) / "meta.json", "data metadata (run `sparse-circuits data` first)")
+        overrides.setdefault("model", {}).setdefault("vocab_size", meta["vocab_size"])
+        cfg = resolve_run_config(preset, overrides, where=config_file or "config")
+    final = run_training(cfg, out_dir, resume=resume)
+    summary = {k: final[k] for k in ("step", "train_loss", "val_loss") if k in final}
+    click.echo(f"trained {out_dir}: " + json.dumps(summary))
+
+
+@main.command("config")
+@click.option("--preset", type=click.Choice([p.value for p in Preset]), default="micro", show_default=True)
+def show_config(preset: str) -> None:
+    """Print a preset's resolved config (a starting point for --config files)."""
+    click.echo(json.dumps(to_dict(resolve_run_config(preset)), indent=2))
+
+
+if __name__ == "__main__":
+    main()

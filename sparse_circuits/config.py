@@ -1,0 +1,276 @@
+"""Typed, validated configuration.
+
+Every option is a dataclass field; free-form choices are enums. `from_dict` rejects unknown keys
+and bad enum values with a message that lists what is allowed, so a typo can never silently
+fall back to a default (SPEC section 12). `to_dict` gives the resolved config that is saved next
+to every artifact.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import typing
+from dataclasses import dataclass, field
+from typing import Any
+
+from .errors import UserError
+
+
+class NodeLocation(str, enum.Enum):
+    """The eight node locations of a block; the value is the hook-site suffix after `L.`."""
+
+    ATTN_IN = "attn.act_in"
+    ATTN_Q = "attn.q"
+    ATTN_K = "attn.k"
+    ATTN_V = "attn.v"
+    ATTN_OUT = "attn.resid_delta"
+    MLP_IN = "mlp.act_in"
+    MLP_NEURON = "mlp.post_act"
+    MLP_OUT = "mlp.resid_delta"
+
+
+class BigramTable(str, enum.Enum):
+    NONE = "none"
+    FIXED = "fixed"  # [ours] buffer of corpus bigram log-probabilities
+    LEARNABLE = "learnable"  # same initial values, trained
+
+
+class AnnealSchedule(str, enum.Enum):
+    LINEAR = "linear"  # nonzero fraction falls linearly from 1 to the target (paper)
+    EXPONENTIAL = "exponential"  # geometric interpolation: log-fraction falls linearly
+
+
+class UnitAxis(str, enum.Enum):
+    """Which slices of a weight matrix are the 'units' that keep at least j nonzeros."""
+
+    OUTPUT = "output"  # rows of an (out, in) weight / vocabulary rows of an embedding
+    INPUT = "input"  # columns
+
+
+class LossReduction(str, enum.Enum):
+    """How the per-token losses are combined before backward (the logged loss is always the mean).
+
+    [ours] SUM makes gradients O(1), the scale at which the paper's AdamW eps of 0.1 and its
+    gradient-RMS clip of 1 act as described; with MEAN the gradients of a micro model are ~1e-4,
+    eps dominates every update and AdamW degenerates into slow SGD.
+    """
+
+    SUM = "sum"
+    MEAN = "mean"
+
+
+class Preset(str, enum.Enum):
+    TINY = "tiny"
+    MICRO = "micro"
+    SMALL = "small"
+    PAPER = "paper"
+
+
+ALL_LOCATIONS_QUARTER = {loc: 0.25 for loc in NodeLocation}
+
+
+@dataclass
+class ModelConfig:
+    n_layer: int = 2
+    d_model: int = 128
+    d_head: int = 16
+    d_mlp: int = 512
+    context: int = 128
+    vocab_size: int = 2048
+    attention_sink: bool = True
+    bigram_table: BigramTable = BigramTable.FIXED
+    learned_positions: bool = False
+    # AbsTopK fraction per node location; locations not listed are not sparsified.
+    activation_topk: dict[NodeLocation, float] = field(default_factory=lambda: dict(ALL_LOCATIONS_QUARTER))
+    init_std: float = 0.02
+
+    @property
+    def n_head(self) -> int:
+        return self.d_model // self.d_head
+
+    def validate(self) -> None:
+        for name in ("n_layer", "d_model", "d_head", "d_mlp", "context", "vocab_size"):
+            if getattr(self, name) < 1:
+                raise UserError(f"model.{name} must be >= 1, got {getattr(self, name)}")
+        if self.d_model % self.d_head:
+            raise UserError(f"model.d_model ({self.d_model}) must be a multiple of model.d_head ({self.d_head})")
+        if self.vocab_size > 65535:
+            raise UserError(f"model.vocab_size {self.vocab_size} does not fit the uint16 token arrays (max 65535)")
+        for loc, frac in self.activation_topk.items():
+            if not 0.0 < frac <= 1.0:
+                raise UserError(f"model.activation_topk[{loc.value}] must be in (0, 1], got {frac}")
+
+
+@dataclass
+class SparsityConfig:
+    nonzero_frac: float = 1 / 16  # target fraction of nonzero entries in every sparsified tensor
+    anneal: AnnealSchedule = AnnealSchedule.LINEAR
+    anneal_end: float = 0.5  # fraction of training over which the nonzero fraction reaches the target
+    min_per_unit: int = 4  # j: never leave a unit with fewer nonzero weights than this
+    unit_axis: UnitAxis = UnitAxis.OUTPUT
+
+    @property
+    def dense(self) -> bool:
+        return self.nonzero_frac >= 1.0
+
+    def validate(self) -> None:
+        if not 0.0 < self.nonzero_frac <= 1.0:
+            raise UserError(f"sparsity.nonzero_frac must be in (0, 1], got {self.nonzero_frac}")
+        if not 0.0 <= self.anneal_end <= 1.0:
+            raise UserError(f"sparsity.anneal_end must be in [0, 1], got {self.anneal_end}")
+        if self.min_per_unit < 0:
+            raise UserError(f"sparsity.min_per_unit must be >= 0, got {self.min_per_unit}")
+
+
+@dataclass
+class TrainConfig:
+    steps: int = 2000
+    batch_size: int = 32  # sequences per optimizer step, summed over all processes
+    lr: float = 3e-3  # base learning rate before the sharkfin factors
+    warmup_frac: float = 0.01
+    beta1: float = 0.9
+    beta2: float = 0.95
+    weight_decay: float = 0.1
+    eps: float = 0.1  # large on purpose (paper)
+    grad_clip_rms: float = 1.0  # clip the root-mean-square of the whole gradient to this
+    loss_reduction: LossReduction = LossReduction.SUM
+    seed: int = 0
+    log_every: int = 10
+    eval_every: int = 100
+    eval_batches: int = 8
+    checkpoint_every: int = 100
+    threads: int = 0  # torch CPU threads; 0 keeps torch's default
+    device: str = "cpu"
+
+    def validate(self) -> None:
+        for name in ("steps", "batch_size", "log_every", "eval_every", "eval_batches", "checkpoint_every"):
+            if getattr(self, name) < 1:
+                raise UserError(f"train.{name} must be >= 1, got {getattr(self, name)}")
+        if self.lr <= 0:
+            raise UserError(f"train.lr must be > 0, got {self.lr}")
+        if not 0.0 <= self.warmup_frac < 1.0:
+            raise UserError(f"train.warmup_frac must be in [0, 1), got {self.warmup_frac}")
+
+
+@dataclass
+class RunConfig:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    sparsity: SparsityConfig = field(default_factory=SparsityConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    preset: Preset = Preset.MICRO
+    data_dir: str = ""
+
+    def validate(self) -> "RunConfig":
+        self.model.validate()
+        self.sparsity.validate()
+        self.train.validate()
+        return self
+
+
+PRESETS: dict[Preset, dict[str, Any]] = {
+    # Tests only: seconds per run.
+    Preset.TINY: {
+        "model": {"n_layer": 2, "d_model": 32, "d_head": 16, "d_mlp": 128, "context": 64},
+        "sparsity": {"nonzero_frac": 0.25},
+        "train": {"steps": 50, "batch_size": 8, "eval_every": 25, "checkpoint_every": 25, "log_every": 5},
+    },
+    # The embedded default: a real model in ~10-15 minutes on 2 CPU cores (docs/results.md).
+    Preset.MICRO: {
+        "model": {"n_layer": 2, "d_model": 128, "d_head": 16, "d_mlp": 512, "context": 128},
+        "sparsity": {"nonzero_frac": 1 / 16},
+        "train": {"steps": 2000, "batch_size": 32, "lr": 3e-3},
+    },
+    # One GPU.
+    Preset.SMALL: {
+        "model": {"n_layer": 8, "d_model": 512, "d_head": 16, "d_mlp": 2048, "context": 256},
+        "sparsity": {"nonzero_frac": 1 / 64},
+        "train": {"steps": 20000, "batch_size": 64, "lr": 1e-3, "device": "cuda", "eval_every": 500,
+                  "checkpoint_every": 1000},
+    },
+    # The paper's shape; many GPUs through torchrun.
+    Preset.PAPER: {
+        "model": {"n_layer": 8, "d_model": 2048, "d_head": 16, "d_mlp": 8192, "context": 256},
+        "sparsity": {"nonzero_frac": 1 / 1000, "anneal_end": 0.8},
+        "train": {"steps": 100000, "batch_size": 256, "lr": 1e-3, "device": "cuda", "eval_every": 1000,
+                  "checkpoint_every": 2000},
+    },
+}
+
+
+def _convert(value: Any, typ: Any, where: str) -> Any:
+    origin = typing.get_origin(typ)
+    if dataclasses.is_dataclass(typ):
+        if not isinstance(value, dict):
+            raise UserError(f"{where}: expected an object, got {type(value).__name__}")
+        return _from_dict(typ, value, where)
+    if isinstance(typ, type) and issubclass(typ, enum.Enum):
+        try:
+            return typ(value)
+        except ValueError:
+            allowed = ", ".join(m.value for m in typ)
+            raise UserError(f"{where}: unknown value {value!r} (allowed: {allowed})") from None
+    if origin is dict:
+        key_type, value_type = typing.get_args(typ)
+        if not isinstance(value, dict):
+            raise UserError(f"{where}: expected an object, got {type(value).__name__}")
+        return {_convert(k, key_type, f"{where} key") : _convert(v, value_type, f"{where}[{k}]")
+                for k, v in value.items()}
+    if typ is bool:
+        if not isinstance(value, bool):
+            raise UserError(f"{where}: expected true or false, got {value!r}")
+        return value
+    if typ is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise UserError(f"{where}: expected an integer, got {value!r}")
+        return value
+    if typ is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise UserError(f"{where}: expected a number, got {value!r}")
+        return float(value)
+    if typ is str:
+        if not isinstance(value, str):
+            raise UserError(f"{where}: expected a string, got {value!r}")
+        return value
+    raise TypeError(f"unsupported config type {typ} at {where}")
+
+
+def _from_dict(cls: type, data: dict, where: str) -> Any:
+    hints = typing.get_type_hints(cls)
+    fields = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - fields)
+    if unknown:
+        raise UserError(f"{where}: unknown key {unknown[0]!r} (known: {', '.join(sorted(fields))})")
+    return cls(**{k: _convert(v, hints[k], f"{where}.{k}") for k, v in data.items()})
+
+
+def _merge(base: dict, override: dict) -> dict:
+    out = dict(base)
+    for k, v in override.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict) and k != "activation_topk":
+            out[k] = _merge(out[k], v)
+        else:
+            out[k] = v
+    return out
+
+
+def to_dict(obj: Any) -> Any:
+    if dataclasses.is_dataclass(obj):
+        return {f.name: to_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, enum.Enum):
+        return obj.value
+    if isinstance(obj, dict):
+        return {to_dict(k): to_dict(v) for k, v in obj.items()}
+    return obj
+
+
+def run_config_from_dict(data: dict, where: str = "config") -> RunConfig:
+    return _from_dict(RunConfig, data, where).validate()
+
+
+def resolve_run_config(preset: str | Preset, overrides: dict | None = None, where: str = "config") -> RunConfig:
+    """Preset values, then user overrides (a partial RunConfig dict), validated."""
+    preset = _convert(preset, Preset, "preset")
+    merged = _merge(PRESETS[preset], overrides or {})
+    merged["preset"] = preset.value
+    return run_config_from_dict(merged, where)

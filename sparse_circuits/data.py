@@ -1,0 +1,299 @@
+"""Corpus -> documents -> by-file split -> BPE tokenizer -> uint16 token arrays (SPEC section 4).
+
+A data directory holds:
+  tokenizer.json      Hugging Face tokenizer (byte-level BPE, the paper's pre-tokenization regex)
+  train.bin, val.bin  uint16 token ids, documents separated by <|endoftext|>
+  bigram.safetensors  bigram counts of the training tokens (for the model's bigram table)
+  meta.json           source, file and token counts, the split, hashes, bigram baseline losses
+"""
+
+from __future__ import annotations
+
+import glob
+import hashlib
+import json
+import os
+import random
+import sysconfig
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
+from tqdm import tqdm
+
+from .errors import UserError
+from .fileio import read_json, read_safetensors, sha256_file, write_json, write_safetensors
+
+EOT = "<|endoftext|>"
+# The paper's pre-tokenization: letters with an optional non-letter prefix, digit runs of 1-3,
+# punctuation runs that absorb trailing newlines or slashes, whitespace.
+PRETOKENIZE_REGEX = r"""[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n/]*|\s*[\r\n]+|\s+(?!\S)|\s+"""
+DATA_FORMAT_VERSION = 1
+
+
+@dataclass
+class Document:
+    name: str  # file path (or "file.jsonl:LINE") used for the split and the report
+    text: str
+
+
+@dataclass
+class CorpusScan:
+    documents: list[Document]
+    skipped_unreadable: int
+    skipped_non_utf8: int
+    skipped_empty: int
+
+
+def stdlib_dir() -> Path:
+    return Path(sysconfig.get_paths()["stdlib"])
+
+
+def _python_files(source: str) -> tuple[list[Path], Path | None]:
+    """Paths of the .py files a SOURCE names, and the root their names are relative to."""
+    if source == "stdlib":
+        root = stdlib_dir()
+        files = [p for p in root.rglob("*.py") if "site-packages" not in p.relative_to(root).parts]
+        return sorted(files), root
+    path = Path(source)
+    if path.is_dir():
+        return sorted(path.rglob("*.py")), path
+    if any(ch in source for ch in "*?["):
+        return sorted(Path(p) for p in glob.glob(source, recursive=True) if Path(p).is_file()), None
+    return [], None
+
+
+def _read_text(path: Path, scan: CorpusScan) -> str | None:
+    try:
+        raw = path.read_bytes()
+    except OSError:
+        scan.skipped_unreadable += 1
+        return None
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        scan.skipped_non_utf8 += 1
+        return None
+
+
+def read_corpus(source: str) -> CorpusScan:
+    """Documents of SOURCE: `stdlib`, a directory or glob of .py files, or a .txt/.jsonl file."""
+    scan = CorpusScan([], 0, 0, 0)
+    files, root = _python_files(source)
+    path = Path(source)
+    if files or path.is_dir() or source == "stdlib":
+        for f in files:
+            text = _read_text(f, scan)
+            if text is None:
+                continue
+            if not text.strip():
+                scan.skipped_empty += 1
+                continue
+            scan.documents.append(Document(str(f.relative_to(root)) if root else str(f), text))
+    elif path.is_file() and path.suffix == ".jsonl":
+        text = _read_text(path, scan)
+        for i, line in enumerate((text or "").splitlines()):
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError:
+                raise UserError(f"{path}:{i + 1}: not valid JSON; each line must be an object with a 'text' field") from None
+            if not isinstance(obj, dict) or not isinstance(obj.get("text"), str):
+                raise UserError(f"{path}:{i + 1}: each JSONL line must be an object with a string 'text' field")
+            if obj["text"].strip():
+                scan.documents.append(Document(f"{path.name}:{i + 1}", obj["text"]))
+            else:
+                scan.skipped_empty += 1
+    elif path.is_file():
+        text = _read_text(path, scan)
+        # A text file holds one document, or several separated by <|endoftext|>.
+        for i, doc in enumerate((text or "").split(EOT)):
+            if doc.strip():
+                scan.documents.append(Document(f"{path.name}#{i}", doc))
+    elif not any(ch in source for ch in "*?["):
+        raise UserError(f"corpus source {source!r} not found: give 'stdlib', a directory or glob of .py files, "
+                        "or a .txt/.jsonl file")
+    if not scan.documents:
+        raise UserError(f"corpus {source!r} is empty: no readable UTF-8 documents "
+                        f"(skipped {scan.skipped_non_utf8} non-UTF-8, {scan.skipped_unreadable} unreadable, "
+                        f"{scan.skipped_empty} empty); point --corpus at Python sources")
+    return scan
+
+
+def split_by_file(docs: list[Document], val_frac: float, seed: int) -> tuple[list[Document], list[Document]]:
+    """Whole documents go to one side; the order is fixed by `seed`, not by the file system."""
+    order = sorted(range(len(docs)), key=lambda i: docs[i].name)
+    random.Random(seed).shuffle(order)
+    n_val = round(val_frac * len(docs))
+    if len(docs) >= 2:
+        n_val = min(max(n_val, 1), len(docs) - 1)
+    else:
+        n_val = 0
+    val = sorted((docs[i] for i in order[:n_val]), key=lambda d: d.name)
+    train = sorted((docs[i] for i in order[n_val:]), key=lambda d: d.name)
+    return train, val
+
+
+def new_tokenizer() -> Tokenizer:
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Split(Regex(PRETOKENIZE_REGEX), behavior="isolated"),
+        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+    ])
+    tok.decoder = decoders.ByteLevel()
+    return tok
+
+
+def train_tokenizer(texts: list[str], vocab_size: int) -> Tokenizer:
+    tok = new_tokenizer()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=[EOT],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tok.train_from_iterator(texts, trainer=trainer, length=len(texts))
+    return tok
+
+
+def load_tokenizer(path: str | os.PathLike) -> Tokenizer:
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path}: tokenizer not found")
+    try:
+        return Tokenizer.from_file(str(path))
+    except Exception as e:  # tokenizers raises plain Exception subclasses for bad files
+        raise UserError(f"{path}: not a valid tokenizer.json ({e})") from None
+
+
+def encode_documents(tok: Tokenizer, docs: list[Document], desc: str) -> np.ndarray:
+    eot = tok.token_to_id(EOT)
+    chunks: list[np.ndarray] = []
+    batch = 64
+    for i in tqdm(range(0, len(docs), batch), desc=desc, unit="batch", leave=False):
+        for enc in tok.encode_batch([d.text for d in docs[i:i + batch]], add_special_tokens=False):
+            chunks.append(np.asarray(enc.ids, dtype=np.uint16))
+            chunks.append(np.asarray([eot], dtype=np.uint16))
+    return np.concatenate(chunks) if chunks else np.zeros(0, dtype=np.uint16)
+
+
+def bigram_counts(tokens: np.ndarray, vocab_size: int) -> np.ndarray:
+    pairs = tokens[:-1].astype(np.int64) * vocab_size + tokens[1:].astype(np.int64)
+    return np.bincount(pairs, minlength=vocab_size * vocab_size).reshape(vocab_size, vocab_size)
+
+
+def bigram_logprobs(counts: torch.Tensor, alpha: float = 0.1) -> torch.Tensor:
+    """Add-alpha smoothed log p(next | current), one row per current token."""
+    c = counts.double() + alpha
+    return (c / c.sum(dim=1, keepdim=True)).log().float()
+
+
+def bigram_loss(logprobs: torch.Tensor, tokens: np.ndarray) -> float:
+    t = torch.from_numpy(tokens.astype(np.int64))
+    return float(-logprobs[t[:-1], t[1:]].double().mean())
+
+
+def unigram_loss(train: np.ndarray, val: np.ndarray, vocab_size: int) -> float:
+    p = (np.bincount(train, minlength=vocab_size) + 0.1).astype(np.float64)
+    p /= p.sum()
+    return float(-np.log(p[val]).mean())
+
+
+def _fingerprint(docs: list[Document], vocab_size: int, val_frac: float, seed: int) -> str:
+    h = hashlib.sha256(json.dumps([DATA_FORMAT_VERSION, PRETOKENIZE_REGEX, vocab_size, val_frac, seed]).encode())
+    for d in sorted(docs, key=lambda d: d.name):
+        h.update(d.name.encode("utf-8", "surrogateescape") + b"\0" + d.text.encode("utf-8") + b"\0")
+    return h.hexdigest()
+
+
+def prepare_data(source: str, out_dir: str | os.PathLike, vocab_size: int = 2048, val_frac: float = 0.05,
+                 seed: int = 0, log=print) -> dict:
+    """Build (or reuse) a data directory; returns its metadata."""
+    out = Path(out_dir)
+    scan = read_corpus(source)
+    fingerprint = _fingerprint(scan.documents, vocab_size, val_frac, seed)
+    meta_path = out / "meta.json"
+    if meta_path.is_file():
+        meta = read_json(meta_path, "data metadata")
+        if meta.get("fingerprint") == fingerprint and all(
+                (out / name).is_file() and sha256_file(out / name) == digest
+                for name, digest in meta.get("sha256", {}).items()):
+            log(f"data: reusing {out} (same corpus and settings)")
+            return meta
+    train_docs, val_docs = split_by_file(scan.documents, val_frac, seed)
+    log(f"data: {len(scan.documents)} documents from {source!r} "
+        f"({len(train_docs)} train / {len(val_docs)} validation); training a {vocab_size}-token BPE")
+    tok = train_tokenizer([d.text for d in train_docs], vocab_size)
+    train_tokens = encode_documents(tok, train_docs, "encode train")
+    val_tokens = encode_documents(tok, val_docs, "encode val")
+    vocab = tok.get_vocab_size()
+    counts = bigram_counts(train_tokens, vocab)
+    logprobs = bigram_logprobs(torch.from_numpy(counts))
+
+    out.mkdir(parents=True, exist_ok=True)
+    tok.save(str(out / "tokenizer.json.tmp"))
+    os.replace(out / "tokenizer.json.tmp", out / "tokenizer.json")
+    for name, arr in (("train.bin", train_tokens), ("val.bin", val_tokens)):
+        tmp = out / f".{name}.tmp"
+        arr.tofile(tmp)
+        os.replace(tmp, out / name)
+    write_safetensors(out / "bigram.safetensors", {"counts": torch.from_numpy(counts).to(torch.int32)})
+    files = ("tokenizer.json", "train.bin", "val.bin", "bigram.safetensors")
+    meta = {
+        "format_version": DATA_FORMAT_VERSION,
+        "source": source if source != "stdlib" else f"stdlib ({stdlib_dir()})",
+        "fingerprint": fingerprint,
+        "vocab_size": vocab,
+        "pretokenize_regex": PRETOKENIZE_REGEX,
+        "split": {"seed": seed, "val_frac": val_frac, "by": "file"},
+        "files": {"train": len(train_docs), "val": len(val_docs),
+                  "skipped_non_utf8": scan.skipped_non_utf8, "skipped_unreadable": scan.skipped_unreadable,
+                  "skipped_empty": scan.skipped_empty},
+        "tokens": {"train": int(train_tokens.size), "val": int(val_tokens.size)},
+        "chars": {"train": sum(len(d.text) for d in train_docs), "val": sum(len(d.text) for d in val_docs)},
+        "baselines_val_loss": {"unigram": unigram_loss(train_tokens, val_tokens, vocab),
+                               "bigram": bigram_loss(logprobs, val_tokens) if val_tokens.size > 1 else None},
+        "val_files": [d.name for d in val_docs],
+        "sha256": {name: sha256_file(out / name) for name in files},
+    }
+    write_json(meta_path, meta)
+    log(f"data: {meta['tokens']['train']:,} train / {meta['tokens']['val']:,} validation tokens; "
+        f"skipped {scan.skipped_non_utf8} non-UTF-8 and {scan.skipped_unreadable} unreadable files -> {out}")
+    return meta
+
+
+class TokenData:
+    """The token arrays of a data directory, and the model's batches drawn from them."""
+
+    def __init__(self, data_dir: str | os.PathLike):
+        self.dir = Path(data_dir)
+        self.meta = read_json(self.dir / "meta.json", "data metadata (run `sparse-circuits data` first)")
+        for name in ("train.bin", "val.bin", "tokenizer.json"):
+            if not (self.dir / name).is_file():
+                raise UserError(f"{self.dir / name}: missing; re-run `sparse-circuits data --out {self.dir}`")
+        self.train = np.memmap(self.dir / "train.bin", dtype=np.uint16, mode="r")
+        self.val = np.memmap(self.dir / "val.bin", dtype=np.uint16, mode="r")
+        self.vocab_size = int(self.meta["vocab_size"])
+
+    def bigram_logprobs(self) -> torch.Tensor:
+        counts = read_safetensors(self.dir / "bigram.safetensors", "bigram counts")["counts"]
+        return bigram_logprobs(counts)
+
+    def batch(self, split: str, batch_size: int, context: int, seed: int, index: int,
+              rows: slice = slice(None)) -> tuple[torch.Tensor, torch.Tensor]:
+        """Random windows, a pure function of (seed, split, index): resuming needs no RNG state.
+
+        `rows` selects this process's share of the global batch in data-parallel training.
+        """
+        tokens = self.train if split == "train" else self.val
+        if tokens.size < context + 2:
+            raise UserError(f"{self.dir}: the {split} split has {tokens.size} tokens, fewer than the context "
+                            f"{context} + 2; use a larger corpus or a smaller context")
+        rng = np.random.default_rng([seed, 0 if split == "train" else 1, index])
+        starts = rng.integers(0, tokens.size - context - 1, size=batch_size)[rows]
+        windows = np.stack([tokens[s:s + context + 1] for s in starts]).astype(np.int64)
+        w = torch.from_numpy(windows)
+        return w[:, :-1], w[:, 1:]

@@ -1,0 +1,170 @@
+"""The GPT: one forward pass, read top to bottom.
+
+Pre-norm decoder-only transformer (SPEC section 2): RMSNorm, untied embeddings, biases on every
+linear layer, small heads (d_head 16), an optional attention sink per head, an optional bigram
+table added to the logits, optional learned positions. Each of the eight node locations of a
+block passes through a `HookSite`, which applies AbsTopK and then the caller's `Hooks`.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .config import BigramTable, ModelConfig, NodeLocation
+from .hooks import Hooks, HookSite
+
+
+def _site(cfg: ModelConfig, layer: int, loc: NodeLocation, width: int) -> HookSite:
+    return HookSite(f"{layer}.{loc.value}", width, cfg.activation_topk.get(loc))
+
+
+class Attention(nn.Module):
+    def __init__(self, cfg: ModelConfig, layer: int):
+        super().__init__()
+        d = cfg.d_model
+        self.n_head, self.d_head = cfg.n_head, cfg.d_head
+        # Separate q/k/v projections so every output row is one channel (one "unit").
+        self.c_q, self.c_k, self.c_v = nn.Linear(d, d), nn.Linear(d, d), nn.Linear(d, d)
+        self.c_proj = nn.Linear(d, d)
+        self.act_in = _site(cfg, layer, NodeLocation.ATTN_IN, d)
+        self.q = _site(cfg, layer, NodeLocation.ATTN_Q, d)
+        self.k = _site(cfg, layer, NodeLocation.ATTN_K, d)
+        self.v = _site(cfg, layer, NodeLocation.ATTN_V, d)
+        self.resid_delta = _site(cfg, layer, NodeLocation.ATTN_OUT, d)
+        self.sink_logit = nn.Parameter(torch.zeros(self.n_head)) if cfg.attention_sink else None
+
+    def forward(self, x: torch.Tensor, hooks: Hooks | None) -> torch.Tensor:
+        B, T, _ = x.shape
+        x = self.act_in(x, hooks)
+        q = self.q(self.c_q(x), hooks)
+        k = self.k(self.c_k(x), hooks)
+        v = self.v(self.c_v(x), hooks)
+        q, k, v = (t.view(B, T, self.n_head, self.d_head).transpose(1, 2) for t in (q, k, v))
+        y = attend(q, k, v, self.sink_logit)
+        y = y.transpose(1, 2).reshape(B, T, self.n_head * self.d_head)
+        return self.resid_delta(self.c_proj(y), hooks)
+
+
+def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, sink_logit: torch.Tensor | None) -> torch.Tensor:
+    """Causal attention; the sink is one extra key/value slot with k=0, v=0 and logit sink_logit[h]."""
+    if sink_logit is None:
+        return F.scaled_dot_product_attention(q, k, v, is_causal=True)
+    B, H, T, D = q.shape
+    zeros = q.new_zeros(B, H, 1, D)
+    k = torch.cat([zeros, k], dim=2)
+    v = torch.cat([zeros, v], dim=2)
+    # q . 0 = 0, so the additive mask alone sets the sink's logit.
+    causal = torch.ones(T, T, dtype=torch.bool, device=q.device).tril()
+    mask = q.new_zeros(T, T).masked_fill(~causal, float("-inf"))
+    mask = torch.cat([sink_logit.view(H, 1, 1).expand(H, T, 1), mask.expand(H, T, T)], dim=2)
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+
+
+class MLP(nn.Module):
+    def __init__(self, cfg: ModelConfig, layer: int):
+        super().__init__()
+        self.c_fc = nn.Linear(cfg.d_model, cfg.d_mlp)
+        self.c_proj = nn.Linear(cfg.d_mlp, cfg.d_model)
+        self.act_in = _site(cfg, layer, NodeLocation.MLP_IN, cfg.d_model)
+        self.post_act = _site(cfg, layer, NodeLocation.MLP_NEURON, cfg.d_mlp)
+        self.resid_delta = _site(cfg, layer, NodeLocation.MLP_OUT, cfg.d_model)
+
+    def forward(self, x: torch.Tensor, hooks: Hooks | None) -> torch.Tensor:
+        x = self.act_in(x, hooks)
+        x = self.post_act(F.gelu(self.c_fc(x)), hooks)
+        return self.resid_delta(self.c_proj(x), hooks)
+
+
+class Block(nn.Module):
+    def __init__(self, cfg: ModelConfig, layer: int):
+        super().__init__()
+        self.ln_1 = nn.RMSNorm(cfg.d_model, eps=1e-5)
+        self.attn = Attention(cfg, layer)
+        self.ln_2 = nn.RMSNorm(cfg.d_model, eps=1e-5)
+        self.mlp = MLP(cfg, layer)
+
+    def forward(self, x: torch.Tensor, hooks: Hooks | None) -> torch.Tensor:
+        x = x + self.attn(self.ln_1(x), hooks)
+        return x + self.mlp(self.ln_2(x), hooks)
+
+
+class GPT(nn.Module):
+    def __init__(self, cfg: ModelConfig, bigram_logprobs: torch.Tensor | None = None):
+        super().__init__()
+        self.cfg = cfg
+        self.wte = nn.Embedding(cfg.vocab_size, cfg.d_model)
+        self.wpe = nn.Embedding(cfg.context, cfg.d_model) if cfg.learned_positions else None
+        self.blocks = nn.ModuleList(Block(cfg, i) for i in range(cfg.n_layer))
+        self.ln_f = nn.RMSNorm(cfg.d_model, eps=1e-5)
+        self.lm_head = nn.Linear(cfg.d_model, cfg.vocab_size)
+        self._init_weights()
+        table = torch.zeros(cfg.vocab_size, cfg.vocab_size)
+        if bigram_logprobs is not None:
+            table.copy_(bigram_logprobs)
+        if cfg.bigram_table == BigramTable.FIXED:
+            self.register_buffer("bigram", table)
+        elif cfg.bigram_table == BigramTable.LEARNABLE:
+            self.bigram = nn.Parameter(table)
+        else:
+            self.bigram = None
+
+    def _init_weights(self) -> None:
+        std = self.cfg.init_std
+        for name, module in self.named_modules():
+            if isinstance(module, (nn.Linear, nn.Embedding)):
+                residual_write = name.endswith("c_proj")
+                nn.init.normal_(module.weight, 0.0, std / math.sqrt(2 * self.cfg.n_layer) if residual_write else std)
+                if getattr(module, "bias", None) is not None:
+                    nn.init.zeros_(module.bias)
+
+    def forward(self, idx: torch.Tensor, hooks: Hooks | None = None) -> torch.Tensor:
+        T = idx.shape[1]
+        if T > self.cfg.context:
+            raise ValueError(f"sequence length {T} exceeds the model's context {self.cfg.context}")
+        x = self.wte(idx)
+        if self.wpe is not None:
+            x = x + self.wpe(torch.arange(T, device=idx.device))
+        for block in self.blocks:
+            x = block(x, hooks)
+        logits = self.lm_head(self.ln_f(x))
+        if self.bigram is not None:
+            logits = logits + self.bigram[idx]
+        return logits
+
+    # -- introspection -------------------------------------------------------------------------
+
+    def hook_sites(self) -> dict[str, HookSite]:
+        return {m.name: m for m in self.modules() if isinstance(m, HookSite)}
+
+    def run_with_hooks(self, idx: torch.Tensor, hooks: Hooks) -> torch.Tensor:
+        hooks.check_names(self.hook_sites())
+        return self(idx, hooks)
+
+    def run_with_cache(self, idx: torch.Tensor, names: list[str] | None = None,
+                       hooks: Hooks | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Logits and the activations at the named sites (all sites if names is None)."""
+        cache: dict[str, torch.Tensor] = {}
+        hooks = hooks if hooks is not None else Hooks()
+        hooks.record(list(self.hook_sites()) if names is None else names, cache)
+        return self.run_with_hooks(idx, hooks), cache
+
+    def sparsified_parameters(self) -> dict[str, nn.Parameter]:
+        """Every tensor the weight projection acts on: linear weights and biases, embeddings.
+
+        Not norm gains, sink logits or the bigram table (SPEC section 3).
+        """
+        out = {}
+        for mod_name, module in self.named_modules():
+            if isinstance(module, (nn.Linear, nn.Embedding)):
+                for p_name, p in module.named_parameters(recurse=False):
+                    out[f"{mod_name}.{p_name}"] = p
+        return out
+
+
+def lm_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Mean next-token cross-entropy in nats."""
+    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), targets.reshape(-1))

@@ -1,0 +1,145 @@
+"""Weight sparsity: the exact magnitude projection and the schedules around it (SPEC section 3).
+
+After every optimizer step each sparsified tensor keeps its k = ceil(frac * numel) entries of
+largest magnitude (ties broken by lowest flat index, so exactly k are kept) plus, per unit, its
+`min_per_unit` largest entries; everything else is set to exactly zero. Gradients and Adam moments
+are never touched: a zeroed weight comes back when its dense update makes it large again.
+
+Finding the k-th largest magnitude is the hot spot. On the CPU we bracket the threshold from a
+random sample and run an exact selection only on the few entries inside the bracket; on a GPU a
+fixed 31-step bisection on the float bit pattern finds it without host synchronisation. Both are
+exact; `kth_largest_reference` (torch.kthvalue) is the reference the tests compare them to.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from .config import AnnealSchedule, SparsityConfig, UnitAxis
+
+_SAMPLE = 1 << 14
+
+
+def keep_count(frac: float, numel: int) -> int:
+    return min(numel, max(1, math.ceil(frac * numel)))
+
+
+def kth_largest_reference(a: torch.Tensor, k: int) -> torch.Tensor:
+    flat = a.reshape(-1)
+    return torch.kthvalue(flat, flat.numel() - k + 1).values
+
+
+def kth_largest_bisect(a: torch.Tensor, k: int) -> torch.Tensor:
+    """k-th largest of a non-negative tensor by bisection on its int32 bit pattern: no host syncs.
+
+    For non-negative IEEE floats the bit patterns sort like the values, so 31 halvings of the
+    integer range find the largest t with count(a >= t) >= k, which is the k-th largest value.
+    """
+    bits = a.reshape(-1).view(torch.int32)
+    lo = torch.zeros((), dtype=torch.int64, device=a.device)
+    hi = bits.max().to(torch.int64)
+    for _ in range(31):
+        mid = (lo + hi + 1) // 2
+        enough = (bits >= mid).sum() >= k
+        lo = torch.where(enough, mid, lo)
+        hi = torch.where(enough, hi, mid - 1)
+    return lo.to(torch.int32).view(torch.float32).to(a.dtype)
+
+
+def kth_largest_sampled(a: torch.Tensor, k: int, generator: torch.Generator | None = None) -> torch.Tensor:
+    """k-th largest of a non-negative tensor: a sample gives a lower bound, exact selection above it."""
+    flat = a.reshape(-1)
+    n = flat.numel()
+    if n <= 4 * _SAMPLE or k > n // 2:
+        return kth_largest_reference(flat, k)
+    idx = torch.randint(0, n, (_SAMPLE,), generator=generator, device=a.device)
+    sample, _ = flat[idx].sort()
+    # A bound whose sample rank sits 6 binomial standard deviations below the threshold's:
+    # the chance that fewer than k entries lie above it is ~1e-9, and then we fall back.
+    r = _SAMPLE * (1 - k / n)
+    margin = 6 * math.sqrt(_SAMPLE * (k / n) * (1 - k / n)) + 8
+    lo = sample[max(0, int(r - margin))]
+    above = flat[flat >= lo]
+    if above.numel() < k:
+        return kth_largest_reference(flat, k)
+    return torch.kthvalue(above, above.numel() - k + 1).values
+
+
+def kth_largest(a: torch.Tensor, k: int) -> torch.Tensor:
+    return kth_largest_bisect(a, k) if a.is_cuda else kth_largest_sampled(a, k)
+
+
+def topk_mask(a: torch.Tensor, k: int) -> torch.Tensor:
+    """Boolean mask of exactly k largest entries of non-negative `a`; ties go to the lowest index."""
+    t = kth_largest(a, k)
+    mask = a >= t
+    kept = int(torch.count_nonzero(mask))
+    if kept > k:  # ties at the threshold: keep the first ones in flat order
+        flat = mask.view(-1)
+        tied = (a.reshape(-1) == t).nonzero().squeeze(1)
+        flat[tied[len(tied) - (kept - k):]] = False
+    return mask
+
+
+def add_unit_floor(mask: torch.Tensor, a: torch.Tensor, j: int, axis: UnitAxis) -> torch.Tensor:
+    """Also keep the j largest entries of every unit (row or column) that has fewer than j kept."""
+    if a.dim() < 2 or j <= 0:
+        return mask
+    m2, a2 = (mask, a) if axis == UnitAxis.OUTPUT else (mask.t(), a.t())
+    j = min(j, a2.shape[1])
+    short = (torch.count_nonzero(m2, dim=1) < j).nonzero().squeeze(1)
+    if short.numel():
+        cols = a2[short].topk(j, dim=1).indices
+        m2[short.unsqueeze(1), cols] = True
+    return mask
+
+
+@torch.no_grad()
+def project_(weight: torch.Tensor, frac: float, min_per_unit: int = 4,
+             unit_axis: UnitAxis = UnitAxis.OUTPUT) -> torch.Tensor:
+    """Zero all but the top-magnitude entries of `weight` in place; returns the kept mask."""
+    a = weight.detach().abs()
+    mask = topk_mask(a, keep_count(frac, a.numel()))
+    mask = add_unit_floor(mask, a, min_per_unit, unit_axis)
+    weight.masked_fill_(mask.logical_not(), 0.0)
+    return mask
+
+
+@torch.no_grad()
+def project_naive_(weight: torch.Tensor, frac: float, min_per_unit: int = 4) -> torch.Tensor:
+    """The earlier reimplementation's method, kept only as the benchmark's baseline."""
+    a = weight.abs()
+    k = keep_count(frac, a.numel())
+    mask = torch.zeros(a.numel(), dtype=torch.bool)
+    mask[torch.topk(a.reshape(-1), k).indices] = True
+    mask = mask.view_as(a)
+    if a.dim() >= 2:
+        rows = torch.topk(a, min(min_per_unit, a.shape[1]), dim=1).indices
+        mask.scatter_(1, rows, True)
+    weight.mul_(mask)
+    return mask
+
+
+def nonzero_fraction(frac_target: float, step: int, total_steps: int, cfg: SparsityConfig) -> float:
+    """L0 annealing: 1 at step 0, `frac_target` from `anneal_end * total_steps` on."""
+    end = cfg.anneal_end * total_steps
+    if frac_target >= 1.0 or step >= end:
+        return frac_target
+    progress = step / end
+    if cfg.anneal == AnnealSchedule.LINEAR:
+        return 1.0 + (frac_target - 1.0) * progress
+    if cfg.anneal == AnnealSchedule.EXPONENTIAL:
+        return frac_target ** progress
+    raise ValueError(f"unhandled anneal schedule {cfg.anneal}")
+
+
+def sharkfin_lr(base_lr: float, step: int, total_steps: int, warmup_frac: float, current_frac: float) -> float:
+    """Linear warmup over `warmup_frac` of training, linear decay to 0, times 1/sqrt(nonzero fraction)."""
+    warmup = max(1, round(warmup_frac * total_steps))
+    if step < warmup:
+        shape = (step + 1) / warmup
+    else:
+        shape = max(0.0, (total_steps - step) / max(1, total_steps - warmup))
+    return base_lr * shape / math.sqrt(current_frac)

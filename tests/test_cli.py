@@ -1,0 +1,68 @@
+"""The command line as a user meets it: exit codes and one-line errors."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+
+def cli(*args, cwd=None):
+    return subprocess.run([sys.executable, "-m", "sparse_circuits.cli", *map(str, args)], capture_output=True,
+                          text=True, cwd=cwd, timeout=600)
+
+
+def assert_one_line_error(result, *fragments):
+    assert result.returncode == 2, result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    for fragment in fragments:
+        assert fragment in lines[0]
+
+
+def test_data_then_train_then_resume(tmp_path, corpus_dir):
+    data = tmp_path / "data"
+    r = cli("data", "--corpus", corpus_dir, "--out", data, "--vocab-size", 300)
+    assert r.returncode == 0, r.stderr
+    assert json.loads((data / "meta.json").read_text())["files"]["train"] > 0
+    run = tmp_path / "run"
+    cfg = tmp_path / "cfg.json"
+    cfg.write_text(json.dumps({"train": {"eval_every": 3, "checkpoint_every": 3, "log_every": 1, "threads": 1}}))
+    r = cli("train", "--data", data, "--preset", "tiny", "--out", run, "--steps", 6, "--seed", 3,
+            "--nonzero-frac", 0.5, "--config", cfg)
+    assert r.returncode == 0, r.stderr
+    assert "trained" in r.stdout
+    saved = json.loads((run / "config.json").read_text())
+    assert saved["train"]["seed"] == 3 and saved["sparsity"]["nonzero_frac"] == 0.5
+    assert saved["model"]["vocab_size"] == json.loads((data / "meta.json").read_text())["vocab_size"]
+    assert_one_line_error(cli("train", "--data", data, "--preset", "tiny", "--out", run), "--resume")
+    r = cli("train", "--out", run, "--resume")
+    assert r.returncode == 0, r.stderr
+    # Scripts re-run the same command: a finished run reports its final metrics.
+    r = cli("train", "--data", data, "--preset", "tiny", "--out", run, "--resume-if-exists")
+    assert r.returncode == 0, r.stderr
+    assert '"step": 6' in r.stdout and "val_loss" in r.stdout
+
+
+@pytest.mark.parametrize("case", ["unknown_key", "empty_corpus", "missing_data", "corrupt_checkpoint"])
+def test_bad_input_gives_one_line_error(tmp_path, corpus_dir, data_dir, case):
+    if case == "unknown_key":
+        cfg = tmp_path / "cfg.json"
+        cfg.write_text(json.dumps({"model": {"n_layers": 3}}))
+        r = cli("train", "--data", data_dir, "--preset", "tiny", "--out", tmp_path / "r", "--config", cfg)
+        assert_one_line_error(r, "unknown key 'n_layers'", "n_layer")
+    elif case == "empty_corpus":
+        (tmp_path / "empty").mkdir()
+        assert_one_line_error(cli("data", "--corpus", tmp_path / "empty", "--out", tmp_path / "d"), "is empty")
+    elif case == "missing_data":
+        r = cli("train", "--data", tmp_path / "nope", "--preset", "tiny", "--out", tmp_path / "r")
+        assert_one_line_error(r, "not found")
+    elif case == "corrupt_checkpoint":
+        run = tmp_path / "run"
+        cfg = tmp_path / "cfg.json"
+        cfg.write_text(json.dumps({"train": {"checkpoint_every": 2, "threads": 1}}))
+        assert cli("train", "--data", data_dir, "--preset", "tiny", "--out", run, "--steps", 2,
+                   "--config", cfg).returncode == 0
+        ckpt = run / "checkpoints" / "step_00000002" / "optimizer.safetensors"
+        ckpt.write_bytes(b"garbage")
+        assert_one_line_error(cli("train", "--out", run, "--resume"), "optimizer state is corrupt")

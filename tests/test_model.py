@@ -1,0 +1,160 @@
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from sparse_circuits.config import BigramTable, ModelConfig, NodeLocation
+from sparse_circuits.errors import UserError
+from sparse_circuits.hooks import Hooks, abs_topk
+from sparse_circuits.model import GPT, attend
+
+
+def small_model(**kw) -> GPT:
+    torch.manual_seed(0)
+    cfg = ModelConfig(n_layer=2, d_model=32, d_head=8, d_mlp=64, context=16, vocab_size=50, **kw)
+    model = GPT(cfg, bigram_logprobs=torch.randn(50, 50).log_softmax(-1)).eval()
+    # Give biases and sinks nonzero values so they are exercised.
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.endswith("bias") or "sink" in name:
+                p.normal_(0, 0.5)
+    return model
+
+
+def tokens(batch=3, T=16, vocab=50):
+    return torch.randint(0, vocab, (batch, T), generator=torch.Generator().manual_seed(1))
+
+
+def test_abs_topk_keeps_k_largest_magnitudes():
+    x = torch.randn(5, 7, 40)
+    y = abs_topk(x, 10)
+    assert (torch.count_nonzero(y, dim=-1) == 10).all()
+    kept = y != 0
+    assert torch.equal(y[kept], x[kept])
+    smallest_kept = x.abs().masked_fill(~kept, float("inf")).amin(-1)
+    largest_dropped = x.abs().masked_fill(kept, 0.0).amax(-1)
+    assert (smallest_kept >= largest_dropped).all()
+    assert torch.equal(abs_topk(x, 40), x)
+
+
+def test_activation_sparsity_at_every_site():
+    model = small_model()
+    _, cache = model.run_with_cache(tokens())
+    assert len(cache) == 2 * 8
+    for name, site in model.hook_sites().items():
+        assert cache[name].shape[-1] == site.width
+        assert (torch.count_nonzero(cache[name], dim=-1) <= site.topk_k).all(), name
+
+
+def test_sites_follow_public_names():
+    model = small_model()
+    expected = {f"{layer}.{loc.value}" for layer in range(2) for loc in NodeLocation}
+    assert set(model.hook_sites()) == expected
+    assert {"0.attn.act_in", "1.mlp.post_act", "1.attn.resid_delta"} <= expected
+
+
+def test_topk_only_at_configured_locations():
+    model = small_model(activation_topk={NodeLocation.MLP_NEURON: 0.125})
+    sites = model.hook_sites()
+    assert sites["0.mlp.post_act"].topk_k == 8
+    assert sites["0.attn.q"].topk_k is None
+
+
+def direct_sink_attention(q, k, v, sink):
+    """Softmax over [sink slot, causal keys] written out, with the sink's value zero."""
+    B, H, T, D = q.shape
+    scores = q @ k.transpose(-1, -2) / math.sqrt(D)
+    scores = scores.masked_fill(~torch.ones(T, T, dtype=torch.bool).tril(), float("-inf"))
+    full = torch.cat([sink.view(1, H, 1, 1).expand(B, H, T, 1), scores], dim=-1)
+    probs = full.softmax(-1)
+    return probs[..., 1:] @ v, probs[..., 0]
+
+
+def test_sink_attention_matches_direct_computation():
+    g = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(2, 3, 9, 4, generator=g) for _ in range(3))
+    sink = torch.tensor([-1.0, 0.0, 3.0], requires_grad=True)
+    ours = attend(q, k, v, sink)
+    ref, sink_prob = direct_sink_attention(q, k, v, sink)
+    torch.testing.assert_close(ours, ref, rtol=1e-5, atol=1e-6)
+    # A large sink logit makes the head attend to nothing.
+    assert sink_prob[:, 2].mean() > sink_prob[:, 0].mean()
+    ours.sum().backward()
+    assert sink.grad is not None and sink.grad.abs().sum() > 0
+    # Without a sink it is plain causal attention.
+    torch.testing.assert_close(attend(q, k, v, None),
+                               direct_sink_attention(q, k, v, torch.full((3,), -1e9))[0], rtol=1e-5, atol=1e-6)
+
+
+def test_hooked_forward_equals_plain_forward():
+    model = small_model()
+    x = tokens()
+    plain = model(x)
+    logits, cache = model.run_with_cache(x)
+    assert torch.equal(plain, logits)
+    hooks = Hooks()
+    for name in model.hook_sites():
+        hooks.add(name, lambda a: a)
+        hooks.add(name, lambda a: a.clone())
+    assert torch.equal(model.run_with_hooks(x, hooks), plain)
+
+
+def test_interventions_change_the_output_and_compose_in_order():
+    model = small_model()
+    x = tokens()
+    plain = model(x)
+    zeroed = model.run_with_hooks(x, Hooks().add("1.mlp.post_act", torch.zeros_like))
+    assert not torch.allclose(zeroed, plain)
+    # A recorder added after an intervention sees the intervened value.
+    store = {}
+    hooks = Hooks().add("0.attn.v", lambda a: a * 2).record(["0.attn.v"], store)
+    _, clean = model.run_with_cache(x, ["0.attn.v"])
+    model.run_with_hooks(x, hooks)
+    torch.testing.assert_close(store["0.attn.v"], clean["0.attn.v"] * 2)
+
+
+def test_unknown_site_is_an_error():
+    model = small_model()
+    with pytest.raises(UserError, match="unknown hook site '0.attn.query'"):
+        model.run_with_hooks(tokens(), Hooks().add("0.attn.query", lambda a: a))
+
+
+def test_bigram_table_is_added_at_the_current_token():
+    fixed = small_model(bigram_table=BigramTable.FIXED)
+    none = small_model(bigram_table=BigramTable.NONE)
+    none.load_state_dict({k: v for k, v in fixed.state_dict().items() if k != "bigram"})
+    x = tokens()
+    torch.testing.assert_close(fixed(x) - none(x), fixed.bigram[x])
+    assert "bigram" not in dict(fixed.named_parameters())
+    learnable = small_model(bigram_table=BigramTable.LEARNABLE)
+    assert "bigram" in dict(learnable.named_parameters())
+
+
+def test_learned_positions_are_an_option_and_sparsified():
+    model = small_model(learned_positions=True)
+    assert "wpe.weight" in model.sparsified_parameters()
+    model_np = small_model()
+    assert "wpe.weight" not in model_np.sparsified_parameters()
+
+
+def test_sparsified_parameters_exclude_gains_sinks_bigram():
+    names = set(small_model(bigram_table=BigramTable.LEARNABLE).sparsified_parameters())
+    assert "wte.weight" in names and "lm_head.weight" in names and "lm_head.bias" in names
+    assert "blocks.0.attn.c_q.bias" in names and "blocks.1.mlp.c_proj.weight" in names
+    assert not any("ln_" in n or "sink" in n or "bigram" in n for n in names)
+
+
+def test_init_scales():
+    torch.manual_seed(0)
+    cfg = ModelConfig(n_layer=4, d_model=256, d_head=16, d_mlp=1024, context=8, vocab_size=100)
+    model = GPT(cfg)
+    assert model.blocks[0].mlp.c_fc.weight.std().item() == pytest.approx(0.02, rel=0.05)
+    assert model.blocks[0].mlp.c_proj.weight.std().item() == pytest.approx(0.02 / math.sqrt(8), rel=0.05)
+    assert model.blocks[0].attn.c_q.bias.abs().sum() == 0
+
+
+def test_context_overflow_is_an_error():
+    model = small_model()
+    with pytest.raises(ValueError, match="exceeds the model's context"):
+        model(torch.zeros(1, 17, dtype=torch.long))

@@ -1,0 +1,169 @@
+import json
+
+import pytest
+import torch
+
+from sparse_circuits.checkpoint import checkpoint_dirs, load_model
+from sparse_circuits.data import TokenData
+from sparse_circuits.errors import UserError
+from sparse_circuits.model import lm_loss
+from sparse_circuits.sparsity import keep_count
+from sparse_circuits.train import TrainingDiverged, clip_grad_rms_, train
+
+from conftest import tiny_config
+
+
+def metrics(run_dir):
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, data_dir):
+    out = tmp_path_factory.mktemp("run") / "sparse"
+    cfg = tiny_config(data_dir)
+    train(cfg, out, progress=False)
+    return out, cfg
+
+
+def test_run_directory_contents(trained):
+    out, cfg = trained
+    for name in ("config.json", "model.safetensors", "tokenizer.json", "metrics.jsonl"):
+        assert (out / name).is_file(), name
+    latest = checkpoint_dirs(out)[-1]
+    assert latest.name == "step_00000012"
+    assert (latest / "optimizer.safetensors").is_file() and (latest / "state.json").is_file()
+    assert len(checkpoint_dirs(out)) == 2  # older checkpoints are removed
+    recs = metrics(out)
+    assert [r["step"] for r in recs] == [2, 4, 6, 8, 10, 12]
+    evals = [r for r in recs if "val_loss" in r]
+    assert [r["step"] for r in evals] == [6, 12]
+    for key in ("train_loss", "lr", "tokens_per_s", "nonzero_frac_target"):
+        assert key in recs[-1]
+    assert recs[0]["train_loss"] > recs[-1]["train_loss"]  # it learns
+
+
+def test_final_weights_meet_the_target_fraction(trained):
+    out, cfg = trained
+    model, _ = load_model(out)
+    target = cfg.sparsity.nonzero_frac
+    for name, p in model.sparsified_parameters().items():
+        nonzero = int(torch.count_nonzero(p))
+        k = keep_count(target, p.numel())
+        assert nonzero <= k + (cfg.sparsity.min_per_unit * p.shape[0] if p.dim() == 2 else 0), name
+        assert nonzero >= min(k, 1), name
+        if p.dim() == 2:
+            assert (torch.count_nonzero(p, dim=1) >= min(cfg.sparsity.min_per_unit, p.shape[1])).all(), name
+    assert metrics(out)[-1]["nonzero_frac"]["blocks.0.mlp.c_fc.weight"] <= target + 4 / 32
+
+
+def test_checkpoint_round_trip(trained, data_dir):
+    out, cfg = trained
+    model, loaded_cfg = load_model(out)
+    assert loaded_cfg == cfg
+    x, y = TokenData(data_dir).batch("val", 2, 16, seed=0, index=0)
+    with torch.no_grad():
+        ref = lm_loss(model(x), y)
+    model2, _ = load_model(out)
+    assert torch.equal(model2(x), model(x))
+    assert float(ref) == pytest.approx(metrics(out)[-1]["val_loss"], rel=0.5)
+
+
+class Killed(Exception):
+    pass
+
+
+def test_resume_continues_exactly(tmp_path, data_dir):
+    cfg = tiny_config(data_dir)
+    full = tmp_path / "full"
+    train(cfg, full, progress=False)
+
+    def die_at_step_5(step, record):
+        if step == 5:  # after the step-3 checkpoint, with metrics of steps 4 and 5 already written
+            raise Killed
+
+    broken = tmp_path / "broken"
+    with pytest.raises(Killed):
+        train(cfg, broken, on_step=die_at_step_5, progress=False)
+    assert checkpoint_dirs(broken)[-1].name == "step_00000003"
+    train(cfg, broken, resume=True, progress=False)
+
+    strip = lambda r: {k: v for k, v in r.items() if k not in ("tokens_per_s",)}
+    assert [strip(r) for r in metrics(broken)] == [strip(r) for r in metrics(full)]
+    a, _ = load_model(full)
+    b, _ = load_model(broken)
+    for (name, pa), pb in zip(a.state_dict().items(), b.state_dict().values()):
+        assert torch.equal(pa, pb), name
+
+
+def test_dense_baseline_has_no_zeros(tmp_path, data_dir):
+    cfg = tiny_config(data_dir, steps=4)
+    cfg.sparsity.nonzero_frac = 1.0
+    train(cfg, tmp_path / "dense", progress=False)
+    model, _ = load_model(tmp_path / "dense")
+    assert all(torch.count_nonzero(p) == p.numel() for n, p in model.sparsified_parameters().items()
+               if not n.endswith("bias"))
+
+
+def test_existing_run_needs_resume(trained):
+    out, cfg = trained
+    with pytest.raises(UserError, match="already holds a run; pass --resume"):
+        train(cfg, out, progress=False)
+
+
+def test_nan_loss_stops_with_a_clear_error_and_keeps_the_checkpoint(tmp_path, data_dir):
+    cfg = tiny_config(data_dir, steps=12, lr=1e30)
+    out = tmp_path / "nan"
+    with pytest.raises(TrainingDiverged, match="training loss became nan at step"):
+        train(cfg, out, progress=False)
+    assert (out / "config.json").is_file()
+
+
+def test_corrupt_checkpoint_is_a_clear_error(tmp_path, trained):
+    import shutil
+
+    out, _ = trained
+    copy = tmp_path / "copy"
+    shutil.copytree(out, copy)
+    data = (copy / "model.safetensors").read_bytes()
+    (copy / "model.safetensors").write_bytes(data[: len(data) // 2])
+    with pytest.raises(UserError, match="corrupt or not a safetensors file"):
+        load_model(copy)
+
+
+def test_mismatched_checkpoint_is_a_clear_error(tmp_path, trained, data_dir):
+    import shutil
+
+    out, _ = trained
+    other = tmp_path / "other"
+    cfg = tiny_config(data_dir, steps=2)
+    cfg.model.d_mlp = 64
+    train(cfg, other, progress=False)
+    shutil.copyfile(other / "model.safetensors", tmp_path / "m.safetensors")
+    copy = tmp_path / "copy"
+    shutil.copytree(out, copy)
+    shutil.copyfile(tmp_path / "m.safetensors", copy / "model.safetensors")
+    with pytest.raises(UserError, match="different model config"):
+        load_model(copy)
+    # Same config hash but a tensor missing: strict key check.
+    from safetensors.torch import load_file, save_file
+    from safetensors import safe_open
+
+    with safe_open(str(out / "model.safetensors"), framework="pt") as f:
+        meta = f.metadata()
+    tensors = load_file(str(out / "model.safetensors"))
+    del tensors["lm_head.bias"]
+    save_file(tensors, str(copy / "model.safetensors"), metadata=meta)
+    with pytest.raises(UserError, match="missing \\['lm_head.bias'\\]"):
+        load_model(copy)
+
+
+def test_clip_grad_rms():
+    p = [torch.nn.Parameter(torch.zeros(100)), torch.nn.Parameter(torch.zeros(300))]
+    p[0].grad = torch.full((100,), 4.0)
+    p[1].grad = torch.full((300,), 4.0)
+    assert clip_grad_rms_(p, 1.0) == pytest.approx(4.0)
+    assert torch.allclose(p[1].grad, torch.ones(300))
+    p[0].grad = torch.full((100,), 0.5)
+    p[1].grad = torch.full((300,), 0.5)
+    clip_grad_rms_(p, 1.0)
+    assert torch.allclose(p[0].grad, torch.full((100,), 0.5))  # below the limit: untouched
