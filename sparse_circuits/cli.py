@@ -97,6 +97,32 @@ def train(data_dir, preset, out_dir, config_file, nonzero_frac, dense, steps, lr
     click.echo(f"trained {out_dir}: " + json.dumps(summary))
 
 
+@main.command()
+@click.argument("run_dir", type=click.Path(file_okay=False))
+@click.option("--json", "as_json", is_flag=True, help="print JSON instead of a table")
+@_user_errors
+def info(run_dir: str, as_json: bool) -> None:
+    """Final losses, wall time and per-tensor nonzero fractions of a training run."""
+    from .train import summarize_run
+
+    s = summarize_run(run_dir)
+    if as_json:
+        click.echo(json.dumps(s, indent=2))
+        return
+    fmt = lambda v, spec: "-" if v is None else format(v, spec)
+    click.echo(f"{s['run']}: preset {s['preset']}, {s['shape']}, target nonzero fraction "
+               f"{s['nonzero_frac_target']:.4g}")
+    click.echo(f"step {s['step']}/{s['steps']}, {fmt(s['tokens'], ',')} tokens, "
+               f"{fmt(s['elapsed_s'], '.0f')} s; train loss {fmt(s['train_loss'], '.3f')}, "
+               f"validation loss {fmt(s['val_loss'], '.3f')}")
+    for name, value in s["baselines_val_loss"].items():
+        click.echo(f"  {name} model validation loss: {fmt(value, '.3f')}")
+    if s["nonzero_frac"]:
+        click.echo(f"{'tensor':<28} {'nonzero':>8} {'/target':>8}")
+        for name, frac in s["nonzero_frac"].items():
+            click.echo(f"{name:<28} {frac:>8.4f} {frac / s['nonzero_frac_target']:>8.2f}")
+
+
 @main.command("config")
 @click.option("--preset", type=click.Choice([p.value for p in Preset]), default="micro", show_default=True)
 def show_config(preset: str) -> None:

@@ -34,6 +34,7 @@ from .checkpoint import (
 from .config import BigramTable, LossReduction, RunConfig
 from .data import TokenData
 from .errors import UserError
+from .fileio import write_text
 from .model import GPT, lm_loss
 from .sparsity import nonzero_fraction, project_, sharkfin_lr
 
@@ -131,8 +132,6 @@ def _truncate_metrics(path: Path, last_step: int) -> None:
             continue
         if rec.get("step", 0) <= last_step:
             kept.append(line)
-    from .fileio import write_text
-
     write_text(path, "".join(k + "\n" for k in kept))
 
 
@@ -179,12 +178,13 @@ def train(cfg: RunConfig, out_dir: str | os.PathLike, resume: bool = False,
     bigram = data.bigram_logprobs() if cfg.model.bigram_table != BigramTable.NONE else None
     model = GPT(cfg.model, bigram).to(device)
     opt, names = build_optimizer(model, cfg)
-    start, window_loss, window_steps = 0, 0.0, 0
+    start, window_loss, window_steps, elapsed_before = 0, 0.0, 0, 0.0
     if resume:
         state = load_latest_checkpoint(out, model, opt, names)
         if state is not None:
             # The logged train loss averages a window that may straddle the checkpoint.
             start, window_loss, window_steps = state["step"], state["window_loss"], state["window_steps"]
+            elapsed_before = state["elapsed_s"]
     if ddp.main:
         _truncate_metrics(out / "metrics.jsonl", start)
     ddp_model = torch.nn.parallel.DistributedDataParallel(model) if ddp.world > 1 else model
@@ -199,7 +199,7 @@ def train(cfg: RunConfig, out_dir: str | os.PathLike, resume: bool = False,
     bar = tqdm(total=t.steps, initial=start, desc="train", unit="step", disable=not (progress and ddp.main),
                mininterval=2.0, dynamic_ncols=True)
     last: dict = {}
-    window_start = time.perf_counter()
+    run_start = window_start = time.perf_counter()
     try:
         model.train()
         for step in range(start, t.steps):
@@ -231,8 +231,8 @@ def train(cfg: RunConfig, out_dir: str | os.PathLike, resume: bool = False,
                 record = {"step": done, "train_loss": window_loss / window_steps, "lr": lr,
                           "nonzero_frac_target": frac, "grad_rms": grad_rms,
                           "tokens_per_s": window_steps * tokens_per_step / elapsed, "tokens": done * tokens_per_step,
-                          "processes": ddp.world}
-                window_start = time.perf_counter()
+                          "processes": ddp.world, "elapsed_s": elapsed_before + time.perf_counter() - run_start}
+                run_start = window_start = time.perf_counter()
             if ddp.main and (done % t.eval_every == 0 or done == t.steps):
                 record = (record or {"step": done}) | {
                     "val_loss": evaluate(model, data, cfg), "nonzero_frac": nonzero_fractions(model)}
@@ -244,7 +244,8 @@ def train(cfg: RunConfig, out_dir: str | os.PathLike, resume: bool = False,
                                 val=f"{last.get('val_loss', float('nan')):.3f}", refresh=False)
             if ddp.main and (done % t.checkpoint_every == 0 or done == t.steps):
                 save_checkpoint(out, model, opt, names, {"step": done, "window_loss": window_loss,
-                                                         "window_steps": window_steps})
+                                                         "window_steps": window_steps,
+                                                         "elapsed_s": elapsed_before + time.perf_counter() - run_start})
             bar.update(1)
             if on_step is not None:
                 on_step(done, record or {})
@@ -265,3 +266,20 @@ def final_metrics(run_dir: str | os.PathLike) -> dict:
         for line in path.read_text(encoding="utf-8").splitlines():
             last |= json.loads(line)
     return last
+
+
+def summarize_run(run_dir: str | os.PathLike) -> dict:
+    """Final losses, wall time, baselines and per-tensor nonzero fractions of a run directory."""
+    run_dir = Path(run_dir)
+    cfg = load_run_config(run_dir)
+    last = final_metrics(run_dir)
+    meta_path = Path(cfg.data_dir) / "meta.json"
+    baselines = json.loads(meta_path.read_text())["baselines_val_loss"] if meta_path.is_file() else {}
+    return {
+        "run": str(run_dir), "preset": cfg.preset.value,
+        "shape": f"{cfg.model.n_layer} x {cfg.model.d_model}, d_mlp {cfg.model.d_mlp}, context {cfg.model.context}",
+        "nonzero_frac_target": cfg.sparsity.nonzero_frac, "step": last.get("step"), "steps": cfg.train.steps,
+        "tokens": last.get("tokens"), "elapsed_s": last.get("elapsed_s"), "train_loss": last.get("train_loss"),
+        "val_loss": last.get("val_loss"), "baselines_val_loss": baselines,
+        "nonzero_frac": last.get("nonzero_frac", {}),
+    }

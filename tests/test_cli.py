@@ -42,6 +42,9 @@ def test_data_then_train_then_resume(tmp_path, corpus_dir):
     r = cli("train", "--data", data, "--preset", "tiny", "--out", run, "--resume-if-exists")
     assert r.returncode == 0, r.stderr
     assert '"step": 6' in r.stdout and "val_loss" in r.stdout
+    r = cli("info", run)
+    assert r.returncode == 0, r.stderr
+    assert "step 6/6" in r.stdout and "bigram model validation loss" in r.stdout and "wte.weight" in r.stdout
 
 
 @pytest.mark.parametrize("case", ["unknown_key", "empty_corpus", "missing_data", "corrupt_checkpoint"])
