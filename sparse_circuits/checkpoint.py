@@ -28,7 +28,6 @@ from .model import GPT
 
 MODEL_FORMAT = "sparse-circuits-model"
 MODEL_FORMAT_VERSION = "1"
-KEEP_CHECKPOINTS = 2
 
 
 def model_config_hash(cfg: ModelConfig) -> str:
@@ -126,7 +125,7 @@ def checkpoint_dirs(run_dir: Path) -> list[Path]:
 
 
 def save_checkpoint(run_dir: Path, model: GPT, opt: torch.optim.Optimizer, names: dict[int, str],
-                    state: dict) -> None:
+                    state: dict, keep: int = 2) -> None:
     step = state["step"]
     root = run_dir / "checkpoints"
     root.mkdir(parents=True, exist_ok=True)
@@ -139,8 +138,9 @@ def save_checkpoint(run_dir: Path, model: GPT, opt: torch.optim.Optimizer, names
         shutil.rmtree(final)
     os.replace(tmp, final)
     save_weights(run_dir / "model.safetensors", model, step)
-    for old in checkpoint_dirs(run_dir)[:-KEEP_CHECKPOINTS]:
-        shutil.rmtree(old)
+    if keep > 0:
+        for old in checkpoint_dirs(run_dir)[:-keep]:
+            shutil.rmtree(old)
 
 
 def load_latest_checkpoint(run_dir: Path, model: GPT, opt: torch.optim.Optimizer,

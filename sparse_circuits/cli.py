@@ -123,6 +123,109 @@ def info(run_dir: str, as_json: bool) -> None:
             click.echo(f"{name:<28} {frac:>8.4f} {frac / s['nonzero_frac_target']:>8.2f}")
 
 
+@main.group()
+def tasks() -> None:
+    """The Python next-token tasks: list, show and evaluate."""
+
+
+@tasks.command("list")
+def tasks_list() -> None:
+    """Names, one-line descriptions and candidates of every task."""
+    from .tasks import all_tasks
+
+    for t in all_tasks():
+        cands = " / ".join(repr(c) for c in t.candidates)
+        click.echo(f"{t.name:<28} {cands:<34} {t.description}")
+
+
+def _tokenizer_for(model_dir: str | None, tokenizer_path: str | None):
+    from .data import load_tokenizer
+
+    if tokenizer_path:
+        return load_tokenizer(tokenizer_path)
+    if model_dir:
+        return load_tokenizer(Path(model_dir) / "tokenizer.json")
+    raise UserError("give --model RUN_DIR or --tokenizer FILE: token boundaries depend on the tokenizer")
+
+
+@tasks.command("show")
+@click.argument("name")
+@click.option("--model", "model_dir", type=click.Path(file_okay=False), help="run directory (for its tokenizer)")
+@click.option("--tokenizer", "tokenizer_path", type=click.Path(dir_okay=False), help="a tokenizer.json")
+@click.option("--split", type=click.Choice(["train", "val", "test"]), default="test", show_default=True)
+@click.option("-n", "n_pairs", default=3, show_default=True, help="pairs to show")
+@click.option("--seed", default=0, show_default=True)
+@_user_errors
+def tasks_show(name, model_dir, tokenizer_path, split, n_pairs, seed) -> None:
+    """A few rendered pairs, with the prompt's last tokens and the two evaluated tokens."""
+    from .tasks import get_task
+
+    task = get_task(name)
+    tok = _tokenizer_for(model_dir, tokenizer_path)
+    ds = task.build(tok, split, n_pairs, seed)
+    click.echo(f"{task.name}: {task.description}\ncandidates {' / '.join(repr(c) for c in task.candidates)}; split {split}, "
+               f"seed {seed}; {ds.rejected} draws rejected by the token boundary rule\n")
+    for i, ex in enumerate(ds.examples):
+        tail = " ".join(repr(tok.decode([t])) for t in ds.prompt_tokens[i][-8:])
+        label = "AB"[ex.label]
+        click.echo(f"-- pair {ex.pair}, prompt {label} " + "-" * 40)
+        click.echo(ex.prompt)
+        click.echo(f"   tokens: ... {tail}  |  correct {tok.decode([ds.correct_token[i]])!r}, "
+                   f"wrong {tok.decode([ds.wrong_token[i]])!r}   (ending {ex.ending!r})")
+
+
+@tasks.command("eval")
+@click.option("--model", "model_dir", required=True, type=click.Path(file_okay=False), help="run directory")
+@click.option("--split", type=click.Choice(["train", "val", "test"]), default="test", show_default=True)
+@click.option("--pairs", "n_pairs", default=128, show_default=True, help="pairs per task")
+@click.option("--seed", default=0, show_default=True)
+@click.option("--task", "names", multiple=True, help="only these tasks (repeatable)")
+@click.option("--json", "json_out", type=click.Path(dir_okay=False), help="also write the scores as JSON")
+@_user_errors
+def tasks_eval(model_dir, split, n_pairs, seed, names, json_out) -> None:
+    """Task loss, accuracy and logit difference of a model on every task, with baselines."""
+    from .checkpoint import load_model
+    from .data import TokenData, load_tokenizer
+    from .fileio import write_json
+    from .tasks import all_tasks, get_task
+    from .tasks.evaluate import CHANCE_LOSS, evaluate_tasks
+
+    model, cfg = load_model(model_dir)
+    tok = load_tokenizer(Path(model_dir) / "tokenizer.json")
+    chosen = [get_task(n) for n in names] if names else all_tasks()
+    bigram = TokenData(cfg.data_dir).bigram_logprobs() if (Path(cfg.data_dir) / "meta.json").is_file() else None
+    scores = evaluate_tasks(model, tok, chosen, split, n_pairs, seed, bigram)
+    click.echo(f"{model_dir}: {split} split, {n_pairs} pairs per task; chance: loss {CHANCE_LOSS:.3f}, accuracy 0.50")
+    click.echo(f"{'task':<28} {'loss':>7} {'acc':>6} {'logit diff':>10} {'bigram loss':>11} {'bigram acc':>10}")
+    fmt = lambda v, spec: "-" if v is None else format(v, spec)
+    for s in scores:
+        if s.error:
+            click.echo(f"{s.task:<28} not expressible with this tokenizer: {s.error}")
+            continue
+        click.echo(f"{s.task:<28} {s.loss:>7.3f} {s.accuracy:>6.2f} {s.logit_diff:>10.2f} "
+                   f"{fmt(s.bigram_loss, '.3f'):>11} {fmt(s.bigram_accuracy, '.2f'):>10}")
+    if json_out:
+        write_json(json_out, {"model": str(model_dir), "split": split, "pairs": n_pairs, "seed": seed,
+                              "chance_loss": CHANCE_LOSS, "scores": [s.as_dict() for s in scores]})
+
+
+@tasks.command("corpus-stats")
+@click.option("--data", "data_dir", required=True, type=click.Path(file_okay=False))
+@_user_errors
+def tasks_corpus_stats(data_dir) -> None:
+    """How often each task's deciding idiom occurs in a data directory's training text."""
+    from .data import TokenData, load_tokenizer
+    from .tasks import all_tasks
+    from .tasks.evaluate import corpus_pattern_counts
+
+    data = TokenData(data_dir)
+    text = load_tokenizer(Path(data_dir) / "tokenizer.json").decode(data.train.tolist(), skip_special_tokens=False)
+    click.echo(f"{'task':<28} {'class A':>9} {'class B':>9}")
+    fmt = lambda v: "-" if v is None else f"{v:,}"
+    for name, (a, b) in corpus_pattern_counts(all_tasks(), text).items():
+        click.echo(f"{name:<28} {fmt(a):>9} {fmt(b):>9}")
+
+
 @main.command("config")
 @click.option("--preset", type=click.Choice([p.value for p in Preset]), default="micro", show_default=True)
 def show_config(preset: str) -> None:

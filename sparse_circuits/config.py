@@ -140,6 +140,7 @@ class TrainConfig:
     eval_every: int = 100
     eval_batches: int = 8
     checkpoint_every: int = 100
+    keep_checkpoints: int = 2  # newest checkpoints kept on disk (0 keeps all)
     threads: int = 0  # torch CPU threads; 0 keeps torch's default
     device: str = "cpu"
 

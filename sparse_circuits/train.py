@@ -245,7 +245,8 @@ def train(cfg: RunConfig, out_dir: str | os.PathLike, resume: bool = False,
             if ddp.main and (done % t.checkpoint_every == 0 or done == t.steps):
                 save_checkpoint(out, model, opt, names, {"step": done, "window_loss": window_loss,
                                                          "window_steps": window_steps,
-                                                         "elapsed_s": elapsed_before + time.perf_counter() - run_start})
+                                                         "elapsed_s": elapsed_before + time.perf_counter() - run_start},
+                                keep=t.keep_checkpoints)
             bar.update(1)
             if on_step is not None:
                 on_step(done, record or {})

@@ -69,3 +69,22 @@ def test_bad_input_gives_one_line_error(tmp_path, corpus_dir, data_dir, case):
         ckpt = run / "checkpoints" / "step_00000002" / "optimizer.safetensors"
         ckpt.write_bytes(b"garbage")
         assert_one_line_error(cli("train", "--out", run, "--resume"), "optimizer state is corrupt")
+
+
+def test_tasks_commands(tmp_path, data_dir):
+    r = cli("tasks", "list")
+    assert r.returncode == 0 and len(r.stdout.splitlines()) == 21 and "single_double_quote" in r.stdout
+    run = tmp_path / "run"
+    cfg = tmp_path / "cfg.json"
+    cfg.write_text(json.dumps({"train": {"threads": 1}}))
+    assert cli("train", "--data", data_dir, "--preset", "tiny", "--out", run, "--steps", 2, "--config", cfg).returncode == 0
+    r = cli("tasks", "show", "for_while", "--model", run, "-n", 1)
+    assert r.returncode == 0, r.stderr
+    assert "prompt A" in r.stdout and "prompt B" in r.stdout and "correct" in r.stdout
+    assert_one_line_error(cli("tasks", "show", "nope", "--model", run), "unknown task 'nope'")
+    out = tmp_path / "scores.json"
+    r = cli("tasks", "eval", "--model", run, "--pairs", 4, "--task", "for_while", "--task", "var_if", "--json", out)
+    assert r.returncode == 0, r.stderr
+    scores = json.loads(out.read_text())["scores"]
+    assert [s["task"] for s in scores] == ["for_while", "var_if"]
+    assert all(s["error"] or 0 <= s["accuracy"] <= 1 for s in scores)

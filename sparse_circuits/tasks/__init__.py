@@ -1,0 +1,5 @@
+"""The task suite: generators of minimal pairs of Python prompts (see core.py and suite.py)."""
+
+from .core import Split, Task, TaskDataset, TaskNotExpressible, all_tasks, get_task, task
+
+__all__ = ["Split", "Task", "TaskDataset", "TaskNotExpressible", "all_tasks", "get_task", "task"]

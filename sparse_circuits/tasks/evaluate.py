@@ -1,0 +1,121 @@
+"""Scoring a model on task datasets (SPEC section 5).
+
+Task loss: binary cross-entropy over the two candidate logits at the prompt's last position,
+-log sigmoid(logit_correct - logit_wrong), averaged over every sequence (both members of every
+pair), in nats per sequence. Chance is ln 2 = 0.693. Never summed over a pair.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn.functional as F
+from tokenizers import Tokenizer
+from tqdm import tqdm
+
+from ..model import GPT
+from .core import Split, Task, TaskDataset, TaskNotExpressible
+
+CHANCE_LOSS = math.log(2)
+
+
+@dataclass
+class TaskScore:
+    task: str
+    split: str
+    n: int  # sequences (2 per pair)
+    loss: float
+    accuracy: float
+    logit_diff: float  # mean of logit_correct - logit_wrong
+    bigram_loss: float | None = None  # the same metrics from the corpus bigram table alone
+    bigram_accuracy: float | None = None
+    error: str | None = None  # set when the task cannot be expressed with this tokenizer
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def score_logit_diffs(diff: torch.Tensor) -> tuple[float, float, float]:
+    """(loss, accuracy, mean logit difference) from logit_correct - logit_wrong per sequence.
+
+    A tie (difference exactly 0) counts as half right, like a coin flip.
+    """
+    diff = diff.double()
+    accuracy = float((diff > 0).double().mean() + 0.5 * (diff == 0).double().mean())
+    return float(F.softplus(-diff).mean()), accuracy, float(diff.mean())
+
+
+def task_loss(correct_logits: torch.Tensor, wrong_logits: torch.Tensor) -> torch.Tensor:
+    """Differentiable task loss, mean over sequences (what pruning minimises)."""
+    return F.softplus(wrong_logits - correct_logits).mean()
+
+
+def batched_prompts(ds: TaskDataset, context: int, pad_id: int, batch_size: int):
+    """Right-padded batches of prompts (left-truncated to the context) and each one's last position.
+
+    Attention is causal, so padding after a prompt never changes the logits at its last token.
+    """
+    for start in range(0, len(ds.prompt_tokens), batch_size):
+        rows = [ids[-context:] for ids in ds.prompt_tokens[start:start + batch_size]]
+        width = max(len(r) for r in rows)
+        idx = torch.full((len(rows), width), pad_id, dtype=torch.long)
+        for i, r in enumerate(rows):
+            idx[i, :len(r)] = torch.tensor(r)
+        last = torch.tensor([len(r) - 1 for r in rows])
+        yield slice(start, start + len(rows)), idx, last
+
+
+@torch.no_grad()
+def logit_diffs(model: GPT, ds: TaskDataset, pad_id: int, batch_size: int = 64) -> torch.Tensor:
+    device = next(model.parameters()).device
+    correct = torch.tensor(ds.correct_token)
+    wrong = torch.tensor(ds.wrong_token)
+    out = torch.empty(len(ds.prompt_tokens))
+    for rows, idx, last in batched_prompts(ds, model.cfg.context, pad_id, batch_size):
+        logits = model(idx.to(device))[torch.arange(len(last)), last.to(device)].float().cpu()
+        ar = torch.arange(len(last))
+        out[rows] = logits[ar, correct[rows]] - logits[ar, wrong[rows]]
+    return out
+
+
+def score_task(model: GPT, ds: TaskDataset, pad_id: int, bigram_logprobs: torch.Tensor | None = None) -> TaskScore:
+    loss, acc, diff = score_logit_diffs(logit_diffs(model, ds, pad_id))
+    score = TaskScore(ds.task.name, ds.split.value, len(ds.examples), loss, acc, diff)
+    if bigram_logprobs is not None:
+        last = torch.tensor([ids[-1] for ids in ds.prompt_tokens])
+        rows = bigram_logprobs[last]
+        ar = torch.arange(len(last))
+        b_loss, b_acc, _ = score_logit_diffs(rows[ar, torch.tensor(ds.correct_token)] -
+                                             rows[ar, torch.tensor(ds.wrong_token)])
+        score.bigram_loss, score.bigram_accuracy = b_loss, b_acc
+    return score
+
+
+def evaluate_tasks(model: GPT, tokenizer: Tokenizer, tasks: list[Task], split: Split | str = Split.TEST,
+                   n_pairs: int = 128, seed: int = 0, bigram_logprobs: torch.Tensor | None = None,
+                   progress: bool = True) -> list[TaskScore]:
+    from ..data import EOT
+
+    pad_id = tokenizer.token_to_id(EOT)
+    scores = []
+    for t in tqdm(tasks, desc="tasks", unit="task", disable=not progress, leave=False):
+        try:
+            ds = t.build(tokenizer, split, n_pairs, seed)
+        except TaskNotExpressible as e:
+            nan = float("nan")
+            scores.append(TaskScore(t.name, Split(split).value, 0, nan, nan, nan, error=str(e)))
+            continue
+        scores.append(score_task(model, ds, pad_id, bigram_logprobs))
+    return scores
+
+
+def corpus_pattern_counts(tasks: list[Task], text: str) -> dict[str, tuple[int | None, int | None]]:
+    """How often each class's deciding idiom (the task's `corpus_patterns`) occurs in a text."""
+    out = {}
+    for t in tasks:
+        out[t.name] = tuple(len(re.findall(pat, text, flags=re.MULTILINE)) if pat else None
+                            for pat in t.corpus_patterns)
+    return out
