@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import resource
 import statistics
 import subprocess
 import sys
@@ -25,7 +24,7 @@ import torch
 
 from sparse_circuits.config import resolve_run_config, to_dict
 from sparse_circuits.fileio import write_json
-from sparse_circuits.sparsity import project_, project_naive_
+from sparse_circuits.sparsity import Projector, project_naive_
 from sparse_circuits.train import train
 
 
@@ -59,25 +58,40 @@ def projection(sizes: list[int], frac: float, repeats: int) -> list[dict]:
     for n in sizes:
         w = torch.randn(n, n, generator=g)
         times = {"fast": [], "naive": []}
-        for _ in range(repeats):
-            for kind, fn in (("fast", project_), ("naive", project_naive_)):
-                x = w.clone()
+        x = torch.empty_like(w)
+        projector = Projector(min_per_unit=4)  # as in training: one per run, reused every step
+        for _ in range(repeats + 1):
+            for kind, fn in (("fast", projector), ("naive", lambda t, f: project_naive_(t, f, 4))):
+                x.copy_(w)
                 t0 = time.perf_counter()
-                fn(x, frac, 4)
+                fn(x, frac)
                 times[kind].append(time.perf_counter() - t0)
+        times = {kind: ts[1:] for kind, ts in times.items()}  # the first call allocates the scratch buffer
         fast, naive = statistics.median(times["fast"]), statistics.median(times["naive"])
         rows.append({"shape": [n, n], "entries": n * n, "frac": frac, "fast_ms": fast * 1e3, "naive_ms": naive * 1e3,
                      "speedup": naive / fast})
     return rows
 
 
+def _status_mb(field: str) -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError(f"no {field} in /proc/self/status")
+
+
 def _measure_memory(data_dir: str, preset: str, dense: bool) -> None:
-    """Child process: peak resident memory of training steps, over the process before training."""
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    """Child process: peak resident memory while training, and the resident memory before it.
+
+    getrusage's ru_maxrss survives fork and exec (it would report the parent's peak), so we
+    read the kernel's high-water mark VmHWM, reset just before training through clear_refs.
+    """
+    cfg = run_config(data_dir, preset, dense, 10)
+    Path("/proc/self/clear_refs").write_text("5")
+    before = _status_mb("VmRSS")
     with tempfile.TemporaryDirectory() as tmp:
-        train(run_config(data_dir, preset, dense, 10), Path(tmp) / "run", progress=False)
-    after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    print(json.dumps({"peak_rss_mb": after / 1024, "rss_before_mb": before / 1024}))
+        train(cfg, Path(tmp) / "run", progress=False)
+    print(json.dumps({"peak_rss_mb": _status_mb("VmHWM"), "rss_before_mb": before}))
 
 
 def memory(data_dir: str, preset: str) -> dict:
@@ -117,7 +131,7 @@ def main() -> None:
               f"{r['naive_ms']:>9.2f} {r['speedup']:>7.1f}x")
 
     mem = memory(args.data, args.preset)
-    print(f"\n3. peak resident memory of training at `{args.preset}` (MB, whole process)")
+    print(f"\n3. peak resident memory while training at `{args.preset}` (MB, whole process, Linux)")
     for kind, m in mem.items():
         print(f"   {kind:>6}: peak {m['peak_rss_mb']:.0f}  (before training {m['rss_before_mb']:.0f})")
 

@@ -36,7 +36,7 @@ from .data import TokenData
 from .errors import UserError
 from .fileio import write_text
 from .model import GPT, lm_loss
-from .sparsity import nonzero_fraction, project_, sharkfin_lr
+from .sparsity import Projector, nonzero_fraction, sharkfin_lr
 
 
 class TrainingDiverged(UserError):
@@ -189,6 +189,7 @@ def train(cfg: RunConfig, out_dir: str | os.PathLike, resume: bool = False,
         _truncate_metrics(out / "metrics.jsonl", start)
     ddp_model = torch.nn.parallel.DistributedDataParallel(model) if ddp.world > 1 else model
     sparsified = list(model.sparsified_parameters().values())
+    projector = Projector(sp.min_per_unit, sp.unit_axis)
     params = list(model.parameters())
     tokens_per_step = t.batch_size * cfg.model.context
     # DDP averages gradients over processes, so the per-process mean times the global token count
@@ -220,7 +221,7 @@ def train(cfg: RunConfig, out_dir: str | os.PathLike, resume: bool = False,
             opt.zero_grad(set_to_none=True)
             if not sp.dense:
                 for p in sparsified:
-                    project_(p.data, frac, sp.min_per_unit, sp.unit_axis)
+                    projector(p.data, frac)
 
             done = step + 1
             window_loss += loss_value
@@ -232,7 +233,7 @@ def train(cfg: RunConfig, out_dir: str | os.PathLike, resume: bool = False,
                           "nonzero_frac_target": frac, "grad_rms": grad_rms,
                           "tokens_per_s": window_steps * tokens_per_step / elapsed, "tokens": done * tokens_per_step,
                           "processes": ddp.world, "elapsed_s": elapsed_before + time.perf_counter() - run_start}
-                run_start = window_start = time.perf_counter()
+                window_loss, window_steps, window_start = 0.0, 0, time.perf_counter()
             if ddp.main and (done % t.eval_every == 0 or done == t.steps):
                 record = (record or {"step": done}) | {
                     "val_loss": evaluate(model, data, cfg), "nonzero_frac": nonzero_fractions(model)}

@@ -5,7 +5,7 @@ import torch
 
 from sparse_circuits.config import AnnealSchedule, SparsityConfig, UnitAxis
 from sparse_circuits.sparsity import (
-    add_unit_floor,
+    restore_unit_floor_,
     keep_count,
     kth_largest_bisect,
     kth_largest_reference,
@@ -70,8 +70,8 @@ def test_floor_gives_every_unit_j_nonzeros():
 
 def test_floor_is_noop_for_vectors():
     v = torch.randn(10)
-    mask = torch.zeros(10, dtype=torch.bool)
-    assert torch.equal(add_unit_floor(mask.clone(), v.abs(), 4, UnitAxis.OUTPUT), mask)
+    drop = torch.ones(10, dtype=torch.bool)
+    assert torch.equal(restore_unit_floor_(drop.clone(), v.abs(), 4, UnitAxis.OUTPUT), drop)
 
 
 @pytest.mark.parametrize("n", [10, 1000, 300_000])

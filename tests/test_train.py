@@ -95,6 +95,21 @@ def test_resume_continues_exactly(tmp_path, data_dir):
         assert torch.equal(pa, pb), name
 
 
+def test_logged_train_loss_is_the_mean_over_its_window(tmp_path, data_dir):
+    every_step = tmp_path / "every"
+    train(tiny_config(data_dir, steps=6, log_every=1), every_step, progress=False)
+    windows = tmp_path / "windows"
+    train(tiny_config(data_dir, steps=6, log_every=3), windows, progress=False)
+    per_step = [r["train_loss"] for r in metrics(every_step)]
+    assert [r["train_loss"] for r in metrics(windows)] == pytest.approx(
+        [sum(per_step[:3]) / 3, sum(per_step[3:]) / 3], rel=1e-6)
+    recs = metrics(windows)
+    assert recs[0]["elapsed_s"] < recs[1]["elapsed_s"]
+    # Throughput is the window's tokens over the window's time.
+    assert recs[1]["tokens_per_s"] * (recs[1]["elapsed_s"] - recs[0]["elapsed_s"]) == pytest.approx(
+        3 * 4 * 64, rel=0.5)
+
+
 def test_dense_baseline_has_no_zeros(tmp_path, data_dir):
     cfg = tiny_config(data_dir, steps=4)
     cfg.sparsity.nonzero_frac = 1.0
