@@ -226,6 +226,115 @@ def tasks_corpus_stats(data_dir) -> None:
         click.echo(f"{name:<28} {fmt(a):>9} {fmt(b):>9}")
 
 
+@main.command()
+@click.option("--model", "model_dir", required=True, type=click.Path(file_okay=False), help="run directory")
+@click.option("--batches", default=64, show_default=True, help="batches of 32 pretraining windows")
+@_user_errors
+def means(model_dir: str, batches: int) -> None:
+    """Mean activation of every node over pretraining tokens (cached in RUN_DIR/means.safetensors)."""
+    from .checkpoint import load_model
+    from .circuits.means import load_or_compute_means
+
+    model, cfg = load_model(model_dir)
+    m = load_or_compute_means(model, model_dir, cfg.data_dir, n_batches=batches)
+    click.echo(f"{model_dir}/means.safetensors: {len(m)} sites, {sum(v.numel() for v in m.values())} nodes")
+
+
+def _prune_options(fn):
+    options = [
+        click.option("--target-loss", type=float, help="task loss the circuit must reach (default 0.15)"),
+        click.option("--ablation", type=click.Choice(["mean-pretrain", "mean-task", "zero"])),
+        click.option("--freeze-norms", is_flag=True, default=None, help="fix norm scales to the full model's"),
+        click.option("--tie-qk", is_flag=True, default=None, help="one mask for each query/key channel pair"),
+        click.option("--steps", type=int, help="mask optimisation steps per run"),
+        click.option("--budget", type=int, help="pruning runs per task (hyper-parameter search)"),
+        click.option("--pairs", "n_pairs", type=int, help="task pairs used for pruning and validation"),
+        click.option("--config", "config_file", type=click.Path(dir_okay=False),
+                     help="JSON object of any PruneConfig field"),
+    ]
+    for option in reversed(options):
+        fn = option(fn)
+    return fn
+
+
+def _prune_config(target_loss, ablation, freeze_norms, tie_qk, steps, config_file):
+    from .circuits.prune import PruneConfig
+    from .config import dataclass_from_dict
+
+    data = read_json(config_file, "prune config") if config_file else {}
+    for key, value in (("target_loss", target_loss), ("ablation", ablation), ("freeze_norms", freeze_norms),
+                       ("tie_qk", tie_qk), ("steps", steps)):
+        if value is not None:
+            data[key] = value
+    return dataclass_from_dict(PruneConfig, data, config_file or "prune options")
+
+
+@main.command()
+@click.option("--model", "model_dir", required=True, type=click.Path(file_okay=False), help="run directory")
+@click.option("--task", "task_name", required=True, help="task name (`sparse-circuits tasks list`)")
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="circuit directory")
+@_prune_options
+@_user_errors
+def prune(model_dir, task_name, out_dir, target_loss, ablation, freeze_norms, tie_qk, steps, budget, n_pairs,
+          config_file) -> None:
+    """Prune a model to the smallest circuit that does one task."""
+    from .circuits.api import DEFAULT_BUDGET, PRUNE_PAIRS, prune_task
+
+    cfg = _prune_config(target_loss, ablation, freeze_norms, tie_qk, steps, config_file)
+    c, runs = prune_task(model_dir, task_name, out_dir, cfg, budget or DEFAULT_BUDGET, n_pairs or PRUNE_PAIRS)
+    click.echo(f"{task_name}: {c.num_nodes} nodes, {c.num_edges} edges (+{len(c.residual_links)} residual links, "
+               f"{len(c.qk_pairs)} query-key pairs); loss {c.loss:.3f}, calibrated {c.loss_calibrated:.3f}; "
+               f"{len(runs)} runs in {c.seconds:.0f} s -> {out_dir}")
+
+
+@main.command("prune-all")
+@click.option("--model", "model_dir", required=True, type=click.Path(file_okay=False), help="run directory")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), help="default: RUN_DIR/circuits")
+@_prune_options
+@_user_errors
+def prune_all_cmd(model_dir, out_dir, target_loss, ablation, freeze_norms, tie_qk, steps, budget, n_pairs,
+                  config_file) -> None:
+    """Prune and validate every task; print the geometric mean of edge counts."""
+    from .circuits.api import DEFAULT_BUDGET, PRUNE_PAIRS, prune_all
+
+    cfg = _prune_config(target_loss, ablation, freeze_norms, tie_qk, steps, config_file)
+    out = out_dir or str(Path(model_dir) / "circuits")
+    s = prune_all(model_dir, out, cfg, budget or DEFAULT_BUDGET, n_pairs or PRUNE_PAIRS)
+    click.echo(f"{'task':<28} {'nodes':>6} {'edges':>6} {'loss':>6} {'test':>6} {'necess.':>7} {'random':>6}")
+    for name, r in s["tasks"].items():
+        if r["num_nodes"] is None:
+            click.echo(f"{name:<28} {'-':>6} {'-':>6}  no circuit at the target")
+            continue
+        click.echo(f"{name:<28} {r['num_nodes']:>6} {r['num_edges']:>6} {r['loss']:>6.3f} {r['test_loss']:>6.3f} "
+                   f"{r['necessity_loss']:>7.3f} {r['random_loss']:>6.3f}")
+    gm = s["geomean_edges"]
+    click.echo(f"geometric mean of edges over {s['tasks_with_circuit']} tasks with a circuit: "
+               + (f"{gm:.1f}" if gm is not None else "-") + f"  ({out}/summary.json)")
+
+
+@main.command("validate")
+@click.argument("circuit_dir", type=click.Path(file_okay=False))
+@click.option("--model", "model_dir", type=click.Path(file_okay=False), help="default: the circuit's own model")
+@click.option("--pairs", "n_pairs", default=128, show_default=True)
+@click.option("--random", "n_random", default=10, show_default=True, help="random circuits to compare")
+@_user_errors
+def validate_cmd(circuit_dir, model_dir, n_pairs, n_random) -> None:
+    """Faithfulness of a circuit on held-out pairs: sufficiency, necessity, controls, role drift."""
+    from .circuits.api import validate_circuit
+
+    v = validate_circuit(circuit_dir, model_dir, n_pairs, n_random)
+    click.echo(f"{circuit_dir} on the {v.split} split (task loss in nats; chance 0.693):")
+    click.echo(f"  full model       loss {v.full_model.loss:.3f}  accuracy {v.full_model.accuracy:.2f}")
+    click.echo(f"  circuit alone    loss {v.sufficiency.loss:.3f}  accuracy {v.sufficiency.accuracy:.2f}  (sufficiency)")
+    click.echo(f"  circuit ablated  loss {v.necessity.loss:.3f}  accuracy {v.necessity.accuracy:.2f}  (necessity)")
+    r = v.random_circuits
+    click.echo(f"  {r['n']} random circuits of the same size: mean loss {r['mean_loss']:.3f}, best {r['min_loss']:.3f}")
+    click.echo("  ablation sensitivity: " + ", ".join(f"{k} {l:.3f}" for k, l in v.ablation_sensitivity.items()))
+    d = v.role_drift
+    if d["mean"] is not None:
+        click.echo(f"  role drift: activation correlation pruned vs full, mean {d['mean']:.3f}, min {d['min']:.3f}")
+
+
 @main.command("config")
 @click.option("--preset", type=click.Choice([p.value for p in Preset]), default="micro", show_default=True)
 def show_config(preset: str) -> None:

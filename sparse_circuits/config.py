@@ -245,6 +245,11 @@ def _from_dict(cls: type, data: dict, where: str) -> Any:
     return cls(**{k: _convert(v, hints[k], f"{where}.{k}") for k, v in data.items()})
 
 
+def dataclass_from_dict(cls: type, data: dict, where: str) -> Any:
+    """Any typed config dataclass from JSON data, with the same strict checks as RunConfig."""
+    return _from_dict(cls, data, where)
+
+
 def _merge(base: dict, override: dict) -> dict:
     out = dict(base)
     for k, v in override.items():

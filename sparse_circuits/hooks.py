@@ -37,10 +37,13 @@ def abs_topk(x: torch.Tensor, k: int) -> torch.Tensor:
 
 
 class HookSite(nn.Module):
-    def __init__(self, name: str, width: int, topk_frac: float | None):
+    """`node`: one of the eight node locations (False for the norm-scale sites)."""
+
+    def __init__(self, name: str, width: int, topk_frac: float | None, node: bool = True):
         super().__init__()
         self.name = name
         self.width = width
+        self.node = node
         self.topk_k = None if topk_frac is None else max(1, math.floor(topk_frac * width))
 
     def forward(self, x: torch.Tensor, hooks: "Hooks | None") -> torch.Tensor:

@@ -22,6 +22,22 @@ def _site(cfg: ModelConfig, layer: int, loc: NodeLocation, width: int) -> HookSi
     return HookSite(f"{layer}.{loc.value}", width, cfg.activation_topk.get(loc))
 
 
+class RMSNorm(nn.Module):
+    """x / rms(x) * gain. The per-token factor 1/rms(x) passes through its own hook site
+    (`L.ln_1.scale`, `L.ln_2.scale`, `ln_f.scale`, width 1), so that pruning can freeze it to
+    its value in the unpruned model (SPEC section 7, norm cheating)."""
+
+    def __init__(self, d: int, name: str, eps: float = 1e-5):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(d))
+        self.eps = eps
+        self.scale = HookSite(f"{name}.scale", 1, None, node=False)
+
+    def forward(self, x: torch.Tensor, hooks: Hooks | None) -> torch.Tensor:
+        scale = torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps)
+        return x * self.scale(scale, hooks) * self.weight
+
+
 class Attention(nn.Module):
     def __init__(self, cfg: ModelConfig, layer: int):
         super().__init__()
@@ -82,14 +98,14 @@ class MLP(nn.Module):
 class Block(nn.Module):
     def __init__(self, cfg: ModelConfig, layer: int):
         super().__init__()
-        self.ln_1 = nn.RMSNorm(cfg.d_model, eps=1e-5)
+        self.ln_1 = RMSNorm(cfg.d_model, f"{layer}.ln_1")
         self.attn = Attention(cfg, layer)
-        self.ln_2 = nn.RMSNorm(cfg.d_model, eps=1e-5)
+        self.ln_2 = RMSNorm(cfg.d_model, f"{layer}.ln_2")
         self.mlp = MLP(cfg, layer)
 
     def forward(self, x: torch.Tensor, hooks: Hooks | None) -> torch.Tensor:
-        x = x + self.attn(self.ln_1(x), hooks)
-        return x + self.mlp(self.ln_2(x), hooks)
+        x = x + self.attn(self.ln_1(x, hooks), hooks)
+        return x + self.mlp(self.ln_2(x, hooks), hooks)
 
 
 class GPT(nn.Module):
@@ -99,7 +115,7 @@ class GPT(nn.Module):
         self.wte = nn.Embedding(cfg.vocab_size, cfg.d_model)
         self.wpe = nn.Embedding(cfg.context, cfg.d_model) if cfg.learned_positions else None
         self.blocks = nn.ModuleList(Block(cfg, i) for i in range(cfg.n_layer))
-        self.ln_f = nn.RMSNorm(cfg.d_model, eps=1e-5)
+        self.ln_f = RMSNorm(cfg.d_model, "ln_f")
         self.lm_head = nn.Linear(cfg.d_model, cfg.vocab_size)
         self._init_weights()
         table = torch.zeros(cfg.vocab_size, cfg.vocab_size)
@@ -130,7 +146,7 @@ class GPT(nn.Module):
             x = x + self.wpe(torch.arange(T, device=idx.device))
         for block in self.blocks:
             x = block(x, hooks)
-        logits = self.lm_head(self.ln_f(x))
+        logits = self.lm_head(self.ln_f(x, hooks))
         if self.bigram is not None:
             logits = logits + self.bigram[idx]
         return logits
@@ -138,7 +154,12 @@ class GPT(nn.Module):
     # -- introspection -------------------------------------------------------------------------
 
     def hook_sites(self) -> dict[str, HookSite]:
+        """Every hook site: the node locations, then the norm scales."""
         return {m.name: m for m in self.modules() if isinstance(m, HookSite)}
+
+    def node_sites(self) -> dict[str, HookSite]:
+        """The eight node locations of every layer, in forward order."""
+        return {name: site for name, site in self.hook_sites().items() if site.node}
 
     def run_with_hooks(self, idx: torch.Tensor, hooks: Hooks) -> torch.Tensor:
         hooks.check_names(self.hook_sites())
@@ -146,10 +167,10 @@ class GPT(nn.Module):
 
     def run_with_cache(self, idx: torch.Tensor, names: list[str] | None = None,
                        hooks: Hooks | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """Logits and the activations at the named sites (all sites if names is None)."""
+        """Logits and the activations at the named sites (all node sites if names is None)."""
         cache: dict[str, torch.Tensor] = {}
         hooks = hooks if hooks is not None else Hooks()
-        hooks.record(list(self.hook_sites()) if names is None else names, cache)
+        hooks.record(list(self.node_sites()) if names is None else names, cache)
         return self.run_with_hooks(idx, hooks), cache
 
     def sparsified_parameters(self) -> dict[str, nn.Parameter]:

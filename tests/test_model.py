@@ -42,7 +42,7 @@ def test_activation_sparsity_at_every_site():
     model = small_model()
     _, cache = model.run_with_cache(tokens())
     assert len(cache) == 2 * 8
-    for name, site in model.hook_sites().items():
+    for name, site in model.node_sites().items():
         assert cache[name].shape[-1] == site.width
         assert (torch.count_nonzero(cache[name], dim=-1) <= site.topk_k).all(), name
 
@@ -50,7 +50,9 @@ def test_activation_sparsity_at_every_site():
 def test_sites_follow_public_names():
     model = small_model()
     expected = {f"{layer}.{loc.value}" for layer in range(2) for loc in NodeLocation}
-    assert set(model.hook_sites()) == expected
+    assert set(model.node_sites()) == expected
+    norms = {"0.ln_1.scale", "0.ln_2.scale", "1.ln_1.scale", "1.ln_2.scale", "ln_f.scale"}
+    assert set(model.hook_sites()) == expected | norms
     assert {"0.attn.act_in", "1.mlp.post_act", "1.attn.resid_delta"} <= expected
 
 
@@ -112,6 +114,18 @@ def test_interventions_change_the_output_and_compose_in_order():
     _, clean = model.run_with_cache(x, ["0.attn.v"])
     model.run_with_hooks(x, hooks)
     torch.testing.assert_close(store["0.attn.v"], clean["0.attn.v"] * 2)
+
+
+def test_rmsnorm_matches_torch_and_its_scale_can_be_frozen():
+    model = small_model()
+    x = torch.randn(2, 5, 32)
+    ref = torch.nn.functional.rms_norm(x, (32,), model.ln_f.weight, 1e-5)
+    torch.testing.assert_close(model.ln_f(x, None), ref)
+    store = {}
+    model.ln_f(x, Hooks().record(["ln_f.scale"], store))
+    # Freezing the scale recorded on x makes the norm linear in its input.
+    frozen = Hooks().add("ln_f.scale", lambda s: store["ln_f.scale"])
+    torch.testing.assert_close(model.ln_f(0.01 * x, frozen), 0.01 * ref)
 
 
 def test_unknown_site_is_an_error():

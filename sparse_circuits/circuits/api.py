@@ -1,0 +1,125 @@
+"""Pruning and validation of a trained run, as the CLI and notebooks call them."""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+
+from ..checkpoint import load_model
+from ..data import load_tokenizer
+from ..errors import UserError
+from ..fileio import sha256_file, write_json
+from ..model import GPT
+from ..tasks import Split, all_tasks, get_task
+from .circuit import Circuit, load_circuit
+from .edges import count_edges
+from .masks import Ablation
+from .means import load_or_compute_means, task_means
+from .prune import PruneConfig, PruneResult, TaskTensors, prune_search
+from .validate import Validation, validate
+
+DEFAULT_BUDGET = 2  # pruning runs per task; see docs/circuits.md for how it was chosen
+PRUNE_PAIRS = 128
+
+
+class NoCircuit(UserError):
+    pass
+
+
+def ablation_values(model: GPT, run_dir: str | os.PathLike, data_dir: str, task_prompts: list[list[int]],
+                    progress: bool = True) -> dict[Ablation, dict[str, torch.Tensor]]:
+    pretrain = load_or_compute_means(model, run_dir, data_dir, progress=progress)
+    return {
+        Ablation.MEAN_PRETRAIN: pretrain,
+        Ablation.MEAN_TASK: task_means(model, task_prompts),
+        Ablation.ZERO: {name: torch.zeros_like(m) for name, m in pretrain.items()},
+    }
+
+
+def _setup(run_dir: str | os.PathLike, task_name: str, split: str, n_pairs: int, seed: int):
+    model, run_cfg = load_model(run_dir)
+    tok = load_tokenizer(Path(run_dir) / "tokenizer.json")
+    ds = get_task(task_name).build(tok, split, n_pairs, seed)
+    return model, run_cfg, tok, ds, TaskTensors.of(ds, model, tok)
+
+
+def prune_task(run_dir: str | os.PathLike, task_name: str, out_dir: str | os.PathLike | None,
+               cfg: PruneConfig = PruneConfig(), budget: int = DEFAULT_BUDGET, n_pairs: int = PRUNE_PAIRS,
+               seed: int = 0, progress: bool = True) -> tuple[Circuit, list[PruneResult]]:
+    """Prune on the task's train split with `budget` runs of the search; write the best circuit."""
+    model, run_cfg, tok, ds, tt = _setup(run_dir, task_name, Split.TRAIN, n_pairs, seed)
+    values = ablation_values(model, run_dir, run_cfg.data_dir, ds.prompt_tokens, progress)
+    best, runs = prune_search(model, tt, values[cfg.ablation], cfg, budget, seed, progress)
+    if not best.found:
+        raise NoCircuit(f"task {task_name!r}: no circuit of {run_dir} reaches task loss {cfg.target_loss} "
+                        f"(the whole model with pruning's ablations: {best.loss_curve[-1][1]:.3f}); "
+                        "the model cannot do this task at that target")
+    edges = count_edges(model, best.keep)
+    circuit = Circuit(
+        task=task_name, model_dir=str(run_dir), model_sha256=sha256_file(Path(run_dir) / "model.safetensors"),
+        ablation=cfg.ablation.value, target_loss=cfg.target_loss, loss=best.loss,
+        loss_calibrated=best.loss_calibrated,
+        calibration={"scale": best.calibration.scale, "shift": best.calibration.shift},
+        nodes={n: k.nonzero().squeeze(1).tolist() for n, k in best.keep.items() if k.any()},
+        edges=[(e.src, e.dst, e.weight) for e in edges.weights],
+        residual_links=[(e.src, e.dst) for e in edges.residual], qk_pairs=edges.qk_pairs,
+        hyperparameters=best.config.as_dict(), tau=best.tau, means=values[cfg.ablation],
+        data={"split": Split.TRAIN.value, "pairs": n_pairs, "seed": seed},
+        search=[{"num_nodes": r.num_nodes if r.found else None, "loss": r.loss if r.found else None,
+                 "k_coef": r.config.k_coef, "lr": r.config.lr, "seconds": r.seconds} for r in runs],
+        loss_curve=best.loss_curve, seconds=sum(r.seconds for r in runs),
+    )
+    if out_dir is not None:
+        circuit.save(out_dir)
+    return circuit, runs
+
+
+def validate_circuit(circuit_dir: str | os.PathLike, model_dir: str | os.PathLike | None = None,
+                     n_pairs: int = PRUNE_PAIRS, n_random: int = 10, progress: bool = True) -> Validation:
+    """Faithfulness numbers of a circuit on its task's held-out test split; written to validation.json."""
+    circuit = load_circuit(circuit_dir)
+    model_dir = model_dir or circuit.model_dir
+    circuit = load_circuit(circuit_dir, model_dir)  # refuses a circuit pruned from other weights
+    hp = circuit.hyperparameters
+    model, run_cfg, tok, ds, tt = _setup(model_dir, circuit.task, Split.TEST, n_pairs, circuit.data.get("seed", 0))
+    train_ds = get_task(circuit.task).build(tok, Split.TRAIN, circuit.data.get("pairs", n_pairs),
+                                            circuit.data.get("seed", 0))
+    values = ablation_values(model, model_dir, run_cfg.data_dir, train_ds.prompt_tokens, progress)
+    keep = circuit.keep_masks({n: s.width for n, s in model.node_sites().items()})
+    result = validate(model, tt, keep, values, Ablation(circuit.ablation), hp.get("freeze_norms", False),
+                      n_random=n_random)
+    write_json(Path(circuit_dir) / "validation.json", result.as_dict())
+    return result
+
+
+def prune_all(run_dir: str | os.PathLike, out_root: str | os.PathLike, cfg: PruneConfig = PruneConfig(),
+              budget: int = DEFAULT_BUDGET, n_pairs: int = PRUNE_PAIRS, include_controls: bool = True,
+              progress: bool = True, log=print) -> dict:
+    """Prune every task; a task without a circuit at the target is reported, not fatal."""
+    out_root = Path(out_root)
+    rows = {}
+    for task in all_tasks(include_controls):
+        try:
+            circuit, _ = prune_task(run_dir, task.name, out_root / task.name, cfg, budget, n_pairs,
+                                    progress=progress)
+            validation = validate_circuit(out_root / task.name, run_dir, n_pairs, progress=progress)
+            rows[task.name] = {"num_nodes": circuit.num_nodes, "num_edges": circuit.num_edges,
+                               "loss": circuit.loss, "loss_calibrated": circuit.loss_calibrated,
+                               "test_loss": validation.sufficiency.loss, "necessity_loss": validation.necessity.loss,
+                               "random_loss": validation.random_circuits["mean_loss"],
+                               "role_drift_mean": validation.role_drift["mean"], "seconds": circuit.seconds,
+                               "control": task.control}
+        except NoCircuit as e:
+            rows[task.name] = {"num_nodes": None, "num_edges": None, "error": str(e), "control": task.control}
+        log(f"{task.name}: " + (f"{rows[task.name]['num_nodes']} nodes, {rows[task.name]['num_edges']} edges"
+                                if rows[task.name]["num_nodes"] is not None else "no circuit at the target"))
+    found = [r["num_edges"] for r in rows.values() if r["num_edges"] is not None and not r["control"]]
+    geomean = math.exp(sum(math.log(max(e, 1)) for e in found) / len(found)) if found else None
+    summary = {"model": str(run_dir), "target_loss": cfg.target_loss, "ablation": cfg.ablation.value,
+               "budget": budget, "tasks": rows, "geomean_edges": geomean, "tasks_with_circuit": len(found)}
+    write_json(out_root / "summary.json", summary)
+    return summary

@@ -1,0 +1,279 @@
+"""Pruning a model to the smallest set of nodes that still does a task (SPEC section 6).
+
+1. Learn node masks: minimise task loss + k_coef x (kept nodes, through the surrogate) with
+   AdamW, gradient clipping, warm-up then linear lr decay, tau clamped to [-1, 1].
+2. Discretise: rank nodes by tau and bisect the number kept, k, to the smallest circuit whose
+   task loss is at most the target (taking the top-k nodes by tau).
+3. Clean up (the paper asks for it): try removing each kept node, lowest tau first, and keep
+   the removal when the loss stays at or under the target.
+4. Calibrate: fit a logit scale and a per-candidate shift with L-BFGS; report both losses.
+
+The model's weights are frozen; everything goes through the model's hook sites.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from dataclasses import asdict, dataclass, field, replace
+
+import torch
+from tqdm import tqdm
+
+from ..data import EOT
+from ..hooks import Hooks
+from ..model import GPT
+from ..tasks.core import TaskDataset
+from ..tasks.evaluate import score_logit_diffs, task_loss
+from .masks import Ablation, NodeMasks, frozen_norm_hooks, gate_hooks, keep_hooks
+
+
+@dataclass
+class PruneConfig:
+    target_loss: float = 0.15
+    ablation: Ablation = Ablation.MEAN_PRETRAIN
+    freeze_norms: bool = False
+    tie_qk: bool = False
+    steps: int = 200
+    batch_pairs: int = 32  # pairs per step (both members: 2x sequences)
+    k_coef: float = 1e-4
+    lr: float = 3e-3
+    weight_decay: float = 1e-3
+    beta2: float = 0.95
+    warmup_frac: float = 0.05
+    temperature: float = 1.0
+    init_mean: float = 0.1
+    init_std: float = 0.01
+    grad_clip: float = 1.0
+    cleanup: bool = True  # after bisection, drop every kept node whose removal keeps the target
+    seed: int = 0
+
+    def as_dict(self) -> dict:
+        d = asdict(self)
+        d["ablation"] = self.ablation.value
+        return d
+
+
+class TaskTensors:
+    """A task dataset as padded token tensors, ready for batched forwards."""
+
+    def __init__(self, ds: TaskDataset, context: int, pad_id: int):
+        rows = [ids[-context:] for ids in ds.prompt_tokens]
+        width = max(len(r) for r in rows)
+        self.idx = torch.full((len(rows), width), pad_id, dtype=torch.long)
+        for i, r in enumerate(rows):
+            self.idx[i, :len(r)] = torch.tensor(r)
+        self.last = torch.tensor([len(r) - 1 for r in rows])
+        self.correct = torch.tensor(ds.correct_token)
+        self.wrong = torch.tensor(ds.wrong_token)
+        self.label = torch.tensor([e.label for e in ds.examples])
+        self.n = len(rows)
+
+    @classmethod
+    def of(cls, ds: TaskDataset, model: GPT, tokenizer=None) -> "TaskTensors":
+        pad = tokenizer.token_to_id(EOT) if tokenizer is not None else 0
+        return cls(ds, model.cfg.context, pad)
+
+    def pair_batch(self, pair_ids: list[int]) -> torch.Tensor:
+        """Row indices of both members of the given pairs (rows 2p and 2p + 1)."""
+        return torch.tensor([r for p in pair_ids for r in (2 * p, 2 * p + 1)])
+
+
+def logit_diffs(model: GPT, tt: TaskTensors, rows: torch.Tensor | None, hooks: Hooks | None,
+                freeze_norms: bool = False) -> torch.Tensor:
+    """logit_correct - logit_wrong at each prompt's last token, under `hooks`."""
+    rows = torch.arange(tt.n) if rows is None else rows
+    idx = tt.idx[rows]
+    device = next(model.parameters()).device
+    idx = idx.to(device)
+    if freeze_norms:
+        hooks = frozen_norm_hooks(model, idx, hooks)
+    logits = model(idx, hooks)
+    ar = torch.arange(len(rows), device=device)
+    last = logits[ar, tt.last[rows].to(device)]
+    return last[ar, tt.correct[rows].to(device)] - last[ar, tt.wrong[rows].to(device)]
+
+
+@torch.no_grad()
+def circuit_loss(model: GPT, tt: TaskTensors, keep: dict[str, torch.Tensor] | None,
+                 ablation_values: dict[str, torch.Tensor], freeze_norms: bool = False,
+                 batch_size: int = 256) -> tuple[float, torch.Tensor]:
+    """Task loss (mean over sequences) of a discrete circuit, and its logit differences."""
+    diffs = []
+    for start in range(0, tt.n, batch_size):
+        rows = torch.arange(start, min(tt.n, start + batch_size))
+        hooks = keep_hooks(keep, ablation_values) if keep is not None else None
+        diffs.append(logit_diffs(model, tt, rows, hooks, freeze_norms).float().cpu())
+    d = torch.cat(diffs)
+    return score_logit_diffs(d)[0], d
+
+
+@dataclass
+class Calibration:
+    scale: float = 1.0
+    shift: float = 0.0  # added to candidate A's logit minus candidate B's (only the difference matters)
+
+    def apply(self, diffs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        # For a B prompt the correct candidate is B, so A's shift counts against it.
+        sign = 1.0 - 2.0 * labels.to(diffs.dtype)
+        return self.scale * diffs + sign * self.shift
+
+
+def calibrate(diffs: torch.Tensor, labels: torch.Tensor, steps: int = 50) -> Calibration:
+    """Fit a logit scale and a per-candidate shift minimising the task loss (L-BFGS)."""
+    scale = torch.ones((), dtype=torch.float64, requires_grad=True)
+    shift = torch.zeros((), dtype=torch.float64, requires_grad=True)
+    d = diffs.double()
+    sign = 1.0 - 2.0 * labels.double()
+    opt = torch.optim.LBFGS([scale, shift], max_iter=steps, line_search_fn="strong_wolfe")
+
+    def closure():
+        opt.zero_grad()
+        loss = torch.nn.functional.softplus(-(scale * d + sign * shift)).mean()
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+    return Calibration(scale.item(), shift.item())
+
+
+@dataclass
+class PruneResult:
+    config: PruneConfig
+    keep: dict[str, torch.Tensor] | None  # None: even the whole model misses the target
+    num_nodes: int
+    loss: float  # task loss of the discrete circuit on the pruning data, before calibration
+    loss_calibrated: float
+    calibration: Calibration
+    tau: dict[str, torch.Tensor]
+    loss_curve: list[tuple[int, float]] = field(default_factory=list)  # (k, loss) seen by the bisection
+    seconds: float = 0.0
+
+    @property
+    def found(self) -> bool:
+        return self.keep is not None
+
+
+def train_masks(model: GPT, tt: TaskTensors, ablation_values: dict[str, torch.Tensor], cfg: PruneConfig,
+                progress: bool = False) -> NodeMasks:
+    g = torch.Generator().manual_seed(cfg.seed)
+    masks = NodeMasks(model, cfg.tie_qk, cfg.init_mean, cfg.init_std, g)
+    opt = torch.optim.AdamW(masks.parameters(), lr=cfg.lr, betas=(0.9, cfg.beta2), weight_decay=cfg.weight_decay)
+    warmup = max(1, round(cfg.warmup_frac * cfg.steps))
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: (s + 1) / warmup if s < warmup else max(0.0, (cfg.steps - s) / max(1, cfg.steps - warmup)))
+    rng = random.Random(cfg.seed)
+    n_pairs = tt.n // 2
+    for _ in tqdm(range(cfg.steps), desc="prune", unit="step", disable=not progress, leave=False):
+        rows = tt.pair_batch(rng.sample(range(n_pairs), min(cfg.batch_pairs, n_pairs)))
+        hooks = gate_hooks(masks.gates(cfg.temperature), ablation_values)
+        diffs = logit_diffs(model, tt, rows, hooks, cfg.freeze_norms)
+        loss = task_loss(diffs, torch.zeros_like(diffs)) + cfg.k_coef * masks.num_kept_surrogate(cfg.temperature)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(masks.parameters(), cfg.grad_clip)
+        opt.step()
+        sched.step()
+        masks.clamp_()
+    return masks
+
+
+def discretise(model: GPT, tt: TaskTensors, masks: NodeMasks, ablation_values: dict[str, torch.Tensor],
+               target: float, freeze_norms: bool) -> tuple[int | None, list[tuple[int, float]]]:
+    """Smallest k whose top-k-by-tau circuit has task loss <= target (None if no k does)."""
+    ranked = masks.ranked_nodes()
+    curve: dict[int, float] = {}
+
+    def loss_at(k: int) -> float:
+        if k not in curve:
+            curve[k] = circuit_loss(model, tt, masks.keep_masks(ranked[:k]), ablation_values, freeze_norms)[0]
+        return curve[k]
+
+    hi = sum(1 for name, i in ranked if float(masks.tau_of(name)[i].detach()) > 0)
+    if loss_at(hi) > target:
+        hi = len(ranked)
+        if loss_at(hi) > target:
+            return None, sorted(curve.items())
+    k = smallest_passing(loss_at, 0, hi, target)
+    return k, sorted(curve.items())
+
+
+def clean_up(model: GPT, tt: TaskTensors, masks: NodeMasks, nodes: list[tuple[str, int]],
+             ablation_values: dict[str, torch.Tensor], target: float, freeze_norms: bool) -> list[tuple[str, int]]:
+    kept = list(nodes)
+    for node in reversed(nodes):  # lowest tau first
+        trial = [n for n in kept if n != node]
+        if circuit_loss(model, tt, masks.keep_masks(trial), ablation_values, freeze_norms)[0] <= target:
+            kept = trial
+    return kept
+
+
+def smallest_passing(loss_at, lo: int, hi: int, target: float) -> int:
+    """Bisection for the smallest k in [lo, hi] with loss_at(k) <= target, given loss_at(hi) does.
+
+    Assumes the loss falls as k grows (it need not exactly; bisection then finds one crossing).
+    """
+    if loss_at(lo) <= target:
+        return lo
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if loss_at(mid) <= target:
+            hi = mid
+        else:
+            lo = mid
+    return hi
+
+
+def prune(model: GPT, tt: TaskTensors, ablation_values: dict[str, torch.Tensor], cfg: PruneConfig,
+          progress: bool = False) -> PruneResult:
+    start = time.perf_counter()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    masks = train_masks(model, tt, ablation_values, cfg, progress)
+    k, curve = discretise(model, tt, masks, ablation_values, cfg.target_loss, cfg.freeze_norms)
+    tau = {name: masks.tau_of(name).detach().clone() for name in masks.widths}
+    if k is None:
+        return PruneResult(cfg, None, 0, math.nan, math.nan, Calibration(), tau, curve,
+                           time.perf_counter() - start)
+    nodes = masks.ranked_nodes()[:k]
+    if cfg.cleanup:
+        nodes = clean_up(model, tt, masks, nodes, ablation_values, cfg.target_loss, cfg.freeze_norms)
+    keep = masks.keep_masks(nodes)
+    loss, diffs = circuit_loss(model, tt, keep, ablation_values, cfg.freeze_norms)
+    cal = calibrate(diffs, tt.label)
+    loss_cal = score_logit_diffs(cal.apply(diffs, tt.label))[0]
+    num_nodes = int(sum(int(m.sum()) for m in keep.values()))
+    return PruneResult(cfg, keep, num_nodes, loss, loss_cal, cal, tau, curve, time.perf_counter() - start)
+
+
+# -- hyper-parameter search ----------------------------------------------------------------------
+
+SEARCH_SPACE = {"k_coef": (1e-5, 1e-3), "lr": (1e-3, 3e-2)}
+
+
+def search_configs(base: PruneConfig, budget: int, seed: int = 0) -> list[PruneConfig]:
+    """The paper's centre first, then log-uniform draws of k_coef and lr (and a new mask seed)."""
+    rng = random.Random(seed)
+    configs = [base]
+    for i in range(1, budget):
+        draw = {name: math.exp(rng.uniform(math.log(lo), math.log(hi))) for name, (lo, hi) in SEARCH_SPACE.items()}
+        configs.append(replace(base, seed=base.seed + i, **draw))
+    return configs
+
+
+def best_of(results: list[PruneResult]) -> PruneResult:
+    """Smallest circuit that met the target; ties go to the lower loss."""
+    found = [r for r in results if r.found]
+    if not found:
+        return results[0]
+    return min(found, key=lambda r: (r.num_nodes, r.loss))
+
+
+def prune_search(model: GPT, tt: TaskTensors, ablation_values: dict[str, torch.Tensor], base: PruneConfig,
+                 budget: int, seed: int = 0, progress: bool = True) -> tuple[PruneResult, list[PruneResult]]:
+    results = []
+    for cfg in tqdm(search_configs(base, budget, seed), desc="search", unit="run", disable=not progress,
+                    leave=False):
+        results.append(prune(model, tt, ablation_values, cfg))
+    return best_of(results), results

@@ -1,0 +1,166 @@
+import json
+import math
+
+import pytest
+import torch
+
+from sparse_circuits.circuits.edges import count_edges
+from sparse_circuits.circuits.masks import Ablation, NodeMasks, gate_hooks, keep_hooks
+from sparse_circuits.circuits.means import node_means, task_means
+from sparse_circuits.circuits.prune import (
+    Calibration,
+    PruneConfig,
+    TaskTensors,
+    calibrate,
+    circuit_loss,
+    prune,
+    smallest_passing,
+)
+from sparse_circuits.circuits.validate import validate
+from sparse_circuits.config import BigramTable, ModelConfig
+from sparse_circuits.hooks import Hooks
+from sparse_circuits.model import GPT
+from sparse_circuits.tasks.evaluate import score_logit_diffs
+
+import planted
+
+
+def small_model():
+    torch.manual_seed(0)
+    return GPT(ModelConfig(n_layer=2, d_model=32, d_head=16, d_mlp=64, context=16, vocab_size=50)).eval()
+
+
+def test_all_masks_on_reproduce_the_plain_forward_exactly():
+    model = small_model()
+    idx = torch.randint(0, 50, (3, 16))
+    masks = NodeMasks(model)
+    means = node_means(model, [idx], progress=False)
+    gates = masks.gates(1.0)
+    assert all(bool((g == 1).all()) for g in gates.values())
+    assert torch.equal(model(idx, gate_hooks(gates, means)), model(idx))
+    keep_all = {n: torch.ones(w, dtype=torch.bool) for n, w in masks.widths.items()}
+    assert torch.equal(model(idx, keep_hooks(keep_all, means)), model(idx))
+
+
+def test_mean_ablation_substitutes_the_stored_means():
+    model = small_model()
+    idx = torch.randint(0, 50, (4, 16))
+    means = node_means(model, [idx], progress=False)
+    keep = {n: torch.ones(w, dtype=torch.bool) for n, w in NodeMasks(model).widths.items()}
+    keep["1.mlp.post_act"][:] = False
+    keep["0.attn.v"][3] = False
+    substituted = Hooks().add("1.mlp.post_act", lambda x: means["1.mlp.post_act"].expand_as(x))
+    substituted.add("0.attn.v", lambda x: torch.cat([x[..., :3], means["0.attn.v"][3].expand_as(x[..., 3:4]),
+                                                       x[..., 4:]], dim=-1))
+    torch.testing.assert_close(model(idx, keep_hooks(keep, means)), model(idx, substituted))
+
+
+def test_means_are_taken_after_abstopk_at_the_mask_site():
+    model = small_model()
+    idx = torch.randint(0, 50, (4, 16))
+    _, cache = model.run_with_cache(idx)
+    means = node_means(model, [idx[:2], idx[2:]], progress=False)
+    for name, acts in cache.items():
+        torch.testing.assert_close(means[name], acts.reshape(-1, acts.shape[-1]).mean(0), rtol=1e-5, atol=1e-6)
+    # Task means group prompts by length, so padding never enters.
+    prompts = [[1, 2, 3], [4, 5], [6, 7, 8]]
+    tm = task_means(model, prompts)
+    _, c3 = model.run_with_cache(torch.tensor([[1, 2, 3], [6, 7, 8]]), ["0.mlp.post_act"])
+    _, c2 = model.run_with_cache(torch.tensor([[4, 5]]), ["0.mlp.post_act"])
+    both = torch.cat([c3["0.mlp.post_act"].reshape(-1, 64), c2["0.mlp.post_act"].reshape(-1, 64)])
+    torch.testing.assert_close(tm["0.mlp.post_act"], both.mean(0), rtol=1e-5, atol=1e-6)
+
+
+def test_bisection_finds_the_minimal_k():
+    curve = lambda k: 1.0 / (1 + k)  # falls with k; <= 0.15 from k = 6 on
+    calls = []
+    assert smallest_passing(lambda k: calls.append(k) or curve(k), 0, 1000, 0.15) == 6
+    assert len(calls) <= 12  # log2(1000) evaluations, not a scan
+    assert smallest_passing(lambda k: 0.0, 0, 50, 0.15) == 0
+    assert smallest_passing(lambda k: 0.2 if k < 50 else 0.1, 0, 50, 0.15) == 50
+
+
+def test_calibration_is_only_a_scale_and_a_per_candidate_shift():
+    g = torch.Generator().manual_seed(0)
+    labels = torch.tensor([0, 1] * 50)
+    # Logit differences that favour candidate A by 1 everywhere and are 3x too small.
+    true = torch.randn(100, generator=g).abs() + 0.5
+    diffs = true / 3 + (1 - 2 * labels.float()) * 1.0
+    cal = calibrate(diffs, labels)
+    after = cal.apply(diffs, labels)
+    assert score_logit_diffs(after)[0] < score_logit_diffs(diffs)[0]
+    assert cal.shift < 0 and cal.scale > 1
+    # apply() is exactly scale * diff + sign * shift, sign +1 for A prompts and -1 for B prompts.
+    c = Calibration(2.0, 0.5)
+    assert c.apply(torch.tensor([1.0, 1.0]), torch.tensor([0, 1])).tolist() == [2.5, 1.5]
+    # A shift common to both candidates cancels in the difference: nothing to fit there.
+    assert Calibration(1.0, 0.0).apply(diffs, labels).equal(diffs)
+
+
+def test_edges_on_a_hand_built_model():
+    cfg = ModelConfig(n_layer=2, d_model=32, d_head=16, d_mlp=64, context=8, vocab_size=10,
+                      bigram_table=BigramTable.NONE)
+    model = GPT(cfg)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.zero_()
+        b0 = model.blocks[0]
+        b0.attn.c_q.weight[5, 2] = 1.0     # act_in 2 -> q 5
+        b0.attn.c_k.weight[5, 2] = -1.0    # act_in 2 -> k 5
+        b0.attn.c_v.weight[7, 3] = 0.5     # act_in 3 -> v 7
+        b0.attn.c_v.weight[8, 3] = 0.5     # v 8 is not kept: no edge
+        b0.attn.c_proj.weight[4, 7] = 2.0  # v 7 -> resid_delta 4
+        b0.mlp.c_fc.weight[10, 4] = 1.5    # mlp.act_in 4 -> neuron 10
+        b0.mlp.c_proj.weight[6, 10] = 1.0  # neuron 10 -> mlp.resid_delta 6
+    keep = {n: torch.zeros(s.width, dtype=torch.bool) for n, s in model.node_sites().items()}
+    for name, i in [("0.attn.act_in", 2), ("0.attn.act_in", 3), ("0.attn.q", 5), ("0.attn.k", 5), ("0.attn.v", 7),
+                    ("0.attn.resid_delta", 4), ("0.mlp.act_in", 4), ("0.mlp.post_act", 10),
+                    ("0.mlp.resid_delta", 6), ("1.attn.act_in", 6), ("1.mlp.act_in", 4)]:
+        keep[name][i] = True
+    e = count_edges(model, keep)
+    assert sorted((x.src, x.dst, x.weight) for x in e.weights) == sorted([
+        ("0.attn.act_in:2", "0.attn.q:5", 1.0), ("0.attn.act_in:2", "0.attn.k:5", -1.0),
+        ("0.attn.act_in:3", "0.attn.v:7", 0.5), ("0.attn.v:7", "0.attn.resid_delta:4", 2.0),
+        ("0.mlp.act_in:4", "0.mlp.post_act:10", 1.5), ("0.mlp.post_act:10", "0.mlp.resid_delta:6", 1.0)])
+    assert e.num_edges == 6  # edges, not nodes (11 kept)
+    assert sorted((x.src, x.dst) for x in e.residual) == sorted([
+        ("0.attn.resid_delta:4", "0.mlp.act_in:4"), ("0.attn.resid_delta:4", "1.mlp.act_in:4"),
+        ("0.mlp.resid_delta:6", "1.attn.act_in:6")])
+    assert e.qk_pairs == [("0.attn.q:5", "0.attn.k:5")]
+
+
+@pytest.fixture(scope="module")
+def planted_setup():
+    model = planted.planted_model()
+    means = node_means(model, planted.pretraining_batches(), progress=False)
+    planted.center_output(model, float(means["0.mlp.post_act"][planted.N]))
+    means = node_means(model, planted.pretraining_batches(), progress=False)
+    tt = TaskTensors(planted.planted_dataset(), 16, 0)
+    return model, means, tt
+
+
+def found_nodes(result):
+    return {n: k.nonzero().squeeze(1).tolist() for n, k in result.keep.items() if k.any()}
+
+
+@pytest.mark.parametrize("options", [{}, {"tie_qk": True}, {"freeze_norms": True}, {"seed": 7, "lr": 1e-2}])
+def test_pruning_recovers_exactly_the_planted_circuit(planted_setup, options):
+    model, means, tt = planted_setup
+    assert sum(site.width for site in model.node_sites().values()) == 288  # among 285 distractors
+    result = prune(model, tt, means, PruneConfig(steps=200, **options))
+    assert found_nodes(result) == planted.PLANTED
+    assert result.loss <= 0.15 and result.loss_calibrated <= result.loss + 1e-9
+
+
+def test_planted_circuit_validates(planted_setup):
+    model, means, tt = planted_setup
+    keep = {n: torch.zeros(s.width, dtype=torch.bool) for n, s in model.node_sites().items()}
+    for name, idx in planted.PLANTED.items():
+        keep[name][idx] = True
+    zeros = {n: torch.zeros_like(m) for n, m in means.items()}
+    v = validate(model, tt, keep, {Ablation.MEAN_PRETRAIN: means, Ablation.ZERO: zeros}, Ablation.MEAN_PRETRAIN)
+    assert v.sufficiency.loss < 0.15 and v.sufficiency.accuracy == 1.0
+    assert v.necessity.loss == pytest.approx(math.log(2), abs=0.05)
+    assert v.random_circuits["min_loss"] > 0.5
+    assert v.role_drift["per_node"]["0.mlp.post_act:0"] > 0.9
+    assert set(v.ablation_sensitivity) == {"mean-pretrain", "zero"}
