@@ -75,12 +75,16 @@ def load_run_config(run_dir: str | os.PathLike) -> RunConfig:
     return run_config_from_dict(read_json(path, "run config"), where=str(path))
 
 
-def load_model(run_dir: str | os.PathLike, device: str = "cpu") -> tuple[GPT, RunConfig]:
-    """The trained model of a run directory, in eval mode."""
+def load_model(run_dir: str | os.PathLike, device: str = "cpu", step: int | None = None) -> tuple[GPT, RunConfig]:
+    """The trained model of a run directory (or its checkpoint at `step`), in eval mode."""
     run_dir = Path(run_dir)
     cfg = load_run_config(run_dir)
     model = GPT(cfg.model)
-    load_weights_into(model, run_dir / "model.safetensors")
+    path = run_dir / "model.safetensors" if step is None else run_dir / "checkpoints" / f"step_{step:08d}" / "model.safetensors"
+    if step is not None and not path.is_file():
+        kept = ", ".join(p.name[5:].lstrip("0") for p in checkpoint_dirs(run_dir)) or "none"
+        raise UserError(f"{run_dir}: no checkpoint at step {step} (kept: {kept})")
+    load_weights_into(model, path)
     return model.to(device).eval(), cfg
 
 

@@ -181,8 +181,9 @@ def tasks_show(name, model_dir, tokenizer_path, split, n_pairs, seed) -> None:
 @click.option("--seed", default=0, show_default=True)
 @click.option("--task", "names", multiple=True, help="only these tasks (repeatable)")
 @click.option("--json", "json_out", type=click.Path(dir_okay=False), help="also write the scores as JSON")
+@click.option("--step", type=int, help="evaluate the run's checkpoint at this step instead of its final weights")
 @_user_errors
-def tasks_eval(model_dir, split, n_pairs, seed, names, json_out) -> None:
+def tasks_eval(model_dir, split, n_pairs, seed, names, json_out, step) -> None:
     """Task loss, accuracy and logit difference of a model on every task, with baselines."""
     from .checkpoint import load_model
     from .data import TokenData, load_tokenizer
@@ -190,7 +191,7 @@ def tasks_eval(model_dir, split, n_pairs, seed, names, json_out) -> None:
     from .tasks import all_tasks, get_task
     from .tasks.evaluate import CHANCE_LOSS, evaluate_tasks
 
-    model, cfg = load_model(model_dir)
+    model, cfg = load_model(model_dir, step=step)
     tok = load_tokenizer(Path(model_dir) / "tokenizer.json")
     chosen = [get_task(n) for n in names] if names else all_tasks()
     bigram = TokenData(cfg.data_dir).bigram_logprobs() if (Path(cfg.data_dir) / "meta.json").is_file() else None
@@ -205,7 +206,7 @@ def tasks_eval(model_dir, split, n_pairs, seed, names, json_out) -> None:
         click.echo(f"{s.task:<28} {s.loss:>7.3f} {s.accuracy:>6.2f} {s.logit_diff:>10.2f} "
                    f"{fmt(s.bigram_loss, '.3f'):>11} {fmt(s.bigram_accuracy, '.2f'):>10}")
     if json_out:
-        write_json(json_out, {"model": str(model_dir), "split": split, "pairs": n_pairs, "seed": seed,
+        write_json(json_out, {"model": str(model_dir), "step": step, "split": split, "pairs": n_pairs, "seed": seed,
                               "chance_loss": CHANCE_LOSS, "scores": [s.as_dict() for s in scores]})
 
 
@@ -303,7 +304,9 @@ def prune_all_cmd(model_dir, out_dir, target_loss, ablation, freeze_norms, tie_q
     click.echo(f"{'task':<28} {'nodes':>6} {'edges':>6} {'loss':>6} {'test':>6} {'necess.':>7} {'random':>6}")
     for name, r in s["tasks"].items():
         if r["num_nodes"] is None:
-            click.echo(f"{name:<28} {'-':>6} {'-':>6}  no circuit at the target")
+            reason = "no circuit at the target" if "not attempted" not in r["error"] else \
+                f"not attempted: whole-model loss {r['full_model_loss']:.3f}"
+            click.echo(f"{name:<28} {'-':>6} {'-':>6}  {reason}")
             continue
         click.echo(f"{name:<28} {r['num_nodes']:>6} {r['num_edges']:>6} {r['loss']:>6.3f} {r['test_loss']:>6.3f} "
                    f"{r['necessity_loss']:>7.3f} {r['random_loss']:>6.3f}")

@@ -137,7 +137,13 @@ class GPT(nn.Module):
                 if getattr(module, "bias", None) is not None:
                     nn.init.zeros_(module.bias)
 
-    def forward(self, idx: torch.Tensor, hooks: Hooks | None = None) -> torch.Tensor:
+    def forward(self, idx: torch.Tensor, hooks: Hooks | None = None,
+                logits_at: torch.Tensor | None = None) -> torch.Tensor:
+        """Logits (B, T, vocab); with `logits_at` (B,) only at one position per row: (B, vocab).
+
+        Tasks read one position per prompt, and the unembedding is the largest matrix product at
+        small d_model, so they ask for just that position.
+        """
         T = idx.shape[1]
         if T > self.cfg.context:
             raise ValueError(f"sequence length {T} exceeds the model's context {self.cfg.context}")
@@ -146,9 +152,13 @@ class GPT(nn.Module):
             x = x + self.wpe(torch.arange(T, device=idx.device))
         for block in self.blocks:
             x = block(x, hooks)
+        current = idx
+        if logits_at is not None:
+            rows = torch.arange(idx.shape[0], device=idx.device)
+            x, current = x[rows, logits_at], idx[rows, logits_at]
         logits = self.lm_head(self.ln_f(x, hooks))
         if self.bigram is not None:
-            logits = logits + self.bigram[idx]
+            logits = logits + self.bigram[current]
         return logits
 
     # -- introspection -------------------------------------------------------------------------

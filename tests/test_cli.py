@@ -88,3 +88,33 @@ def test_tasks_commands(tmp_path, data_dir):
     scores = json.loads(out.read_text())["scores"]
     assert [s["task"] for s in scores] == ["for_while", "var_if"]
     assert all(s["error"] or 0 <= s["accuracy"] <= 1 for s in scores)
+
+
+def test_prune_validate_and_wrong_model(tmp_path, data_dir):
+    cfg = tmp_path / "cfg.json"
+    cfg.write_text(json.dumps({"train": {"threads": 1}}))
+    for name, seed in (("run", 0), ("other", 1)):
+        assert cli("train", "--data", data_dir, "--preset", "tiny", "--out", tmp_path / name, "--steps", 3,
+                   "--seed", seed, "--config", cfg).returncode == 0
+    circuit = tmp_path / "circuit"
+    # A loose target, so that even a barely trained model has a circuit to write.
+    r = cli("prune", "--model", tmp_path / "run", "--task", "for_while", "--out", circuit, "--target-loss", 2.0,
+            "--steps", 5, "--budget", 2, "--pairs", 8)
+    assert r.returncode == 0, r.stderr
+    saved = json.loads((circuit / "circuit.json").read_text())
+    for key in ("task", "model", "ablation", "target_loss", "loss", "loss_calibrated", "nodes", "num_nodes",
+                "num_edges", "hyperparameters", "format_version"):
+        assert key in saved
+    assert saved["num_nodes"] == sum(len(v) for v in saved["nodes"].values())
+    assert len(saved["search"]) == 2 and saved["loss"] <= 2.0
+    assert (tmp_path / "run" / "means.safetensors").is_file()
+    r = cli("validate", circuit, "--pairs", 8, "--random", 2)
+    assert r.returncode == 0, r.stderr
+    assert "sufficiency" in r.stdout and "necessity" in r.stdout
+    assert json.loads((circuit / "validation.json").read_text())["split"] == "test"
+    assert_one_line_error(cli("validate", circuit, "--model", tmp_path / "other", "--pairs", 8),
+                          "pruned from another model")
+    bad = tmp_path / "prune.json"
+    bad.write_text(json.dumps({"ablation": "median"}))
+    assert_one_line_error(cli("prune", "--model", tmp_path / "run", "--task", "for_while", "--out", circuit,
+                              "--config", bad), "unknown value 'median'", "mean-pretrain")

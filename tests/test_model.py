@@ -128,6 +128,13 @@ def test_rmsnorm_matches_torch_and_its_scale_can_be_frozen():
     torch.testing.assert_close(model.ln_f(0.01 * x, frozen), 0.01 * ref)
 
 
+def test_logits_at_one_position_per_row():
+    model = small_model()
+    x = tokens()
+    at = torch.tensor([15, 3, 0])
+    torch.testing.assert_close(model(x, logits_at=at), model(x)[torch.arange(3), at])
+
+
 def test_unknown_site_is_an_error():
     model = small_model()
     with pytest.raises(UserError, match="unknown hook site '0.attn.query'"):

@@ -24,6 +24,9 @@ from .validate import Validation, validate
 
 DEFAULT_BUDGET = 2  # pruning runs per task; see docs/circuits.md for how it was chosen
 PRUNE_PAIRS = 128
+# prune-all attempts a task only if the whole model does it: task loss at most this on the train
+# split (chance is ln 2 = 0.693). Pruning can beat the whole model, but not from chance.
+MAX_FULL_LOSS = 0.45
 
 
 class NoCircuit(UserError):
@@ -96,30 +99,45 @@ def validate_circuit(circuit_dir: str | os.PathLike, model_dir: str | os.PathLik
     return result
 
 
+def full_model_loss(run_dir: str | os.PathLike, task_name: str, n_pairs: int = PRUNE_PAIRS) -> float:
+    from .prune import circuit_loss
+
+    model, _, _, _, tt = _setup(run_dir, task_name, Split.TRAIN, n_pairs, 0)
+    return circuit_loss(model, tt, None, {})[0]
+
+
 def prune_all(run_dir: str | os.PathLike, out_root: str | os.PathLike, cfg: PruneConfig = PruneConfig(),
               budget: int = DEFAULT_BUDGET, n_pairs: int = PRUNE_PAIRS, include_controls: bool = True,
-              progress: bool = True, log=print) -> dict:
-    """Prune every task; a task without a circuit at the target is reported, not fatal."""
+              max_full_loss: float = MAX_FULL_LOSS, progress: bool = True, log=print) -> dict:
+    """Prune every task the model does (and the controls); the rest are reported, not fatal."""
     out_root = Path(out_root)
     rows = {}
     for task in all_tasks(include_controls):
+        full = full_model_loss(run_dir, task.name, n_pairs)
+        if full > max_full_loss and not task.control:
+            rows[task.name] = {"num_nodes": None, "num_edges": None, "full_model_loss": full, "control": False,
+                               "error": f"the whole model's task loss {full:.3f} > {max_full_loss}: not attempted"}
+            log(f"{task.name}: skipped, whole-model loss {full:.3f}")
+            continue
         try:
             circuit, _ = prune_task(run_dir, task.name, out_root / task.name, cfg, budget, n_pairs,
                                     progress=progress)
             validation = validate_circuit(out_root / task.name, run_dir, n_pairs, progress=progress)
             rows[task.name] = {"num_nodes": circuit.num_nodes, "num_edges": circuit.num_edges,
+                               "full_model_loss": full,
                                "loss": circuit.loss, "loss_calibrated": circuit.loss_calibrated,
                                "test_loss": validation.sufficiency.loss, "necessity_loss": validation.necessity.loss,
                                "random_loss": validation.random_circuits["mean_loss"],
                                "role_drift_mean": validation.role_drift["mean"], "seconds": circuit.seconds,
                                "control": task.control}
         except NoCircuit as e:
-            rows[task.name] = {"num_nodes": None, "num_edges": None, "error": str(e), "control": task.control}
+            rows[task.name] = {"num_nodes": None, "num_edges": None, "full_model_loss": full, "error": str(e),
+                               "control": task.control}
         log(f"{task.name}: " + (f"{rows[task.name]['num_nodes']} nodes, {rows[task.name]['num_edges']} edges"
                                 if rows[task.name]["num_nodes"] is not None else "no circuit at the target"))
     found = [r["num_edges"] for r in rows.values() if r["num_edges"] is not None and not r["control"]]
     geomean = math.exp(sum(math.log(max(e, 1)) for e in found) / len(found)) if found else None
     summary = {"model": str(run_dir), "target_loss": cfg.target_loss, "ablation": cfg.ablation.value,
-               "budget": budget, "tasks": rows, "geomean_edges": geomean, "tasks_with_circuit": len(found)}
+               "budget": budget, "max_full_loss": max_full_loss, "prune_config": cfg.as_dict(), "tasks": rows, "geomean_edges": geomean, "tasks_with_circuit": len(found)}
     write_json(out_root / "summary.json", summary)
     return summary

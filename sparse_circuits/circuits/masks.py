@@ -116,12 +116,14 @@ def keep_hooks(keep: dict[str, torch.Tensor], ablation_values: dict[str, torch.T
     return gate_hooks({name: k.float() for name, k in keep.items()}, ablation_values, hooks)
 
 
-def frozen_norm_hooks(model: GPT, idx: torch.Tensor, hooks: Hooks | None = None) -> Hooks:
-    """Hooks that fix every norm's 1/rms factor to its value in the unpruned model on `idx`."""
+def frozen_norm_hooks(model: GPT, idx: torch.Tensor, hooks: Hooks | None = None,
+                      logits_at: torch.Tensor | None = None) -> Hooks:
+    """Hooks that fix every norm's 1/rms factor to its value in the unpruned model on `idx`
+    (`logits_at` as in the forward they will serve)."""
     norm_sites = [name for name in model.hook_sites() if name not in model.node_sites()]
     store: dict[str, torch.Tensor] = {}
     with torch.no_grad():
-        model(idx, Hooks().record(norm_sites, store))
+        model(idx, Hooks().record(norm_sites, store), logits_at=logits_at)
     hooks = hooks if hooks is not None else Hooks()
     for name in norm_sites:
         hooks.add(name, lambda s, v=store[name]: v)

@@ -87,11 +87,11 @@ def logit_diffs(model: GPT, tt: TaskTensors, rows: torch.Tensor | None, hooks: H
     idx = tt.idx[rows]
     device = next(model.parameters()).device
     idx = idx.to(device)
+    at = tt.last[rows].to(device)
     if freeze_norms:
-        hooks = frozen_norm_hooks(model, idx, hooks)
-    logits = model(idx, hooks)
+        hooks = frozen_norm_hooks(model, idx, hooks, at)
+    last = model(idx, hooks, logits_at=at)
     ar = torch.arange(len(rows), device=device)
-    last = logits[ar, tt.last[rows].to(device)]
     return last[ar, tt.correct[rows].to(device)] - last[ar, tt.wrong[rows].to(device)]
 
 
@@ -149,6 +149,7 @@ class PruneResult:
     tau: dict[str, torch.Tensor]
     loss_curve: list[tuple[int, float]] = field(default_factory=list)  # (k, loss) seen by the bisection
     seconds: float = 0.0
+    stage_seconds: dict[str, float] = field(default_factory=dict)  # masks, bisection, cleanup, calibration
 
     @property
     def found(self) -> bool:
@@ -191,6 +192,8 @@ def discretise(model: GPT, tt: TaskTensors, masks: NodeMasks, ablation_values: d
         return curve[k]
 
     hi = sum(1 for name, i in ranked if float(masks.tau_of(name)[i].detach()) > 0)
+    if loss_at(0) <= target:
+        return 0, sorted(curve.items())
     if loss_at(hi) > target:
         hi = len(ranked)
         if loss_at(hi) > target:
@@ -227,24 +230,42 @@ def smallest_passing(loss_at, lo: int, hi: int, target: float) -> int:
 
 def prune(model: GPT, tt: TaskTensors, ablation_values: dict[str, torch.Tensor], cfg: PruneConfig,
           progress: bool = False) -> PruneResult:
-    start = time.perf_counter()
+    clock = _StageClock()
     for p in model.parameters():
         p.requires_grad_(False)
     masks = train_masks(model, tt, ablation_values, cfg, progress)
+    clock.lap("masks")
     k, curve = discretise(model, tt, masks, ablation_values, cfg.target_loss, cfg.freeze_norms)
+    clock.lap("bisection")
     tau = {name: masks.tau_of(name).detach().clone() for name in masks.widths}
     if k is None:
-        return PruneResult(cfg, None, 0, math.nan, math.nan, Calibration(), tau, curve,
-                           time.perf_counter() - start)
+        return PruneResult(cfg, None, 0, math.nan, math.nan, Calibration(), tau, curve, clock.total, clock.laps)
     nodes = masks.ranked_nodes()[:k]
     if cfg.cleanup:
         nodes = clean_up(model, tt, masks, nodes, ablation_values, cfg.target_loss, cfg.freeze_norms)
+    clock.lap("cleanup")
     keep = masks.keep_masks(nodes)
     loss, diffs = circuit_loss(model, tt, keep, ablation_values, cfg.freeze_norms)
     cal = calibrate(diffs, tt.label)
     loss_cal = score_logit_diffs(cal.apply(diffs, tt.label))[0]
+    clock.lap("calibration")
     num_nodes = int(sum(int(m.sum()) for m in keep.values()))
-    return PruneResult(cfg, keep, num_nodes, loss, loss_cal, cal, tau, curve, time.perf_counter() - start)
+    return PruneResult(cfg, keep, num_nodes, loss, loss_cal, cal, tau, curve, clock.total, clock.laps)
+
+
+class _StageClock:
+    def __init__(self) -> None:
+        self.start = self.last = time.perf_counter()
+        self.laps: dict[str, float] = {}
+
+    def lap(self, stage: str) -> None:
+        now = time.perf_counter()
+        self.laps[stage] = now - self.last
+        self.last = now
+
+    @property
+    def total(self) -> float:
+        return time.perf_counter() - self.start
 
 
 # -- hyper-parameter search ----------------------------------------------------------------------

@@ -63,8 +63,8 @@ def role_drift(model: GPT, tt: TaskTensors, keep: dict[str, torch.Tensor], value
     names = [n for n, k in keep.items() if k.any()]
     full: dict[str, torch.Tensor] = {}
     pruned: dict[str, torch.Tensor] = {}
-    model(tt.idx, Hooks().record(names, full))
-    model(tt.idx, keep_hooks(keep, values).record(names, pruned))
+    model(tt.idx, Hooks().record(names, full), logits_at=tt.last)
+    model(tt.idx, keep_hooks(keep, values).record(names, pruned), logits_at=tt.last)
     # Only real prompt tokens, not padding.
     valid = torch.arange(tt.idx.shape[1])[None, :] <= tt.last[:, None]
     per_node = {}

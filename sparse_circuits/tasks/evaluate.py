@@ -75,7 +75,7 @@ def logit_diffs(model: GPT, ds: TaskDataset, pad_id: int, batch_size: int = 64) 
     wrong = torch.tensor(ds.wrong_token)
     out = torch.empty(len(ds.prompt_tokens))
     for rows, idx, last in batched_prompts(ds, model.cfg.context, pad_id, batch_size):
-        logits = model(idx.to(device))[torch.arange(len(last)), last.to(device)].float().cpu()
+        logits = model(idx.to(device), logits_at=last.to(device)).float().cpu()
         ar = torch.arange(len(last))
         out[rows] = logits[ar, correct[rows]] - logits[ar, wrong[rows]]
     return out

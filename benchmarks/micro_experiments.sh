@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# The experiments behind docs/results.md for the micro models (2 CPU cores, ~1 hour).
+# Expects runs/data-stdlib, runs/micro-sparse and runs/micro-dense (`make demo`).
+# Part `circuits` (tasks, pruning, budget) and part `tokens` (a longer dense run) are
+# independent: run them side by side with one thread each, e.g.
+#   OMP_NUM_THREADS=1 bash benchmarks/micro_experiments.sh circuits &
+#   OMP_NUM_THREADS=1 bash benchmarks/micro_experiments.sh tokens
+set -euo pipefail
+cd "$(dirname "$0")/.."
+SC=".venv/bin/sparse-circuits"
+R=benchmarks/results
+mkdir -p "$R"
+
+part=${1:-all}
+if [ "$part" = circuits ] || [ "$part" = all ]; then
+# Issue 3: every task on the test split, both models.
+for m in micro-sparse micro-dense; do
+  $SC tasks eval --model runs/$m --json $R/tasks-$m.json > $R/tasks-$m.txt
+done
+
+# Issue 4: prune every task each model does, validate, geometric mean of edges.
+for m in micro-sparse micro-dense; do
+  $SC prune-all --model runs/$m --budget 1 > $R/prune-all-$m.txt
+done
+
+# Issue 4: circuit size against the search budget.
+.venv/bin/python benchmarks/bench_pruning.py --model runs/micro-sparse \
+  --tasks while_return_true,single_double_quote,else_elif --runs 8 > $R/pruning-budget.txt
+
+fi
+
+if [ "$part" = tokens ] || [ "$part" = all ]; then
+# Issue 3: tokens seen. The dense micro model trained twice as long, tasks at each checkpoint.
+echo '{"train": {"checkpoint_every": 1000, "keep_checkpoints": 0}}' > /tmp/long.json
+$SC train --data runs/data-stdlib --preset micro --dense --steps 4000 --out runs/micro-dense-4k \
+  --config /tmp/long.json --resume-if-exists > /dev/null
+for step in 1000 2000 3000 4000; do
+  $SC tasks eval --model runs/micro-dense-4k --step $step --json $R/tasks-micro-dense-4k-$step.json \
+    > $R/tasks-micro-dense-4k-$step.txt
+done
+fi
