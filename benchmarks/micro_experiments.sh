@@ -25,7 +25,7 @@ done
 
 # Issue 4: circuit size against the search budget.
 .venv/bin/python benchmarks/bench_pruning.py --model runs/micro-sparse \
-  --tasks while_return_true,single_double_quote,else_elif --runs 8 > $R/pruning-budget.txt
+  --tasks while_return_true,single_double_quote --runs 8 > $R/pruning-budget.txt
 
 fi
 

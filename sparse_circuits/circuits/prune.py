@@ -4,8 +4,9 @@
    AdamW, gradient clipping, warm-up then linear lr decay, tau clamped to [-1, 1].
 2. Discretise: rank nodes by tau and bisect the number kept, k, to the smallest circuit whose
    task loss is at most the target (taking the top-k nodes by tau).
-3. Clean up (the paper asks for it): try removing each kept node, lowest tau first, and keep
-   the removal when the loss stays at or under the target.
+3. Clean up (the paper asks for it): try removing kept nodes one at a time, lowest tau first
+   (at most `cleanup_tries` of them: each try is a forward over the task data), and keep a
+   removal when the loss stays at or under the target.
 4. Calibrate: fit a logit scale and a per-candidate shift with L-BFGS; report both losses.
 
 The model's weights are frozen; everything goes through the model's hook sites.
@@ -46,7 +47,7 @@ class PruneConfig:
     init_mean: float = 0.1
     init_std: float = 0.01
     grad_clip: float = 1.0
-    cleanup: bool = True  # after bisection, drop every kept node whose removal keeps the target
+    cleanup_tries: int = 48  # after bisection, try dropping this many kept nodes, lowest tau first
     seed: int = 0
 
     def as_dict(self) -> dict:
@@ -203,9 +204,10 @@ def discretise(model: GPT, tt: TaskTensors, masks: NodeMasks, ablation_values: d
 
 
 def clean_up(model: GPT, tt: TaskTensors, masks: NodeMasks, nodes: list[tuple[str, int]],
-             ablation_values: dict[str, torch.Tensor], target: float, freeze_norms: bool) -> list[tuple[str, int]]:
+             ablation_values: dict[str, torch.Tensor], target: float, freeze_norms: bool,
+             tries: int) -> list[tuple[str, int]]:
     kept = list(nodes)
-    for node in reversed(nodes):  # lowest tau first
+    for node in list(reversed(nodes))[:tries]:  # lowest tau first
         trial = [n for n in kept if n != node]
         if circuit_loss(model, tt, masks.keep_masks(trial), ablation_values, freeze_norms)[0] <= target:
             kept = trial
@@ -241,8 +243,7 @@ def prune(model: GPT, tt: TaskTensors, ablation_values: dict[str, torch.Tensor],
     if k is None:
         return PruneResult(cfg, None, 0, math.nan, math.nan, Calibration(), tau, curve, clock.total, clock.laps)
     nodes = masks.ranked_nodes()[:k]
-    if cfg.cleanup:
-        nodes = clean_up(model, tt, masks, nodes, ablation_values, cfg.target_loss, cfg.freeze_norms)
+    nodes = clean_up(model, tt, masks, nodes, ablation_values, cfg.target_loss, cfg.freeze_norms, cfg.cleanup_tries)
     clock.lap("cleanup")
     keep = masks.keep_masks(nodes)
     loss, diffs = circuit_loss(model, tt, keep, ablation_values, cfg.freeze_norms)
