@@ -39,3 +39,14 @@ for step in 1000 2000 3000 4000; do
     > $R/tasks-micro-dense-4k-$step.txt
 done
 fi
+
+if [ "$part" = matched ] || [ "$part" = all ]; then
+# Issue 4: a dense model at the sparse model's pretraining loss. The 4000-step dense run's
+# checkpoint at step 1000 has validation loss 3.756 (sparse: 3.793); prune it as a run of its own.
+D=runs/micro-dense-4k-step1000
+mkdir -p $D
+cp runs/micro-dense-4k/config.json runs/micro-dense-4k/tokenizer.json $D/
+cp runs/micro-dense-4k/checkpoints/step_00001000/model.safetensors $D/
+$SC tasks eval --model $D --json $R/tasks-micro-dense-4k-step1000.json > $R/tasks-micro-dense-4k-step1000.txt
+$SC prune-all --model $D --budget 1 > $R/prune-all-micro-dense-4k-step1000.txt
+fi

@@ -164,3 +164,28 @@ def test_planted_circuit_validates(planted_setup):
     assert v.random_circuits["min_loss"] > 0.5
     assert v.role_drift["per_node"]["0.mlp.post_act:0"] > 0.9
     assert set(v.ablation_sensitivity) == {"mean-pretrain", "zero"}
+
+
+def test_circuit_file_round_trip(tmp_path):
+    from sparse_circuits.circuits.circuit import Circuit, load_circuit
+    from sparse_circuits.errors import UserError
+
+    c = Circuit(task="t", model_dir="m", model_sha256="abc", ablation="mean-pretrain", target_loss=0.15,
+                loss=0.1, loss_calibrated=0.05, calibration={"scale": 2.0, "shift": 0.1},
+                nodes={"0.attn.q": [1, 5], "1.mlp.post_act": [7]},
+                edges=[("0.attn.act_in:3", "0.attn.q:1", 0.5)], residual_links=[("0.mlp.resid_delta:2", "1.attn.act_in:2")],
+                qk_pairs=[], hyperparameters={"k_coef": 1e-4}, tau={"0.attn.q": torch.randn(32)},
+                means={"0.attn.q": torch.randn(32)}, data={"split": "train", "pairs": 4, "seed": 0},
+                search=[{"num_nodes": 3}], loss_curve=[(0, 0.7), (3, 0.1)], seconds=1.5)
+    c.save(tmp_path / "c")
+    back = load_circuit(tmp_path / "c")
+    assert back.num_nodes == 3 and back.num_edges == 1
+    for f in ("task", "nodes", "edges", "residual_links", "calibration", "loss", "loss_calibrated", "loss_curve"):
+        assert getattr(back, f) == getattr(c, f), f
+    assert torch.equal(back.tau["0.attn.q"], c.tau["0.attn.q"]) and torch.equal(back.means["0.attn.q"], c.means["0.attn.q"])
+    saved = json.loads((tmp_path / "c" / "circuit.json").read_text())
+    assert saved["num_nodes"] == 3 and saved["format_version"] == 1
+    saved["format_version"] = 99
+    (tmp_path / "c" / "circuit.json").write_text(json.dumps(saved))
+    with pytest.raises(UserError, match="format version 99"):
+        load_circuit(tmp_path / "c")
