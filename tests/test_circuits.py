@@ -10,9 +10,7 @@ from sparse_circuits.circuits.means import node_means, task_means
 from sparse_circuits.circuits.prune import (
     Calibration,
     PruneConfig,
-    TaskTensors,
     calibrate,
-    circuit_loss,
     prune,
     smallest_passing,
 )
@@ -20,7 +18,7 @@ from sparse_circuits.circuits.validate import validate
 from sparse_circuits.config import BigramTable, ModelConfig
 from sparse_circuits.hooks import Hooks
 from sparse_circuits.model import GPT
-from sparse_circuits.tasks.evaluate import score_logit_diffs
+from sparse_circuits.tasks.evaluate import TaskTensors, score_logit_diffs
 
 import planted
 

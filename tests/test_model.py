@@ -2,7 +2,6 @@ import math
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 from sparse_circuits.config import BigramTable, ModelConfig, NodeLocation
 from sparse_circuits.errors import UserError

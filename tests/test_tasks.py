@@ -8,7 +8,7 @@ from sparse_circuits.data import EOT, train_tokenizer
 from sparse_circuits.model import GPT
 from sparse_circuits.tasks import Split, Task, TaskNotExpressible, all_tasks, get_task
 from sparse_circuits.tasks.core import PairSpec, check_pair, parses, split_pool
-from sparse_circuits.tasks.evaluate import logit_diffs, score_logit_diffs, score_task, task_loss
+from sparse_circuits.tasks.evaluate import TaskTensors, all_logit_diffs, score_logit_diffs, score_task, task_loss
 from sparse_circuits.tasks.pools import POOLS
 
 TASKS = all_tasks()
@@ -112,8 +112,9 @@ def test_padding_and_batching_do_not_change_scores(tokenizer):
                             vocab_size=tokenizer.get_vocab_size())).eval()
     ds = get_task("single_double_quote").build(tokenizer, Split.TEST, 8)
     pad = tokenizer.token_to_id(EOT)
-    batched = logit_diffs(model, ds, pad, batch_size=16)
-    single = logit_diffs(model, ds, pad, batch_size=1)
+    tt = TaskTensors(ds, model.cfg.context, pad)
+    batched = all_logit_diffs(model, tt, batch_size=16)
+    single = all_logit_diffs(model, tt, batch_size=1)
     torch.testing.assert_close(batched, single, rtol=1e-5, atol=1e-5)
     # And they equal a direct forward on each prompt alone.
     ids = torch.tensor([ds.prompt_tokens[3][-64:]])

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 import os
-from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -19,7 +18,8 @@ from .circuit import Circuit, load_circuit
 from .edges import count_edges
 from .masks import Ablation
 from .means import load_or_compute_means, task_means
-from .prune import PruneConfig, PruneResult, TaskTensors, prune_search
+from ..tasks.evaluate import TaskTensors
+from .prune import PruneConfig, PruneResult, prune_search
 from .validate import Validation, validate
 
 DEFAULT_BUDGET = 2  # pruning runs per task; see docs/circuits.md for how it was chosen

@@ -22,11 +22,10 @@ from dataclasses import asdict, dataclass, field, replace
 import torch
 from tqdm import tqdm
 
-from ..data import EOT
 from ..hooks import Hooks
 from ..model import GPT
-from ..tasks.core import TaskDataset
-from ..tasks.evaluate import score_logit_diffs, task_loss
+from ..tasks.evaluate import TaskTensors, score_logit_diffs, task_loss
+from ..tasks.evaluate import logit_diffs as task_logit_diffs
 from .masks import Ablation, NodeMasks, frozen_norm_hooks, gate_hooks, keep_hooks
 
 
@@ -56,44 +55,13 @@ class PruneConfig:
         return d
 
 
-class TaskTensors:
-    """A task dataset as padded token tensors, ready for batched forwards."""
-
-    def __init__(self, ds: TaskDataset, context: int, pad_id: int):
-        rows = [ids[-context:] for ids in ds.prompt_tokens]
-        width = max(len(r) for r in rows)
-        self.idx = torch.full((len(rows), width), pad_id, dtype=torch.long)
-        for i, r in enumerate(rows):
-            self.idx[i, :len(r)] = torch.tensor(r)
-        self.last = torch.tensor([len(r) - 1 for r in rows])
-        self.correct = torch.tensor(ds.correct_token)
-        self.wrong = torch.tensor(ds.wrong_token)
-        self.label = torch.tensor([e.label for e in ds.examples])
-        self.n = len(rows)
-
-    @classmethod
-    def of(cls, ds: TaskDataset, model: GPT, tokenizer=None) -> "TaskTensors":
-        pad = tokenizer.token_to_id(EOT) if tokenizer is not None else 0
-        return cls(ds, model.cfg.context, pad)
-
-    def pair_batch(self, pair_ids: list[int]) -> torch.Tensor:
-        """Row indices of both members of the given pairs (rows 2p and 2p + 1)."""
-        return torch.tensor([r for p in pair_ids for r in (2 * p, 2 * p + 1)])
-
-
-def logit_diffs(model: GPT, tt: TaskTensors, rows: torch.Tensor | None, hooks: Hooks | None,
+def logit_diffs(model: GPT, tt: TaskTensors, rows: torch.Tensor, hooks: Hooks | None,
                 freeze_norms: bool = False) -> torch.Tensor:
-    """logit_correct - logit_wrong at each prompt's last token, under `hooks`."""
-    rows = torch.arange(tt.n) if rows is None else rows
-    idx = tt.idx[rows]
-    device = next(model.parameters()).device
-    idx = idx.to(device)
-    at = tt.last[rows].to(device)
+    """The task's logit differences under `hooks`, with norm scales frozen to the full model's if asked."""
     if freeze_norms:
-        hooks = frozen_norm_hooks(model, idx, hooks, at)
-    last = model(idx, hooks, logits_at=at)
-    ar = torch.arange(len(rows), device=device)
-    return last[ar, tt.correct[rows].to(device)] - last[ar, tt.wrong[rows].to(device)]
+        device = next(model.parameters()).device
+        hooks = frozen_norm_hooks(model, tt.idx[rows].to(device), hooks, tt.last[rows].to(device))
+    return task_logit_diffs(model, tt, rows, hooks)
 
 
 @torch.no_grad()
@@ -102,8 +70,7 @@ def circuit_loss(model: GPT, tt: TaskTensors, keep: dict[str, torch.Tensor] | No
                  batch_size: int = 256) -> tuple[float, torch.Tensor]:
     """Task loss (mean over sequences) of a discrete circuit, and its logit differences."""
     diffs = []
-    for start in range(0, tt.n, batch_size):
-        rows = torch.arange(start, min(tt.n, start + batch_size))
+    for rows in tt.batches(batch_size):
         hooks = keep_hooks(keep, ablation_values) if keep is not None else None
         diffs.append(logit_diffs(model, tt, rows, hooks, freeze_norms).float().cpu())
     d = torch.cat(diffs)

@@ -18,7 +18,8 @@ from ..hooks import Hooks
 from ..model import GPT
 from ..tasks.evaluate import score_logit_diffs
 from .masks import Ablation, keep_hooks
-from .prune import TaskTensors, circuit_loss
+from ..tasks.evaluate import TaskTensors
+from .prune import circuit_loss
 
 
 @dataclass

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from tokenizers import Tokenizer
 from tqdm import tqdm
 
+from ..hooks import Hooks
 from ..model import GPT
 from .core import Split, Task, TaskDataset, TaskNotExpressible
 
@@ -53,36 +54,57 @@ def task_loss(correct_logits: torch.Tensor, wrong_logits: torch.Tensor) -> torch
     return F.softplus(wrong_logits - correct_logits).mean()
 
 
-def batched_prompts(ds: TaskDataset, context: int, pad_id: int, batch_size: int):
-    """Right-padded batches of prompts (left-truncated to the context) and each one's last position.
+class TaskTensors:
+    """A task dataset as right-padded token tensors (prompts left-truncated to the context).
 
     Attention is causal, so padding after a prompt never changes the logits at its last token.
     """
-    for start in range(0, len(ds.prompt_tokens), batch_size):
-        rows = [ids[-context:] for ids in ds.prompt_tokens[start:start + batch_size]]
+
+    def __init__(self, ds: TaskDataset, context: int, pad_id: int):
+        rows = [ids[-context:] for ids in ds.prompt_tokens]
         width = max(len(r) for r in rows)
-        idx = torch.full((len(rows), width), pad_id, dtype=torch.long)
+        self.idx = torch.full((len(rows), width), pad_id, dtype=torch.long)
         for i, r in enumerate(rows):
-            idx[i, :len(r)] = torch.tensor(r)
-        last = torch.tensor([len(r) - 1 for r in rows])
-        yield slice(start, start + len(rows)), idx, last
+            self.idx[i, :len(r)] = torch.tensor(r)
+        self.last = torch.tensor([len(r) - 1 for r in rows])
+        self.correct = torch.tensor(ds.correct_token)
+        self.wrong = torch.tensor(ds.wrong_token)
+        self.label = torch.tensor([e.label for e in ds.examples])
+        self.n = len(rows)
+
+    @classmethod
+    def of(cls, ds: TaskDataset, model: GPT, tokenizer: Tokenizer | None = None) -> "TaskTensors":
+        from ..data import EOT
+
+        pad = tokenizer.token_to_id(EOT) if tokenizer is not None else 0
+        return cls(ds, model.cfg.context, pad)
+
+    def pair_batch(self, pair_ids: list[int]) -> torch.Tensor:
+        """Row indices of both members of the given pairs (rows 2p and 2p + 1)."""
+        return torch.tensor([r for p in pair_ids for r in (2 * p, 2 * p + 1)])
+
+    def batches(self, batch_size: int):
+        for start in range(0, self.n, batch_size):
+            yield torch.arange(start, min(self.n, start + batch_size))
+
+
+def logit_diffs(model: GPT, tt: TaskTensors, rows: torch.Tensor | None = None,
+                hooks: Hooks | None = None) -> torch.Tensor:
+    """logit_correct - logit_wrong at each prompt's last token (one forward, under `hooks`)."""
+    rows = torch.arange(tt.n) if rows is None else rows
+    device = next(model.parameters()).device
+    last = model(tt.idx[rows].to(device), hooks, logits_at=tt.last[rows].to(device))
+    ar = torch.arange(len(rows), device=device)
+    return last[ar, tt.correct[rows].to(device)] - last[ar, tt.wrong[rows].to(device)]
 
 
 @torch.no_grad()
-def logit_diffs(model: GPT, ds: TaskDataset, pad_id: int, batch_size: int = 64) -> torch.Tensor:
-    device = next(model.parameters()).device
-    correct = torch.tensor(ds.correct_token)
-    wrong = torch.tensor(ds.wrong_token)
-    out = torch.empty(len(ds.prompt_tokens))
-    for rows, idx, last in batched_prompts(ds, model.cfg.context, pad_id, batch_size):
-        logits = model(idx.to(device), logits_at=last.to(device)).float().cpu()
-        ar = torch.arange(len(last))
-        out[rows] = logits[ar, correct[rows]] - logits[ar, wrong[rows]]
-    return out
+def all_logit_diffs(model: GPT, tt: TaskTensors, batch_size: int = 64) -> torch.Tensor:
+    return torch.cat([logit_diffs(model, tt, rows).float().cpu() for rows in tt.batches(batch_size)])
 
 
 def score_task(model: GPT, ds: TaskDataset, pad_id: int, bigram_logprobs: torch.Tensor | None = None) -> TaskScore:
-    loss, acc, diff = score_logit_diffs(logit_diffs(model, ds, pad_id))
+    loss, acc, diff = score_logit_diffs(all_logit_diffs(model, TaskTensors(ds, model.cfg.context, pad_id)))
     score = TaskScore(ds.task.name, ds.split.value, len(ds.examples), loss, acc, diff)
     if bigram_logprobs is not None:
         last = torch.tensor([ids[-1] for ids in ds.prompt_tokens])
