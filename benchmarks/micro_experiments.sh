@@ -20,7 +20,7 @@ done
 
 # Issue 4: prune every task each model does, validate, geometric mean of edges.
 for m in micro-sparse micro-dense; do
-  $SC prune-all --model runs/$m --budget 1 > $R/prune-all-$m.txt
+  $SC prune-all --model runs/$m > $R/prune-all-$m.txt
 done
 
 # Issue 4: circuit size against the search budget.
@@ -48,5 +48,5 @@ mkdir -p $D
 cp runs/micro-dense-4k/config.json runs/micro-dense-4k/tokenizer.json $D/
 cp runs/micro-dense-4k/checkpoints/step_00001000/model.safetensors $D/
 $SC tasks eval --model $D --json $R/tasks-micro-dense-4k-step1000.json > $R/tasks-micro-dense-4k-step1000.txt
-$SC prune-all --model $D --budget 1 > $R/prune-all-micro-dense-4k-step1000.txt
+$SC prune-all --model $D > $R/prune-all-micro-dense-4k-step1000.txt
 fi

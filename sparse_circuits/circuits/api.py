@@ -22,7 +22,7 @@ from ..tasks.evaluate import TaskTensors
 from .prune import PruneConfig, PruneResult, prune_search
 from .validate import Validation, validate
 
-DEFAULT_BUDGET = 2  # pruning runs per task; see docs/circuits.md for how it was chosen
+DEFAULT_BUDGET = 1  # pruning runs per task; see docs/circuits.md for how it was chosen
 PRUNE_PAIRS = 128
 # prune-all attempts a task only if the whole model does it: task loss at most this on the train
 # split (chance is ln 2 = 0.693). Pruning can beat the whole model, but not from chance.
