@@ -23,7 +23,7 @@ import torch
 
 from .config import ModelConfig, RunConfig, run_config_from_dict, to_dict
 from .errors import UserError
-from .fileio import read_json, read_safetensors, write_json, write_safetensors
+from .fileio import read_json, read_safetensors, read_safetensors_metadata, write_json, write_safetensors
 from .model import GPT
 
 MODEL_FORMAT = "sparse-circuits-model"
@@ -40,17 +40,10 @@ def save_weights(path: Path, model: GPT, step: int) -> None:
     write_safetensors(path, model.state_dict(), metadata=meta)
 
 
-def _read_metadata(path: Path) -> dict:
-    from safetensors import safe_open
-
-    with safe_open(str(path), framework="pt") as f:
-        return f.metadata() or {}
-
-
 def load_weights_into(model: GPT, path: Path) -> int:
     """Strict load: every key present, no extra key, every shape equal. Returns the saved step."""
     tensors = read_safetensors(path, "model weights")
-    meta = _read_metadata(path)
+    meta = read_safetensors_metadata(path)
     if meta.get("format") != MODEL_FORMAT:
         raise UserError(f"{path}: not a sparse-circuits model file (format {meta.get('format')!r})")
     if meta.get("model_config_sha") != model_config_hash(model.cfg):
@@ -103,7 +96,7 @@ def save_optimizer(path: Path, opt: torch.optim.Optimizer, names: dict[int, str]
 
 def load_optimizer(path: Path, opt: torch.optim.Optimizer, names: dict[int, str]) -> None:
     tensors = read_safetensors(path, "optimizer state")
-    groups = json.loads(_read_metadata(path).get("param_groups", "[]"))
+    groups = json.loads(read_safetensors_metadata(path).get("param_groups", "[]"))
     index = {name: i for i, name in names.items()}
     current = opt.state_dict()
     if [g["params"] for g in groups] != [[names[i] for i in g["params"]] for g in current["param_groups"]]:

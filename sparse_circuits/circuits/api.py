@@ -14,7 +14,7 @@ from ..errors import UserError
 from ..fileio import sha256_file, write_json
 from ..model import GPT
 from ..tasks import Split, all_tasks, get_task
-from .circuit import Circuit, load_circuit
+from .circuit import Circuit, check_circuit_model, load_circuit
 from .edges import count_edges
 from .masks import Ablation
 from .means import load_or_compute_means, task_means
@@ -86,7 +86,7 @@ def validate_circuit(circuit_dir: str | os.PathLike, model_dir: str | os.PathLik
     """Faithfulness numbers of a circuit on its task's held-out test split; written to validation.json."""
     circuit = load_circuit(circuit_dir)
     model_dir = model_dir or circuit.model_dir
-    circuit = load_circuit(circuit_dir, model_dir)  # refuses a circuit pruned from other weights
+    check_circuit_model(circuit, circuit_dir, model_dir)
     hp = circuit.hyperparameters
     model, run_cfg, tok, ds, tt = _setup(model_dir, circuit.task, Split.TEST, n_pairs, circuit.data.get("seed", 0))
     train_ds = get_task(circuit.task).build(tok, Split.TRAIN, circuit.data.get("pairs", n_pairs),

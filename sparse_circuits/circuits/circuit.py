@@ -91,13 +91,8 @@ def load_circuit(circuit_dir: str | os.PathLike, model_dir: str | os.PathLike | 
     if meta.get("format_version") != CIRCUIT_FORMAT_VERSION:
         raise UserError(f"{d / 'circuit.json'}: circuit format version {meta.get('format_version')} is not "
                         f"supported (this version reads {CIRCUIT_FORMAT_VERSION}); prune again")
-    if model_dir is not None:
-        sha = sha256_file(Path(model_dir) / "model.safetensors")
-        if sha != meta["model"]["weights_sha256"]:
-            raise UserError(f"{d}: circuit was pruned from another model ({meta['model']['dir']}), not "
-                            f"{model_dir}; prune this model or pass the circuit's own model")
     tensors = read_safetensors(d / "circuit.safetensors", "circuit tensors")
-    return Circuit(
+    circuit = Circuit(
         task=meta["task"], model_dir=meta["model"]["dir"], model_sha256=meta["model"]["weights_sha256"],
         ablation=meta["ablation"], target_loss=meta["target_loss"], loss=meta["loss"],
         loss_calibrated=meta["loss_calibrated"], calibration=meta["calibration"], nodes=meta["nodes"],
@@ -108,3 +103,13 @@ def load_circuit(circuit_dir: str | os.PathLike, model_dir: str | os.PathLike | 
         data=meta.get("data", {}), search=meta.get("search", []),
         loss_curve=[tuple(p) for p in meta.get("loss_curve", [])], seconds=meta.get("seconds", 0.0),
     )
+    if model_dir is not None:
+        check_circuit_model(circuit, d, model_dir)
+    return circuit
+
+
+def check_circuit_model(circuit: Circuit, circuit_dir: str | os.PathLike, model_dir: str | os.PathLike) -> None:
+    """Refuse a circuit that was pruned from other weights than model_dir's."""
+    if sha256_file(Path(model_dir) / "model.safetensors") != circuit.model_sha256:
+        raise UserError(f"{circuit_dir}: circuit was pruned from another model ({circuit.model_dir}), not "
+                        f"{model_dir}; prune this model or pass the circuit's own model")

@@ -10,12 +10,11 @@ import os
 from pathlib import Path
 
 import torch
-from safetensors import safe_open
 from tqdm import tqdm
 
 from ..checkpoint import model_config_hash
 from ..data import TokenData
-from ..fileio import read_safetensors, sha256_file, write_safetensors
+from ..fileio import read_safetensors, read_safetensors_metadata, sha256_file, write_safetensors
 from ..hooks import Hooks
 from ..model import GPT
 
@@ -69,8 +68,7 @@ def load_or_compute_means(model: GPT, run_dir: str | os.PathLike, data_dir: str 
     wanted = {"weights_sha256": weights, "model_config_sha": model_config_hash(model.cfg),
               "tokens": str(n_batches * batch_size * model.cfg.context)}
     if path.is_file():
-        with safe_open(str(path), framework="pt") as f:
-            meta = f.metadata() or {}
+        meta = read_safetensors_metadata(path)
         if all(meta.get(k) == v for k, v in wanted.items()):
             return read_safetensors(path, "node means")
     batches = pretraining_batches(TokenData(data_dir), model.cfg.context, n_batches, batch_size)
