@@ -185,29 +185,21 @@ def tasks_show(name, model_dir, tokenizer_path, split, n_pairs, seed) -> None:
 @_user_errors
 def tasks_eval(model_dir, split, n_pairs, seed, names, json_out, step) -> None:
     """Task loss, accuracy and logit difference of a model on every task, with baselines."""
-    from .checkpoint import load_model
-    from .data import TokenData, load_tokenizer
     from .fileio import write_json
-    from .tasks import all_tasks, get_task
-    from .tasks.evaluate import CHANCE_LOSS, evaluate_tasks
+    from .tasks.evaluate import CHANCE_LOSS, evaluate_run
 
-    model, cfg = load_model(model_dir, step=step)
-    tok = load_tokenizer(Path(model_dir) / "tokenizer.json")
-    chosen = [get_task(n) for n in names] if names else all_tasks()
-    bigram = TokenData(cfg.data_dir).bigram_logprobs() if (Path(cfg.data_dir) / "meta.json").is_file() else None
-    scores = evaluate_tasks(model, tok, chosen, split, n_pairs, seed, bigram)
+    result = evaluate_run(model_dir, split, n_pairs, seed, list(names) or None, step)
     click.echo(f"{model_dir}: {split} split, {n_pairs} pairs per task; chance: loss {CHANCE_LOSS:.3f}, accuracy 0.50")
     click.echo(f"{'task':<28} {'loss':>7} {'acc':>6} {'logit diff':>10} {'bigram loss':>11} {'bigram acc':>10}")
     fmt = lambda v, spec: "-" if v is None else format(v, spec)
-    for s in scores:
-        if s.error:
-            click.echo(f"{s.task:<28} not expressible with this tokenizer: {s.error}")
+    for s in result["scores"]:
+        if s["error"]:
+            click.echo(f"{s['task']:<28} not expressible with this tokenizer: {s['error']}")
             continue
-        click.echo(f"{s.task:<28} {s.loss:>7.3f} {s.accuracy:>6.2f} {s.logit_diff:>10.2f} "
-                   f"{fmt(s.bigram_loss, '.3f'):>11} {fmt(s.bigram_accuracy, '.2f'):>10}")
+        click.echo(f"{s['task']:<28} {s['loss']:>7.3f} {s['accuracy']:>6.2f} {s['logit_diff']:>10.2f} "
+                   f"{fmt(s['bigram_loss'], '.3f'):>11} {fmt(s['bigram_accuracy'], '.2f'):>10}")
     if json_out:
-        write_json(json_out, {"model": str(model_dir), "step": step, "split": split, "pairs": n_pairs, "seed": seed,
-                              "chance_loss": CHANCE_LOSS, "scores": [s.as_dict() for s in scores]})
+        write_json(json_out, result)
 
 
 @tasks.command("corpus-stats")
@@ -291,16 +283,17 @@ def prune(model_dir, task_name, out_dir, target_loss, ablation, freeze_norms, ti
 @main.command("prune-all")
 @click.option("--model", "model_dir", required=True, type=click.Path(file_okay=False), help="run directory")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), help="default: RUN_DIR/circuits")
+@click.option("--reuse", is_flag=True, help="keep tasks an earlier prune-all finished with the same weights and settings")
 @_prune_options
 @_user_errors
-def prune_all_cmd(model_dir, out_dir, target_loss, ablation, freeze_norms, tie_qk, steps, budget, n_pairs,
+def prune_all_cmd(model_dir, out_dir, reuse, target_loss, ablation, freeze_norms, tie_qk, steps, budget, n_pairs,
                   config_file) -> None:
     """Prune and validate every task; print the geometric mean of edge counts."""
     from .circuits.api import DEFAULT_BUDGET, PRUNE_PAIRS, prune_all
 
     cfg = _prune_config(target_loss, ablation, freeze_norms, tie_qk, steps, config_file)
     out = out_dir or str(Path(model_dir) / "circuits")
-    s = prune_all(model_dir, out, cfg, budget or DEFAULT_BUDGET, n_pairs or PRUNE_PAIRS)
+    s = prune_all(model_dir, out, cfg, budget or DEFAULT_BUDGET, n_pairs or PRUNE_PAIRS, reuse=reuse)
     click.echo(f"{'task':<28} {'nodes':>6} {'edges':>6} {'loss':>6} {'test':>6} {'necess.':>7} {'random':>6}")
     for name, r in s["tasks"].items():
         if r["num_nodes"] is None:
@@ -336,6 +329,51 @@ def validate_cmd(circuit_dir, model_dir, n_pairs, n_random) -> None:
     d = v.role_drift
     if d["mean"] is not None:
         click.echo(f"  role drift: activation correlation pruned vs full, mean {d['mean']:.3f}, min {d['min']:.3f}")
+
+
+@main.command()
+@click.option("--model", "model_dirs", multiple=True, required=True, type=click.Path(file_okay=False),
+              help="run directory (repeat for several models, e.g. sparse and dense)")
+@click.argument("circuit_dirs", nargs=-1, type=click.Path(file_okay=False))
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="site directory to write")
+@click.option("--windows", default=256, show_default=True, help="held-out pretraining windows searched for snippets")
+@_user_errors
+def report(model_dirs, circuit_dirs, out_dir, windows) -> None:
+    """Write a static report site: models, tasks, circuits (default: every RUN_DIR/circuits/*)."""
+    from .report import build_report
+
+    build_report(list(model_dirs), list(circuit_dirs), out_dir, snippet_windows=windows, log=click.echo)
+
+
+@main.command()
+@click.argument("site_dir", type=click.Path(file_okay=False))
+@click.option("--port", default=8000, show_default=True, help="port on 127.0.0.1 (0: any free port)")
+@_user_errors
+def view(site_dir, port) -> None:
+    """Serve a report on 127.0.0.1 (local only) until interrupted."""
+    from .report.serve import address, make_server
+
+    server = make_server(site_dir, port)
+    click.echo(f"serving {site_dir} at {address(server)} (Ctrl-C to stop)")
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+
+
+@main.command()
+@click.option("--out", "out_dir", default="runs/demo", show_default=True, type=click.Path(file_okay=False),
+              help="directory for data, models, circuits and the report")
+@click.option("--quick", is_flag=True, help="the same pipeline at the tiny scale (a few minutes; for smoke tests)")
+@_user_errors
+def demo(out_dir, quick) -> None:
+    """The whole method on the embedded stdlib corpus: data, sparse and dense models, tasks, circuits, report."""
+    from .demo import run_demo, summary_table
+
+    summary = run_demo(out_dir, quick=quick, log=click.echo)
+    click.echo("\n" + summary_table(summary))
 
 
 @main.command("config")

@@ -80,6 +80,17 @@ def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, sink_logit: torch.
     return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
 
 
+def attention_pattern(q: torch.Tensor, k: torch.Tensor, sink_logit: torch.Tensor | None) -> torch.Tensor:
+    """The probabilities `attend` uses, written out: (B, H, T, 1 + T), column 0 the sink's
+    (0 without a sink). For looking at heads; the forward pass keeps the fused kernel."""
+    B, H, T, D = q.shape
+    scores = q @ k.transpose(-1, -2) / math.sqrt(D)
+    scores = scores.masked_fill(~torch.ones(T, T, dtype=torch.bool, device=q.device).tril(), float("-inf"))
+    sink = (sink_logit.view(1, H, 1, 1).to(scores.dtype) if sink_logit is not None
+            else scores.new_full((1, H, 1, 1), float("-inf")))
+    return torch.cat([sink.expand(B, H, T, 1), scores], dim=-1).softmax(-1)
+
+
 class MLP(nn.Module):
     def __init__(self, cfg: ModelConfig, layer: int):
         super().__init__()

@@ -6,7 +6,7 @@ import torch
 from sparse_circuits.config import BigramTable, ModelConfig, NodeLocation
 from sparse_circuits.errors import UserError
 from sparse_circuits.hooks import Hooks, abs_topk
-from sparse_circuits.model import GPT, attend
+from sparse_circuits.model import GPT, attend, attention_pattern
 
 
 def small_model(**kw) -> GPT:
@@ -64,11 +64,7 @@ def test_topk_only_at_configured_locations():
 
 def direct_sink_attention(q, k, v, sink):
     """Softmax over [sink slot, causal keys] written out, with the sink's value zero."""
-    B, H, T, D = q.shape
-    scores = q @ k.transpose(-1, -2) / math.sqrt(D)
-    scores = scores.masked_fill(~torch.ones(T, T, dtype=torch.bool).tril(), float("-inf"))
-    full = torch.cat([sink.view(1, H, 1, 1).expand(B, H, T, 1), scores], dim=-1)
-    probs = full.softmax(-1)
+    probs = attention_pattern(q, k, sink)
     return probs[..., 1:] @ v, probs[..., 0]
 
 
@@ -84,8 +80,9 @@ def test_sink_attention_matches_direct_computation():
     ours.sum().backward()
     assert sink.grad is not None and sink.grad.abs().sum() > 0
     # Without a sink it is plain causal attention.
-    torch.testing.assert_close(attend(q, k, v, None),
-                               direct_sink_attention(q, k, v, torch.full((3,), -1e9))[0], rtol=1e-5, atol=1e-6)
+    plain, no_sink = direct_sink_attention(q, k, v, None)
+    torch.testing.assert_close(attend(q, k, v, None), plain, rtol=1e-5, atol=1e-6)
+    assert no_sink.abs().max() == 0
 
 
 def test_hooked_forward_equals_plain_forward():

@@ -11,7 +11,7 @@ import torch
 from ..checkpoint import load_model
 from ..data import load_tokenizer
 from ..errors import UserError
-from ..fileio import sha256_file, write_json
+from ..fileio import read_json, sha256_file, write_json
 from ..model import GPT
 from ..tasks import Split, all_tasks, get_task
 from .circuit import Circuit, check_circuit_model, load_circuit
@@ -108,36 +108,68 @@ def full_model_loss(run_dir: str | os.PathLike, task_name: str, n_pairs: int = P
 
 def prune_all(run_dir: str | os.PathLike, out_root: str | os.PathLike, cfg: PruneConfig = PruneConfig(),
               budget: int = DEFAULT_BUDGET, n_pairs: int = PRUNE_PAIRS, include_controls: bool = True,
-              max_full_loss: float = MAX_FULL_LOSS, progress: bool = True, log=print) -> dict:
-    """Prune every task the model does (and the controls); the rest are reported, not fatal."""
+              max_full_loss: float = MAX_FULL_LOSS, progress: bool = True, log=print, reuse: bool = False) -> dict:
+    """Prune every task the model does (and the controls); the rest are reported, not fatal.
+
+    The summary is rewritten after every task. With `reuse`, tasks that an earlier call finished
+    with the same weights and settings are taken from its summary instead of pruned again."""
     out_root = Path(out_root)
-    rows = {}
+    summary = {"model": str(run_dir), "weights_sha256": sha256_file(Path(run_dir) / "model.safetensors"),
+               "target_loss": cfg.target_loss, "ablation": cfg.ablation.value, "budget": budget, "pairs": n_pairs,
+               "max_full_loss": max_full_loss, "prune_config": cfg.as_dict(), "tasks": {}}
+    earlier = _earlier_rows(out_root, summary) if reuse else {}
+    rows = summary["tasks"]
     for task in all_tasks(include_controls):
-        full = full_model_loss(run_dir, task.name, n_pairs)
-        if full > max_full_loss and not task.control:
-            rows[task.name] = {"num_nodes": None, "num_edges": None, "full_model_loss": full, "control": False,
-                               "error": f"the whole model's task loss {full:.3f} > {max_full_loss}: not attempted"}
-            log(f"{task.name}: skipped, whole-model loss {full:.3f}")
-            continue
-        try:
-            circuit, _ = prune_task(run_dir, task.name, out_root / task.name, cfg, budget, n_pairs,
-                                    progress=progress)
-            validation = validate_circuit(out_root / task.name, run_dir, n_pairs, progress=progress)
-            rows[task.name] = {"num_nodes": circuit.num_nodes, "num_edges": circuit.num_edges,
-                               "full_model_loss": full,
-                               "loss": circuit.loss, "loss_calibrated": circuit.loss_calibrated,
-                               "test_loss": validation.sufficiency.loss, "necessity_loss": validation.necessity.loss,
-                               "random_loss": validation.random_circuits["mean_loss"],
-                               "role_drift_mean": validation.role_drift["mean"], "seconds": circuit.seconds,
-                               "control": task.control}
-        except NoCircuit as e:
-            rows[task.name] = {"num_nodes": None, "num_edges": None, "full_model_loss": full, "error": str(e),
-                               "control": task.control}
-        log(f"{task.name}: " + (f"{rows[task.name]['num_nodes']} nodes, {rows[task.name]['num_edges']} edges"
-                                if rows[task.name]["num_nodes"] is not None else "no circuit at the target"))
-    found = [r["num_edges"] for r in rows.values() if r["num_edges"] is not None and not r["control"]]
-    geomean = math.exp(sum(math.log(max(e, 1)) for e in found) / len(found)) if found else None
-    summary = {"model": str(run_dir), "target_loss": cfg.target_loss, "ablation": cfg.ablation.value,
-               "budget": budget, "max_full_loss": max_full_loss, "prune_config": cfg.as_dict(), "tasks": rows, "geomean_edges": geomean, "tasks_with_circuit": len(found)}
-    write_json(out_root / "summary.json", summary)
+        if task.name in earlier:
+            rows[task.name] = earlier[task.name]
+            log(f"{task.name}: reused")
+        else:
+            rows[task.name] = _prune_and_validate(run_dir, out_root, task, cfg, budget, n_pairs, max_full_loss,
+                                                  progress, log)
+        _finish_summary(summary)
+        write_json(out_root / "summary.json", summary)
     return summary
+
+
+def _prune_and_validate(run_dir, out_root: Path, task, cfg: PruneConfig, budget: int, n_pairs: int,
+                        max_full_loss: float, progress: bool, log) -> dict:
+    full = full_model_loss(run_dir, task.name, n_pairs)
+    if full > max_full_loss and not task.control:
+        log(f"{task.name}: skipped, whole-model loss {full:.3f}")
+        return {"num_nodes": None, "num_edges": None, "full_model_loss": full, "control": False,
+                "error": f"the whole model's task loss {full:.3f} > {max_full_loss}: not attempted"}
+    try:
+        circuit, _ = prune_task(run_dir, task.name, out_root / task.name, cfg, budget, n_pairs, progress=progress)
+        validation = validate_circuit(out_root / task.name, run_dir, n_pairs, progress=progress)
+    except NoCircuit as e:
+        log(f"{task.name}: no circuit at the target")
+        return {"num_nodes": None, "num_edges": None, "full_model_loss": full, "error": str(e),
+                "control": task.control}
+    log(f"{task.name}: {circuit.num_nodes} nodes, {circuit.num_edges} edges")
+    return {"num_nodes": circuit.num_nodes, "num_edges": circuit.num_edges, "full_model_loss": full,
+            "loss": circuit.loss, "loss_calibrated": circuit.loss_calibrated,
+            "test_loss": validation.sufficiency.loss, "necessity_loss": validation.necessity.loss,
+            "random_loss": validation.random_circuits["mean_loss"],
+            "role_drift_mean": validation.role_drift["mean"], "seconds": circuit.seconds, "control": task.control}
+
+
+def _earlier_rows(out_root: Path, summary: dict) -> dict:
+    """Rows of an earlier summary with the same weights and settings whose files are all still there."""
+    path = out_root / "summary.json"
+    if not path.is_file():
+        return {}
+    earlier = read_json(path, "prune-all summary")
+    settings = ("weights_sha256", "target_loss", "ablation", "budget", "pairs", "max_full_loss", "prune_config")
+    if any(earlier.get(k) != summary[k] for k in settings):
+        return {}
+    return {name: row for name, row in earlier.get("tasks", {}).items()
+            if row.get("num_nodes") is None or all((out_root / name / f).is_file() for f in CIRCUIT_FILES)}
+
+
+CIRCUIT_FILES = ("circuit.json", "circuit.safetensors", "validation.json")
+
+
+def _finish_summary(summary: dict) -> None:
+    found = [r["num_edges"] for r in summary["tasks"].values() if r["num_edges"] is not None and not r["control"]]
+    summary["geomean_edges"] = math.exp(sum(math.log(max(e, 1)) for e in found) / len(found)) if found else None
+    summary["tasks_with_circuit"] = len(found)

@@ -8,8 +8,10 @@ pair), in nats per sequence. Chance is ln 2 = 0.693. Never summed over a pair.
 from __future__ import annotations
 
 import math
+import os
 import re
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -132,6 +134,41 @@ def evaluate_tasks(model: GPT, tokenizer: Tokenizer, tasks: list[Task], split: S
             continue
         scores.append(score_task(model, ds, pad_id, bigram_logprobs))
     return scores
+
+
+def evaluate_run(run_dir: str | os.PathLike, split: Split | str = Split.TEST, n_pairs: int = 128, seed: int = 0,
+                 names: list[str] | None = None, step: int | None = None, progress: bool = True) -> dict:
+    """Scores of a run's model (or of its checkpoint at `step`) on the tasks, with bigram baselines,
+    as the JSON that `tasks eval --json` writes."""
+    from ..checkpoint import load_model
+    from ..data import TokenData, load_tokenizer
+    from .core import all_tasks, get_task
+
+    model, cfg = load_model(run_dir, step=step)
+    tok = load_tokenizer(Path(run_dir) / "tokenizer.json")
+    chosen = [get_task(n) for n in names] if names else all_tasks()
+    bigram = TokenData(cfg.data_dir).bigram_logprobs() if (Path(cfg.data_dir) / "meta.json").is_file() else None
+    scores = evaluate_tasks(model, tok, chosen, split, n_pairs, seed, bigram, progress)
+    return {"model": str(run_dir), "step": step, "split": Split(split).value, "pairs": n_pairs, "seed": seed,
+            "chance_loss": CHANCE_LOSS, "scores": [s.as_dict() for s in scores]}
+
+
+TASK_SCORES_FILE = "task-scores.json"
+
+
+def load_or_evaluate_run(run_dir: str | os.PathLike, n_pairs: int = 128, progress: bool = True) -> dict:
+    """Test-split scores of a run's final weights on every task, cached next to the weights."""
+    from ..fileio import read_json, sha256_file, write_json
+
+    path = Path(run_dir) / TASK_SCORES_FILE
+    weights = sha256_file(Path(run_dir) / "model.safetensors")
+    if path.is_file():
+        cached = read_json(path, "task scores")
+        if cached.get("weights_sha256") == weights and cached.get("pairs") == n_pairs:
+            return cached
+    result = evaluate_run(run_dir, Split.TEST, n_pairs, progress=progress) | {"weights_sha256": weights}
+    write_json(path, result)
+    return result
 
 
 def corpus_pattern_counts(tasks: list[Task], text: str) -> dict[str, tuple[int | None, int | None]]:

@@ -1,0 +1,205 @@
+"""`sparse-circuits demo`: the whole method on the embedded default, one stage after another.
+
+stdlib corpus -> tokenizer and tokens -> sparse and dense models -> task scores -> circuits of the
+tasks each model does (pruned and validated) -> report. Every stage reuses what an earlier call
+left in the same directory: data by content fingerprint, training by resuming from the last
+checkpoint (a finished run is left as it is), task scores and circuits by weight hash.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from .checkpoint import load_run_config
+from .circuits.api import prune_all
+from .circuits.prune import PruneConfig
+from .config import RunConfig, resolve_run_config, to_dict
+from .data import prepare_data
+from .errors import UserError
+from .fileio import read_json, write_json
+from .report import build_report
+from .tasks.evaluate import load_or_evaluate_run
+from .train import final_metrics, train
+
+
+@dataclass(frozen=True)
+class DemoScale:
+    name: str
+    preset: str
+    train: dict  # overrides of the preset's train section
+    prune_steps: int
+    prune_target: float
+    prune_pairs: int
+    include_controls: bool
+    snippet_windows: int
+
+
+FULL = DemoScale("full", "micro", {}, prune_steps=200, prune_target=0.15, prune_pairs=128, include_controls=True, snippet_windows=256)
+# Smoke-test scale: a tiny model trained just long enough for the one task the bigram statistics
+# nearly give away (else_elif, whole-model task loss ~0.3), pruned to a looser target than the
+# default 0.15 so that every later stage has a circuit to work on.
+QUICK = DemoScale("quick", "tiny", {"steps": 600, "batch_size": 16, "eval_every": 100, "checkpoint_every": 100,
+                                    "log_every": 20}, prune_steps=100, prune_target=0.4, prune_pairs=64,
+                  include_controls=False, snippet_windows=64)
+CORPUS = "stdlib"
+TIMINGS_FILE = "demo.json"
+
+
+@dataclass
+class StageResult:
+    name: str
+    seconds: float
+    note: str
+
+
+@dataclass
+class Demo:
+    out: Path
+    scale: DemoScale
+    log: Callable[[str], None] = print
+    progress: bool = True
+    results: list[StageResult] = field(default_factory=list)
+    report_pages: dict[str, int] = field(default_factory=dict)  # page -> bytes
+
+    @property
+    def data_dir(self) -> Path:
+        return self.out / "data"
+
+    def run_dir(self, kind: str) -> Path:
+        return self.out / kind
+
+    @property
+    def site_dir(self) -> Path:
+        return self.out / "report"
+
+    def stages(self) -> list[tuple[str, Callable[[], str]]]:
+        return [("data", self.data), ("train sparse", lambda: self.train("sparse")),
+                ("train dense", lambda: self.train("dense")), ("task scores", self.task_scores),
+                ("prune sparse", lambda: self.prune("sparse")), ("prune dense", lambda: self.prune("dense")),
+                ("report", self.report)]
+
+    def run(self) -> dict:
+        stages = self.stages()
+        for i, (name, fn) in enumerate(stages, 1):
+            self.log(f"[{i}/{len(stages)}] {name}")
+            start = time.perf_counter()
+            note = fn()
+            seconds = time.perf_counter() - start
+            self.results.append(StageResult(name, seconds, note))
+            self.log(f"[{i}/{len(stages)}] {name}: {note} ({_duration(seconds)})")
+        summary = self.summary()
+        write_json(self.out / TIMINGS_FILE, summary)
+        return summary
+
+    # -- stages ---------------------------------------------------------------------------------
+
+    def data(self) -> str:
+        meta = prepare_data(CORPUS, self.data_dir, log=self.log)
+        return f"{meta['tokens']['train']:,} train / {meta['tokens']['val']:,} validation tokens"
+
+    def run_config(self, kind: str) -> RunConfig:
+        meta = read_json(self.data_dir / "meta.json", "data metadata")
+        overrides = {"data_dir": str(self.data_dir), "model": {"vocab_size": meta["vocab_size"]},
+                     "train": dict(self.scale.train)}
+        if kind == "dense":
+            overrides["sparsity"] = {"nonzero_frac": 1.0}
+        return resolve_run_config(self.scale.preset, overrides, where=f"demo {kind} config")
+
+    def train(self, kind: str) -> str:
+        cfg, run_dir = self.run_config(kind), self.run_dir(kind)
+        resume = (run_dir / "config.json").is_file()
+        if resume and to_dict(load_run_config(run_dir)) != to_dict(cfg):
+            raise UserError(f"{run_dir}: holds a run with another config (another demo scale?); "
+                            "use another --out or delete it")
+        before = final_metrics(run_dir).get("step", 0) if resume else 0
+        final = train(cfg, run_dir, resume=resume, progress=self.progress)
+        done = "reused" if before >= cfg.train.steps else f"{cfg.train.steps - before} steps"
+        return f"{done}; val loss {final.get('val_loss', float('nan')):.3f}"
+
+    def task_scores(self) -> str:
+        learned = []
+        for kind in ("sparse", "dense"):
+            scores = load_or_evaluate_run(self.run_dir(kind), progress=self.progress)["scores"]
+            learned.append(sum(1 for s in scores if not s["error"] and s["accuracy"] >= 0.9))
+        return f"tasks at accuracy >= 0.9: sparse {learned[0]}, dense {learned[1]}"
+
+    def prune(self, kind: str) -> str:
+        cfg = PruneConfig(steps=self.scale.prune_steps, target_loss=self.scale.prune_target)
+        summary = prune_all(self.run_dir(kind), self.run_dir(kind) / "circuits", cfg,
+                            n_pairs=self.scale.prune_pairs, include_controls=self.scale.include_controls,
+                            progress=self.progress, log=lambda line: self.log("  " + line), reuse=True)
+        gm = summary["geomean_edges"]
+        return f"{summary['tasks_with_circuit']} circuits" + (f", geometric mean {gm:.1f} edges" if gm else "")
+
+    def report(self) -> str:
+        site = build_report([self.run_dir("sparse"), self.run_dir("dense")], [], self.site_dir,
+                            progress=self.progress, snippet_windows=self.scale.snippet_windows, log=self.log)
+        self.report_pages = site["pages"]
+        return f"{len(site['pages'])} pages, {sum(site['pages'].values()) / 1e6:.1f} MB"
+
+    # -- summary --------------------------------------------------------------------------------
+
+    def summary(self) -> dict:
+        rows = {}
+        for kind in ("sparse", "dense"):
+            run_dir = self.run_dir(kind)
+            scores = {s["task"]: s for s in load_or_evaluate_run(run_dir, progress=False)["scores"]}
+            circuits = read_json(run_dir / "circuits" / "summary.json", "prune-all summary")["tasks"]
+            for task, score in scores.items():
+                row = rows.setdefault(task, {})
+                c = circuits.get(task, {})
+                row[kind] = {"accuracy": score["accuracy"], "loss": score["loss"],
+                             "nodes": c.get("num_nodes"), "edges": c.get("num_edges"), "control": c.get("control")}
+        both = [r for r in rows.values() if r["sparse"]["edges"] and r["dense"]["edges"] and not r["sparse"]["control"]]
+        geo = lambda key: math.exp(sum(math.log(r[key]["edges"]) for r in both) / len(both)) if both else None
+        return {"scale": self.scale.name, "out": str(self.out), "report": str(self.site_dir / "index.html"),
+                "stages": [{"name": r.name, "seconds": r.seconds, "note": r.note} for r in self.results],
+                "total_seconds": sum(r.seconds for r in self.results),
+                "val_loss": {k: final_metrics(self.run_dir(k)).get("val_loss") for k in ("sparse", "dense")},
+                "report_pages": self.report_pages, "tasks": rows, "geomean_edges_both": {"sparse": geo("sparse"), "dense": geo("dense"),
+                                                      "tasks": len(both)}}
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds:.1f} s" if seconds < 60 else f"{int(seconds // 60)} min {seconds % 60:02.0f} s"
+
+
+def summary_table(summary: dict) -> str:
+    """The demo's closing table: stage times, then every task with a circuit in either model."""
+    lines = [f"{'stage':<14} {'time':>12}  result"]
+    for s in summary["stages"]:
+        lines.append(f"{s['name']:<14} {_duration(s['seconds']):>12}  {s['note']}")
+    lines.append(f"{'total':<14} {_duration(summary['total_seconds']):>12}")
+    vl = summary["val_loss"]
+    lines.append(f"\nvalidation loss: sparse {vl['sparse']:.3f}, dense {vl['dense']:.3f} nats/token")
+    lines.append(f"\n{'task':<28} {'acc sparse':>10} {'acc dense':>9} {'sparse nodes/edges':>18} "
+                 f"{'dense nodes/edges':>17} {'dense/sparse edges':>18}")
+    fmt = lambda r: "-" if r["edges"] is None else f"{r['nodes']}/{r['edges']}"
+    shown = 0
+    for task, r in summary["tasks"].items():
+        s, d = r["sparse"], r["dense"]
+        if s["edges"] is None and d["edges"] is None:
+            continue
+        shown += 1
+        ratio = f"{d['edges'] / max(s['edges'], 1):.1f}x" if s["edges"] and d["edges"] else "-"
+        lines.append(f"{task:<28} {s['accuracy']:>10.2f} {d['accuracy']:>9.2f} {fmt(s):>18} {fmt(d):>17} {ratio:>18}")
+    if not shown:
+        lines.append("(no task reached the pruning target in either model)")
+    g = summary["geomean_edges_both"]
+    if g["tasks"]:
+        lines.append(f"geometric mean of edges over the {g['tasks']} tasks with both circuits: sparse {g['sparse']:.1f}, "
+                     f"dense {g['dense']:.1f} ({g['dense'] / g['sparse']:.1f}x)")
+    lines.append(f"\nreport: {summary['report']}\n  open it in a browser, or: sparse-circuits view "
+                 f"{Path(summary['report']).parent}")
+    return "\n".join(lines)
+
+
+def run_demo(out: str | os.PathLike, quick: bool = False, progress: bool = True, log=print) -> dict:
+    demo = Demo(Path(out), QUICK if quick else FULL, log=log, progress=progress)
+    demo.out.mkdir(parents=True, exist_ok=True)
+    return demo.run()

@@ -1,0 +1,316 @@
+"""`sparse-circuits report`: a self-contained static site about trained runs and their circuits.
+
+SITE_DIR/index.html                 the models, their training curves, task table, circuits, sizes
+SITE_DIR/circuits/{model}--{task}.html   one page per circuit (graph, node panels, loss sweep)
+
+Every page carries its own CSS, script and data (no network, works from file://). Corpus and task
+text reaches the page only as JSON inside a <script type="application/json"> element (with <, >
+and & escaped) and is put on the page with textContent; the HTML around it comes from Jinja2
+templates with autoescaping on.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import time
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+
+import jinja2
+from tokenizers import Tokenizer
+from tqdm import tqdm
+
+from ..checkpoint import load_model, load_run_config
+from ..circuits.circuit import Circuit, load_circuit
+from ..config import to_dict
+from ..data import load_tokenizer
+from ..errors import UserError
+from ..fileio import read_json, sha256_file, write_text
+from ..model import GPT
+from ..tasks import Split, get_task
+from ..tasks.evaluate import CHANCE_LOSS, TaskTensors, load_or_evaluate_run
+from ..train import summarize_run
+from . import analysis, plots
+
+PAGE_PAIRS = 64  # test-split pairs whose activations a circuit page shows
+SNIPPET_WINDOWS = 256  # held-out pretraining windows searched for snippets
+
+
+@dataclass
+class CircuitEntry:
+    directory: Path
+    circuit: Circuit
+    validation: dict | None
+    page: str = ""  # path relative to the site root
+
+
+@dataclass
+class RunView:
+    run_dir: Path
+    label: str
+    kind: str  # "sparse" or "dense"
+    summary: dict
+    config: dict
+    metrics: list[dict]
+    scores: dict
+    prune_summary: dict | None
+    weights_sha256: str
+    circuits: list[CircuitEntry] = field(default_factory=list)
+
+
+def _kind(config: dict) -> str:
+    return "dense" if config["sparsity"]["nonzero_frac"] >= 1.0 else "sparse"
+
+
+def _read_metrics(run_dir: Path) -> list[dict]:
+    path = run_dir / "metrics.jsonl"
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()] \
+        if path.is_file() else []
+
+
+def _unique_label(run_dir: Path, taken: set[str]) -> str:
+    base = re.sub(r"[^A-Za-z0-9_.-]+", "-", run_dir.resolve().name) or "model"
+    label, n = base, 2
+    while label in taken:
+        label, n = f"{base}-{n}", n + 1
+    taken.add(label)
+    return label
+
+
+def load_run_view(run_dir: Path, taken: set[str], progress: bool) -> RunView:
+    if not (run_dir / "model.safetensors").is_file():
+        raise UserError(f"{run_dir}: no model.safetensors; pass a run directory from `sparse-circuits train`")
+    cfg = load_run_config(run_dir)
+    config = to_dict(cfg)
+    summary_path = run_dir / "circuits" / "summary.json"
+    return RunView(run_dir=run_dir, label=_unique_label(run_dir, taken), kind=_kind(config),
+                   summary=summarize_run(run_dir), config=config, metrics=_read_metrics(run_dir),
+                   scores=load_or_evaluate_run(run_dir, progress=progress),
+                   prune_summary=read_json(summary_path, "prune-all summary") if summary_path.is_file() else None,
+                   weights_sha256=sha256_file(run_dir / "model.safetensors"))
+
+
+def _circuit_entry(directory: Path) -> CircuitEntry:
+    validation_path = directory / "validation.json"
+    validation = read_json(validation_path, "validation") if validation_path.is_file() else None
+    return CircuitEntry(directory, load_circuit(directory), validation)
+
+
+def attach_circuits(runs: list[RunView], circuit_dirs: list[Path]) -> None:
+    """Given circuit directories go to the run whose weights they were pruned from; with none given,
+    each run shows the circuits under RUN_DIR/circuits."""
+    if not circuit_dirs:
+        for run in runs:
+            root = run.run_dir / "circuits"
+            for d in sorted(root.glob("*/circuit.json")) if root.is_dir() else []:
+                entry = _circuit_entry(d.parent)
+                if entry.circuit.model_sha256 == run.weights_sha256:
+                    run.circuits.append(entry)
+        return
+    by_sha = {run.weights_sha256: run for run in runs}
+    for d in circuit_dirs:
+        if not (d / "circuit.json").is_file():
+            raise UserError(f"{d}: no circuit.json; pass directories written by `sparse-circuits prune`")
+        entry = _circuit_entry(d)
+        run = by_sha.get(entry.circuit.model_sha256)
+        if run is None:
+            raise UserError(f"{d}: circuit was pruned from {entry.circuit.model_dir}, which is not one of the "
+                            "--model runs; add that run with --model")
+        run.circuits.append(entry)
+
+
+# -- circuit pages ----------------------------------------------------------------------------
+
+def _token_texts(tokenizer: Tokenizer, ids: set[int]) -> dict[str, str]:
+    return {str(i): tokenizer.decode([i], skip_special_tokens=False) for i in sorted(ids)}
+
+
+def _collect_ids(obj, ids: set[int]) -> None:
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            if k in ("tokens",) and isinstance(v, list):
+                ids.update(v)
+            elif k == "token" and isinstance(v, int):
+                ids.add(v)
+            else:
+                _collect_ids(v, ids)
+    elif isinstance(obj, list):
+        for v in obj:
+            _collect_ids(v, ids)
+
+
+def circuit_page_data(model: GPT, tokenizer: Tokenizer, run: RunView, entry: CircuitEntry,
+                      windows) -> dict:
+    c = entry.circuit
+    task = get_task(c.task)
+    nodes = analysis.circuit_node_ids(c)
+    ds = task.build(tokenizer, Split.TEST, PAGE_PAIRS, c.data.get("seed", 0))
+    tt = TaskTensors.of(ds, model, tokenizer)
+    pretrain = analysis.record_nodes(model, windows, nodes) if nodes else None
+    pairs = analysis.pair_activations(model, c, tt, nodes) if nodes else {}
+    drift = (entry.validation or {}).get("role_drift", {}).get("per_node", {})
+    panels = {}
+    for j, node in enumerate(nodes):
+        key = str(node)
+        panels[key] = {"snippets": analysis.snippets(pretrain[..., j], windows), "pairs": pairs[key],
+                       "writers": analysis.token_writers(model, node, tokenizer), "role_drift": drift.get(key),
+                       "tau": float(c.tau[node.site][node.index]) if node.site in c.tau else None,
+                       "head": (node.index // model.cfg.d_head) if node.location in ("attn.q", "attn.k", "attn.v")
+                       else None}
+    data = {
+        "model": {"label": run.label, "kind": run.kind, "run_dir": str(run.run_dir), "n_layer": model.cfg.n_layer,
+                  "d_head": model.cfg.d_head},
+        "task": {"name": task.name, "description": task.description, "candidates": list(task.candidates),
+                 "examples": [{"prompt": e.prompt, "correct": e.correct, "wrong": e.wrong}
+                              for e in ds.examples[:2 * analysis.PAIR_EXAMPLES]]},
+        "circuit": {"num_nodes": c.num_nodes, "num_edges": c.num_edges, "loss": c.loss,
+                    "loss_calibrated": c.loss_calibrated, "target_loss": c.target_loss, "ablation": c.ablation,
+                    "hyperparameters": c.hyperparameters, "seconds": c.seconds, "directory": str(entry.directory)},
+        "validation": entry.validation,
+        "locations": ["attn.act_in", "attn.q", "attn.k", "attn.v", "attn.resid_delta",
+                      "mlp.act_in", "mlp.post_act", "mlp.resid_delta"],
+        "nodes": [str(n) for n in nodes],
+        "edges": [list(e) for e in c.edges],
+        "residual_links": [list(e) for e in c.residual_links],
+        "qk_pairs": [list(p) for p in c.qk_pairs],
+        "panels": panels,
+        "heads": analysis.head_patterns(model, c, tt, nodes),
+        "snippet_source": f"{windows.shape[0]} held-out windows of {windows.shape[1]} tokens "
+                          f"(validation split of {run.config['data_dir']})",
+    }
+    ids: set[int] = set()
+    _collect_ids(data, ids)
+    data["vocab"] = _token_texts(tokenizer, ids)
+    return data
+
+
+# -- rendering --------------------------------------------------------------------------------
+
+def _environment() -> jinja2.Environment:
+    env = jinja2.Environment(loader=jinja2.PackageLoader("sparse_circuits.report", "templates"),
+                             autoescape=True, undefined=jinja2.StrictUndefined, trim_blocks=True,
+                             lstrip_blocks=True)
+    env.globals["static"] = lambda name: resources.files("sparse_circuits.report").joinpath(
+        "static", name).read_text(encoding="utf-8")
+    env.filters["num"] = _num
+    return env
+
+
+def _num(value, digits: int = 3) -> str:
+    if value is None:
+        return "–"
+    if isinstance(value, int):
+        return f"{value:,}"
+    if value != value:  # NaN
+        return "–"
+    return f"{value:.{digits}f}"
+
+
+def _task_rows(runs: list[RunView]) -> list[dict]:
+    rows = []
+    names = [s["task"] for s in runs[0].scores["scores"]] if runs else []
+    for name in names:
+        task = get_task(name)
+        per_run = []
+        for run in runs:
+            score = next((s for s in run.scores["scores"] if s["task"] == name), None)
+            circuit = next((e for e in run.circuits if e.circuit.task == name), None)
+            per_run.append({"score": score, "page": circuit.page if circuit else None})
+        rows.append({"name": name, "description": task.description, "candidates": task.candidates,
+                     "control": task.control, "runs": per_run})
+    return rows
+
+
+def _circuit_rows(runs: list[RunView]) -> list[dict]:
+    rows = []
+    for run in runs:
+        shown = set()
+        for e in run.circuits:
+            shown.add(e.circuit.task)
+            v = e.validation or {}
+            rows.append({"run": run.label, "kind": run.kind, "task": e.circuit.task, "page": e.page,
+                         "nodes": e.circuit.num_nodes, "edges": e.circuit.num_edges,
+                         "residual": len(e.circuit.residual_links), "qk": len(e.circuit.qk_pairs),
+                         "loss": e.circuit.loss, "target": e.circuit.target_loss,
+                         "calibrated": e.circuit.loss_calibrated, "ablation": e.circuit.ablation,
+                         "full": v.get("full_model", {}).get("loss"),
+                         "test": v.get("sufficiency", {}).get("loss"),
+                         "test_acc": v.get("sufficiency", {}).get("accuracy"),
+                         "necessity": v.get("necessity", {}).get("loss"),
+                         "random": v.get("random_circuits", {}).get("mean_loss"),
+                         "drift": v.get("role_drift", {}).get("mean"), "seconds": e.circuit.seconds,
+                         "note": None})
+        skipped = []
+        for task, r in ((run.prune_summary or {}).get("tasks") or {}).items():
+            if task in shown or r.get("num_nodes") is not None:
+                continue
+            if "not attempted" in r.get("error", ""):
+                skipped.append(f"{task} ({r['full_model_loss']:.2f})")
+            else:
+                rows.append({"run": run.label, "kind": run.kind, "task": task, "page": None,
+                             "note": r.get("error", "no circuit")})
+        if skipped:
+            limit = run.prune_summary.get("max_full_loss")
+            rows.append({"run": run.label, "kind": run.kind, "task": f"{len(skipped)} tasks", "page": None,
+                         "note": f"not attempted, the whole model's task loss is above {limit}: " + ", ".join(skipped)})
+    return rows
+
+
+def _sizes_plot(runs: list[RunView]) -> str | None:
+    tasks = sorted({e.circuit.task for run in runs for e in run.circuits if not get_task(e.circuit.task).control})
+    if not tasks:
+        return None
+    models = [{"label": run.label, "kind": run.kind,
+               "edges": {e.circuit.task: e.circuit.num_edges for e in run.circuits},
+               "nodes": {e.circuit.task: e.circuit.num_nodes for e in run.circuits}} for run in runs]
+    return plots.circuit_sizes(tasks, models)
+
+
+def build_report(model_dirs: list[str | os.PathLike], circuit_dirs: list[str | os.PathLike], out_dir: str | os.PathLike,
+                 progress: bool = True, snippet_windows: int = SNIPPET_WINDOWS, log=print) -> dict:
+    """Write the site; returns {pages: {path: bytes}, seconds}."""
+    start = time.perf_counter()
+    if not model_dirs:
+        raise UserError("report: pass at least one --model RUN_DIR")
+    out = Path(out_dir)
+    taken: set[str] = set()
+    runs = [load_run_view(Path(d), taken, progress) for d in model_dirs]
+    attach_circuits(runs, [Path(d) for d in circuit_dirs])
+    env = _environment()
+    pages: dict[str, int] = {}
+
+    def write(rel: str, text: str) -> None:
+        write_text(out / rel, text)
+        os.chmod(out / rel, 0o644)  # a site is for reading: the atomic write's temp file was private
+        pages[rel] = len(text.encode("utf-8"))
+
+    total = sum(len(r.circuits) for r in runs)
+    bar = tqdm(total=total, desc="report", unit="circuit", disable=not progress or total == 0, leave=False)
+    for run in runs:
+        run.circuits.sort(key=lambda e: e.circuit.task)
+        if not run.circuits:
+            continue
+        model, cfg = load_model(run.run_dir)
+        tokenizer = load_tokenizer(run.run_dir / "tokenizer.json")
+        windows = analysis.pretraining_windows(cfg.data_dir, cfg.model.context, snippet_windows)
+        for entry in run.circuits:
+            entry.page = f"circuits/{run.label}--{entry.circuit.task}.html"
+            data = circuit_page_data(model, tokenizer, run, entry, windows)
+            c = entry.circuit
+            loss_plot = plots.loss_vs_kept([list(p) for p in c.loss_curve], c.target_loss, c.num_nodes, c.loss)
+            write(entry.page, env.get_template("circuit.html.j2").render(
+                title=f"{c.task} · {run.label}", data=data, loss_plot=loss_plot, run=run, chance=CHANCE_LOSS))
+            bar.update()
+    bar.close()
+    curves = plots.training_curves([{"label": r.label, "kind": r.kind, "metrics": r.metrics,
+                                     "baselines": r.summary.get("baselines_val_loss", {})} for r in runs])
+    write("index.html", env.get_template("index.html.j2").render(
+        title="sparse-circuits report", runs=runs, curves=curves, sizes=_sizes_plot(runs), tasks=_task_rows(runs),
+        circuits=_circuit_rows(runs), chance=CHANCE_LOSS,
+        configs={r.label: json.dumps(r.config, indent=1) for r in runs}))
+    seconds = time.perf_counter() - start
+    log(f"report: {len(pages)} pages, {sum(pages.values()) / 1e6:.2f} MB in {seconds:.1f} s -> {out / 'index.html'}")
+    return {"pages": pages, "seconds": seconds, "index": str(out / "index.html")}

@@ -1,0 +1,32 @@
+"""The one-command demo, end to end at the quick (tiny) scale, and a second call that reuses it."""
+
+import json
+
+from click.testing import CliRunner
+
+from sparse_circuits.cli import main
+
+
+def test_demo_quick_end_to_end_then_reused(tmp_path):
+    out = tmp_path / "demo"
+    runner = CliRunner()
+    res = runner.invoke(main, ["demo", "--quick", "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    summary = json.loads((out / "demo.json").read_text())
+    assert [s["name"] for s in summary["stages"]] == ["data", "train sparse", "train dense", "task scores",
+                                                      "prune sparse", "prune dense", "report"]
+    for kind in ("sparse", "dense"):
+        assert (out / kind / "model.safetensors").is_file()
+        assert json.loads((out / kind / "circuits" / "summary.json").read_text())["tasks"]
+    index = out / "report" / "index.html"
+    assert index.is_file() and "sparse-circuits report" in index.read_text()
+    assert str(index) in res.output and "dense/sparse edges" in res.output  # where the report is, and the table
+    pruned = [t for t, r in summary["tasks"].items() if r["sparse"]["edges"] is not None]
+    assert len(list((out / "report" / "circuits").glob("*.html"))) >= len(pruned)
+
+    again = runner.invoke(main, ["demo", "--quick", "--out", str(out)])
+    assert again.exit_code == 0, again.output
+    notes = {s["name"]: s["note"] for s in json.loads((out / "demo.json").read_text())["stages"]}
+    assert notes["train sparse"].startswith("reused") and notes["train dense"].startswith("reused")
+    assert "reusing" in again.output  # the data
+    assert "skipped, whole-model loss" not in again.output  # every task came from the earlier prune-all
