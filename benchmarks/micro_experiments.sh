@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The experiments behind docs/results.md for the micro models (2 CPU cores, ~1 hour).
-# Expects runs/data-stdlib, runs/micro-sparse and runs/micro-dense (`make demo`).
+# Expects runs/data-stdlib, runs/micro-sparse and runs/micro-dense; after `make demo`, link them:
+#   ln -s demo/data runs/data-stdlib; ln -s demo/sparse runs/micro-sparse; ln -s demo/dense runs/micro-dense
 # Part `circuits` (tasks, pruning, budget) and part `tokens` (a longer dense run) are
 # independent: run them side by side with one thread each, e.g.
 #   OMP_NUM_THREADS=1 bash benchmarks/micro_experiments.sh circuits &
