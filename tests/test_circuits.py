@@ -187,3 +187,23 @@ def test_circuit_file_round_trip(tmp_path):
     (tmp_path / "c" / "circuit.json").write_text(json.dumps(saved))
     with pytest.raises(UserError, match="format version 99"):
         load_circuit(tmp_path / "c")
+
+
+def test_prune_all_reuses_only_rows_with_the_same_weights_settings_and_files(tmp_path):
+    from sparse_circuits.circuits.api import CIRCUIT_FILES, _earlier_rows
+    from sparse_circuits.fileio import write_json
+
+    settings = {"weights_sha256": "a" * 64, "target_loss": 0.15, "ablation": "mean-pretrain", "budget": 1,
+                "pairs": 128, "max_full_loss": 0.45, "prune_config": {"steps": 200}}
+    rows = {"found": {"num_nodes": 3, "num_edges": 2}, "lost": {"num_nodes": 4, "num_edges": 5},
+            "skipped": {"num_nodes": None, "num_edges": None, "error": "not attempted"}}
+    write_json(tmp_path / "summary.json", settings | {"tasks": rows})
+    for name in CIRCUIT_FILES:
+        (tmp_path / "found").mkdir(exist_ok=True)
+        (tmp_path / "found" / name).write_text("{}")
+    (tmp_path / "lost").mkdir()
+    (tmp_path / "lost" / "circuit.json").write_text("{}")  # the rest of its files are gone
+    assert set(_earlier_rows(tmp_path, settings)) == {"found", "skipped"}
+    for key, other in (("weights_sha256", "b" * 64), ("budget", 2), ("prune_config", {"steps": 100})):
+        assert _earlier_rows(tmp_path, settings | {key: other}) == {}
+    assert _earlier_rows(tmp_path / "nowhere", settings) == {}

@@ -232,7 +232,10 @@ function renderPanel(n) {
     for (const [name, list] of [["most positive", info.writers.top], ["most negative", info.writers.bottom]]) {
       const box = el("div", { class: "writers" });
       box.append(el("b", {}, name + ": "));
-      for (const w of list) box.append(el("span", { title: String(w.value) }, `${tokenText(w.token)} ${w.value}`));
+      for (const w of list) {
+        const shown = tokenText(w.token).replace(/\n/g, "↵").replace(/\t/g, "→");
+        box.append(el("span", { title: JSON.stringify(tokenText(w.token)) }, `${shown} ${w.value}`));
+      }
       if (!list.length) box.append(el("i", { class: "muted" }, "none"));
       panel.append(box);
     }
