@@ -16,12 +16,13 @@ from pathlib import Path
 from sparse_circuits.circuits.circuit import load_circuit
 from sparse_circuits.fileio import write_json
 from sparse_circuits.report import build_report
+from sparse_circuits.report.site import SNIPPET_WINDOWS
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", action="append", required=True, help="run directory (repeatable)")
-    parser.add_argument("--windows", type=int, default=256, help="snippet windows, as in the report")
+    parser.add_argument("--windows", type=int, default=SNIPPET_WINDOWS, help="snippet windows, as in the report")
     parser.add_argument("--out", default="benchmarks/results/report.json")
     args = parser.parse_args()
 

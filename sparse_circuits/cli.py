@@ -336,13 +336,15 @@ def validate_cmd(circuit_dir, model_dir, n_pairs, n_random) -> None:
               help="run directory (repeat for several models, e.g. sparse and dense)")
 @click.argument("circuit_dirs", nargs=-1, type=click.Path(file_okay=False))
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="site directory to write")
-@click.option("--windows", default=256, show_default=True, help="held-out pretraining windows searched for snippets")
+@click.option("--windows", type=int, help="held-out pretraining windows searched for snippets (default 256)")
 @_user_errors
 def report(model_dirs, circuit_dirs, out_dir, windows) -> None:
     """Write a static report site: models, tasks, circuits (default: every RUN_DIR/circuits/*)."""
     from .report import build_report
+    from .report.site import SNIPPET_WINDOWS
 
-    build_report(list(model_dirs), list(circuit_dirs), out_dir, snippet_windows=windows, log=click.echo)
+    build_report(list(model_dirs), list(circuit_dirs), out_dir, snippet_windows=windows or SNIPPET_WINDOWS,
+                 log=click.echo)
 
 
 @main.command()

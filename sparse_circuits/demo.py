@@ -23,6 +23,7 @@ from .data import prepare_data
 from .errors import UserError
 from .fileio import read_json, write_json
 from .report import build_report
+from .report.site import SNIPPET_WINDOWS
 from .tasks.evaluate import load_or_evaluate_run
 from .train import final_metrics, train
 
@@ -39,7 +40,8 @@ class DemoScale:
     snippet_windows: int
 
 
-FULL = DemoScale("full", "micro", {}, prune_steps=200, prune_target=0.15, prune_pairs=128, include_controls=True, snippet_windows=256)
+FULL = DemoScale("full", "micro", {}, prune_steps=200, prune_target=0.15, prune_pairs=128, include_controls=True,
+                 snippet_windows=SNIPPET_WINDOWS)
 # Smoke-test scale: a tiny model trained just long enough for the one task the bigram statistics
 # nearly give away (else_elif, whole-model task loss ~0.3), pruned to a looser target than the
 # default 0.15 so that every later stage has a circuit to work on.

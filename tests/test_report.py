@@ -229,9 +229,10 @@ def browser():
 
 
 class Watched:
-    """A page with every console message, page error, dialog and non-file request recorded."""
+    """A page opened from a file, with every console message, page error, dialog and non-file
+    request recorded."""
 
-    def __init__(self, browser):
+    def __init__(self, browser, path: Path):
         self.page = browser.new_page(viewport={"width": 1400, "height": 900})
         self.problems: list[str] = []
         self.page.on("console", lambda m: m.type in ("error", "warning") and self.problems.append(f"console: {m.text}"))
@@ -239,12 +240,15 @@ class Watched:
         self.page.on("dialog", lambda d: (self.problems.append(f"dialog: {d.message}"), d.dismiss()))
         self.page.on("request", lambda r: not r.url.startswith(("file://", "data:")) and
                      self.problems.append(f"request: {r.url}"))
+        self.page.goto(path.as_uri())
+
+
+def circuit_page(site) -> Path:
+    return next((site[0] / "circuits").glob("*.html"))
 
 
 def test_pages_load_from_file_without_errors_or_requests(browser, site):
-    out, _ = site
-    w = Watched(browser)
-    w.page.goto((out / "index.html").as_uri())
+    w = Watched(browser, site[0] / "index.html")
     assert w.page.locator("table#tasks tbody tr").count() == 21
     w.page.locator("table#circuits a").first.click()
     w.page.wait_for_load_state()
@@ -254,10 +258,7 @@ def test_pages_load_from_file_without_errors_or_requests(browser, site):
 
 
 def test_clicking_a_node_opens_its_panel_with_snippets(browser, site):
-    out, _ = site
-    page_path = next((out / "circuits").glob("*.html"))
-    w = Watched(browser)
-    w.page.goto(page_path.as_uri())
+    w = Watched(browser, circuit_page(site))
     w.page.locator('circle[data-node="1.attn.q:0"]').click()
     panel = w.page.locator("#panel")
     assert panel.locator("h3").first.inner_text() == "1.attn.q:0"
@@ -272,10 +273,7 @@ def test_clicking_a_node_opens_its_panel_with_snippets(browser, site):
 
 
 def test_corpus_markup_renders_as_text(browser, site):
-    out, _ = site
-    page_path = next((out / "circuits").glob("*.html"))
-    w = Watched(browser)
-    w.page.goto(page_path.as_uri())
+    w = Watched(browser, circuit_page(site))
     assert w.page.evaluate("document.scripts.length") == 2  # the page's data and its script, nothing injected
     texts = []
     for node in w.page.evaluate("Object.keys(JSON.parse(document.getElementById('page-data').textContent).panels)"):

@@ -176,10 +176,7 @@ def head_patterns(model: GPT, circuit: Circuit, tt: TaskTensors, nodes: list[Nod
     out = {}
     for layer, h in heads:
         channels = slice(h * d_head, (h + 1) * d_head)
-        q_keep = torch.zeros(d_head, dtype=torch.bool)
-        k_keep = torch.zeros(d_head, dtype=torch.bool)
-        q_keep[[i - h * d_head for i in circuit.nodes.get(f"{layer}.attn.q", []) if i // d_head == h]] = True
-        k_keep[[i - h * d_head for i in circuit.nodes.get(f"{layer}.attn.k", []) if i // d_head == h]] = True
+        q_keep, k_keep = (_head_channels(circuit, f"{layer}.attn.{s}", h, d_head) for s in ("q", "k"))
         q = cache[f"{layer}.attn.q"][..., channels] * q_keep
         k = cache[f"{layer}.attn.k"][..., channels] * k_keep
         sink = model.blocks[layer].attn.sink_logit
@@ -193,6 +190,13 @@ def head_patterns(model: GPT, circuit: Circuit, tt: TaskTensors, nodes: list[Nod
         out[f"{layer}.{h}"] = {"layer": layer, "head": h, "qk_channels": shared.tolist(),
                                "sink": sink is not None, "examples": examples}
     return out
+
+
+def _head_channels(circuit: Circuit, site: str, head: int, d_head: int) -> torch.Tensor:
+    """Which of head `head`'s channels at `site` the circuit keeps, as a (d_head,) mask."""
+    keep = torch.zeros(d_head, dtype=torch.bool)
+    keep[[i - head * d_head for i in circuit.nodes.get(site, []) if i // d_head == head]] = True
+    return keep
 
 
 @torch.no_grad()

@@ -20,6 +20,7 @@ from importlib import resources
 from pathlib import Path
 
 import jinja2
+import torch
 from tokenizers import Tokenizer
 from tqdm import tqdm
 
@@ -131,7 +132,7 @@ def _token_texts(tokenizer: Tokenizer, ids: set[int]) -> dict[str, str]:
 def _collect_ids(obj, ids: set[int]) -> None:
     if isinstance(obj, dict):
         for k, v in obj.items():
-            if k in ("tokens",) and isinstance(v, list):
+            if k == "tokens" and isinstance(v, list):
                 ids.update(v)
             elif k == "token" and isinstance(v, int):
                 ids.add(v)
@@ -142,20 +143,29 @@ def _collect_ids(obj, ids: set[int]) -> None:
             _collect_ids(v, ids)
 
 
+def pretraining_activations(model: GPT, windows: torch.Tensor, entries: list[CircuitEntry]) -> dict[str, torch.Tensor]:
+    """Whole-model activations (N, T) on the snippet windows of every node of any of a run's
+    circuits, in one pass over the windows."""
+    nodes = list({str(n): n for e in entries for n in analysis.circuit_node_ids(e.circuit)}.values())
+    if not nodes:
+        return {}
+    acts = analysis.record_nodes(model, windows, nodes)
+    return {str(n): acts[..., j] for j, n in enumerate(nodes)}
+
+
 def circuit_page_data(model: GPT, tokenizer: Tokenizer, run: RunView, entry: CircuitEntry,
-                      windows) -> dict:
+                      windows: torch.Tensor, pretrain: dict[str, torch.Tensor]) -> dict:
     c = entry.circuit
     task = get_task(c.task)
     nodes = analysis.circuit_node_ids(c)
     ds = task.build(tokenizer, Split.TEST, PAGE_PAIRS, c.data.get("seed", 0))
     tt = TaskTensors.of(ds, model, tokenizer)
-    pretrain = analysis.record_nodes(model, windows, nodes) if nodes else None
     pairs = analysis.pair_activations(model, c, tt, nodes) if nodes else {}
     drift = (entry.validation or {}).get("role_drift", {}).get("per_node", {})
     panels = {}
-    for j, node in enumerate(nodes):
+    for node in nodes:
         key = str(node)
-        panels[key] = {"snippets": analysis.snippets(pretrain[..., j], windows), "pairs": pairs[key],
+        panels[key] = {"snippets": analysis.snippets(pretrain[key], windows), "pairs": pairs[key],
                        "writers": analysis.token_writers(model, node, tokenizer), "role_drift": drift.get(key),
                        "tau": float(c.tau[node.site][node.index]) if node.site in c.tau else None,
                        "head": (node.index // model.cfg.d_head) if node.location in ("attn.q", "attn.k", "attn.v")
@@ -296,9 +306,10 @@ def build_report(model_dirs: list[str | os.PathLike], circuit_dirs: list[str | o
         model, cfg = load_model(run.run_dir)
         tokenizer = load_tokenizer(run.run_dir / "tokenizer.json")
         windows = analysis.pretraining_windows(cfg.data_dir, cfg.model.context, snippet_windows)
+        pretrain = pretraining_activations(model, windows, run.circuits)
         for entry in run.circuits:
             entry.page = f"circuits/{run.label}--{entry.circuit.task}.html"
-            data = circuit_page_data(model, tokenizer, run, entry, windows)
+            data = circuit_page_data(model, tokenizer, run, entry, windows, pretrain)
             c = entry.circuit
             loss_plot = plots.loss_vs_kept([list(p) for p in c.loss_curve], c.target_loss, c.num_nodes, c.loss)
             write(entry.page, env.get_template("circuit.html.j2").render(
