@@ -31,18 +31,34 @@ def main() -> None:
 
 
 @main.command()
-@click.option("--corpus", "source", default="stdlib", show_default=True,
-              help="'stdlib', a directory or glob of .py files, or a .txt/.jsonl file")
+@click.option("--corpus", "sources", multiple=True, default=("stdlib",), show_default=True,
+              help="repeatable: 'stdlib', a directory or glob of .py files, a .txt/.jsonl file, or 'synthetic' "
+                   "(generated simple programs)")
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="data directory to write")
 @click.option("--vocab-size", default=2048, show_default=True)
 @click.option("--val-frac", default=0.05, show_default=True, help="fraction of files held out for validation")
 @click.option("--seed", default=0, show_default=True, help="seed of the by-file split")
+@click.option("--synthetic-share", type=float,
+              help="share of the training tokens that are generated (default 0.5 next to real code)")
+@click.option("--synthetic-tokens", type=int, help="training tokens of generated code (default 10M when alone)")
+@click.option("--synthetic-files", type=int, help="number of generated programs")
+@click.option("--synthetic-seed", default=0, show_default=True, help="seed of the program generator")
+@click.option("--contamination/--no-contamination", default=True, show_default=True,
+              help="write contamination.json: task test prompts found verbatim in the training tokens")
 @_user_errors
-def data(source: str, out_dir: str, vocab_size: int, val_frac: float, seed: int) -> None:
-    """Read a corpus, split it by file, train the BPE tokenizer and write token arrays."""
+def data(sources, out_dir, vocab_size, val_frac, seed, synthetic_share, synthetic_tokens, synthetic_files,
+         synthetic_seed, contamination) -> None:
+    """Read a corpus (real code, generated programs, or a mix), split it by file, train the BPE
+    tokenizer and write token arrays."""
     from .data import prepare_data
 
-    prepare_data(source, out_dir, vocab_size=vocab_size, val_frac=val_frac, seed=seed)
+    prepare_data(list(sources), out_dir, vocab_size=vocab_size, val_frac=val_frac, seed=seed,
+                 synthetic_share=synthetic_share, synthetic_tokens=synthetic_tokens,
+                 synthetic_files=synthetic_files, synthetic_seed=synthetic_seed)
+    if contamination:
+        from .tasks.contamination import contamination_report
+
+        contamination_report(out_dir)
 
 
 @main.command()

@@ -36,6 +36,18 @@ class BigramTable(str, enum.Enum):
     LEARNABLE = "learnable"  # same initial values, trained
 
 
+class Positions(str, enum.Enum):
+    """How a token's position reaches the model."""
+
+    NONE = "none"  # the paper's default: attention has to infer positions (e.g. from the sink)
+    LEARNED = "learned"  # a learned table added to the token embedding (GPT-2), weight-sparsified like it
+    # [ours, after the paper's earlier models] a learned (context x d_pos) table, RMS-normed per read,
+    # concatenated to every attention and MLP input as read-only channels: blocks read them through
+    # extra columns of c_q/c_k/c_v/c_fc, nothing writes them, and neither the weight projection nor
+    # AbsTopK touches the table. They are not nodes (like the bigram table, always present).
+    CONCAT = "concat"
+
+
 class AnnealSchedule(str, enum.Enum):
     LINEAR = "linear"  # nonzero fraction falls linearly from 1 to the target (paper)
     EXPONENTIAL = "exponential"  # geometric interpolation: log-fraction falls linearly
@@ -80,7 +92,8 @@ class ModelConfig:
     vocab_size: int = 2048
     attention_sink: bool = True
     bigram_table: BigramTable = BigramTable.FIXED
-    learned_positions: bool = False
+    positions: Positions = Positions.NONE
+    d_pos: int = 16  # width of the concatenated position channels (positions = concat)
     # AbsTopK fraction per node location; locations not listed are not sparsified.
     activation_topk: dict[NodeLocation, float] = field(default_factory=lambda: dict(ALL_LOCATIONS_QUARTER))
     init_std: float = 0.02
@@ -95,6 +108,8 @@ class ModelConfig:
                 raise UserError(f"model.{name} must be >= 1, got {getattr(self, name)}")
         if self.d_model % self.d_head:
             raise UserError(f"model.d_model ({self.d_model}) must be a multiple of model.d_head ({self.d_head})")
+        if self.positions == Positions.CONCAT and self.d_pos < 1:
+            raise UserError(f"model.d_pos must be >= 1 with positions 'concat', got {self.d_pos}")
         if self.vocab_size > 65535:
             raise UserError(f"model.vocab_size {self.vocab_size} does not fit the uint16 token arrays (max 65535)")
         for loc, frac in self.activation_topk.items():
@@ -271,6 +286,15 @@ def to_dict(obj: Any) -> Any:
 
 
 def run_config_from_dict(data: dict, where: str = "config") -> RunConfig:
+    model = data.get("model")
+    if isinstance(model, dict) and "learned_positions" in model:
+        # Run directories written before `positions` existed said `learned_positions: true/false`.
+        model = dict(model)
+        legacy = model.pop("learned_positions")
+        if "positions" in model:
+            raise UserError(f"{where}.model: give `positions`, not also the old `learned_positions`")
+        model["positions"] = Positions.LEARNED.value if legacy is True else Positions.NONE.value
+        data = {**data, "model": model}
     return _from_dict(RunConfig, data, where).validate()
 
 

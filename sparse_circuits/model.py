@@ -2,8 +2,9 @@
 
 Pre-norm decoder-only transformer (SPEC section 2): RMSNorm, untied embeddings, biases on every
 linear layer, small heads (d_head 16), an optional attention sink per head, an optional bigram
-table added to the logits, optional learned positions. Each of the eight node locations of a
-block passes through a `HookSite`, which applies AbsTopK and then the caller's `Hooks`.
+table added to the logits, optional positions (none, a learned table added to the embedding, or
+read-only channels concatenated to every attention and MLP input). Each of the eight node
+locations of a block passes through a `HookSite`, which applies AbsTopK and then the caller's `Hooks`.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .config import BigramTable, ModelConfig, NodeLocation
+from .config import BigramTable, ModelConfig, NodeLocation, Positions
 from .hooks import Hooks, HookSite
 
 
@@ -42,9 +43,11 @@ class Attention(nn.Module):
     def __init__(self, cfg: ModelConfig, layer: int):
         super().__init__()
         d = cfg.d_model
+        d_in = d + read_only_width(cfg)
         self.n_head, self.d_head = cfg.n_head, cfg.d_head
         # Separate q/k/v projections so every output row is one channel (one "unit").
-        self.c_q, self.c_k, self.c_v = nn.Linear(d, d), nn.Linear(d, d), nn.Linear(d, d)
+        self.c_q, self.c_k, self.c_v = nn.Linear(d_in, d), nn.Linear(d_in, d), nn.Linear(d_in, d)
+        self.ln_pos = RMSNorm(cfg.d_pos, f"{layer}.ln_pos_1") if d_in > d else None
         self.c_proj = nn.Linear(d, d)
         self.act_in = _site(cfg, layer, NodeLocation.ATTN_IN, d)
         self.q = _site(cfg, layer, NodeLocation.ATTN_Q, d)
@@ -53,9 +56,9 @@ class Attention(nn.Module):
         self.resid_delta = _site(cfg, layer, NodeLocation.ATTN_OUT, d)
         self.sink_logit = nn.Parameter(torch.zeros(self.n_head)) if cfg.attention_sink else None
 
-    def forward(self, x: torch.Tensor, hooks: Hooks | None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, hooks: Hooks | None, pos: torch.Tensor | None = None) -> torch.Tensor:
         B, T, _ = x.shape
-        x = self.act_in(x, hooks)
+        x = with_positions(self.act_in(x, hooks), self.ln_pos, pos, hooks)
         q = self.q(self.c_q(x), hooks)
         k = self.k(self.c_k(x), hooks)
         v = self.v(self.c_v(x), hooks)
@@ -63,6 +66,19 @@ class Attention(nn.Module):
         y = attend(q, k, v, self.sink_logit)
         y = y.transpose(1, 2).reshape(B, T, self.n_head * self.d_head)
         return self.resid_delta(self.c_proj(y), hooks)
+
+
+def read_only_width(cfg: ModelConfig) -> int:
+    """Extra input columns of c_q/c_k/c_v/c_fc: the concatenated position channels, if any."""
+    return cfg.d_pos if cfg.positions == Positions.CONCAT else 0
+
+
+def with_positions(x: torch.Tensor, norm: "RMSNorm | None", pos: torch.Tensor | None,
+                   hooks: Hooks | None) -> torch.Tensor:
+    """x (the post-AbsTopK block input) with the normalised position channels appended."""
+    if norm is None:
+        return x
+    return torch.cat([x, norm(pos, hooks).expand(x.shape[0], -1, -1)], dim=-1)
 
 
 def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, sink_logit: torch.Tensor | None) -> torch.Tensor:
@@ -94,14 +110,15 @@ def attention_pattern(q: torch.Tensor, k: torch.Tensor, sink_logit: torch.Tensor
 class MLP(nn.Module):
     def __init__(self, cfg: ModelConfig, layer: int):
         super().__init__()
-        self.c_fc = nn.Linear(cfg.d_model, cfg.d_mlp)
+        self.c_fc = nn.Linear(cfg.d_model + read_only_width(cfg), cfg.d_mlp)
+        self.ln_pos = RMSNorm(cfg.d_pos, f"{layer}.ln_pos_2") if read_only_width(cfg) else None
         self.c_proj = nn.Linear(cfg.d_mlp, cfg.d_model)
         self.act_in = _site(cfg, layer, NodeLocation.MLP_IN, cfg.d_model)
         self.post_act = _site(cfg, layer, NodeLocation.MLP_NEURON, cfg.d_mlp)
         self.resid_delta = _site(cfg, layer, NodeLocation.MLP_OUT, cfg.d_model)
 
-    def forward(self, x: torch.Tensor, hooks: Hooks | None) -> torch.Tensor:
-        x = self.act_in(x, hooks)
+    def forward(self, x: torch.Tensor, hooks: Hooks | None, pos: torch.Tensor | None = None) -> torch.Tensor:
+        x = with_positions(self.act_in(x, hooks), self.ln_pos, pos, hooks)
         x = self.post_act(F.gelu(self.c_fc(x)), hooks)
         return self.resid_delta(self.c_proj(x), hooks)
 
@@ -114,9 +131,9 @@ class Block(nn.Module):
         self.ln_2 = RMSNorm(cfg.d_model, f"{layer}.ln_2")
         self.mlp = MLP(cfg, layer)
 
-    def forward(self, x: torch.Tensor, hooks: Hooks | None) -> torch.Tensor:
-        x = x + self.attn(self.ln_1(x, hooks), hooks)
-        return x + self.mlp(self.ln_2(x, hooks), hooks)
+    def forward(self, x: torch.Tensor, hooks: Hooks | None, pos: torch.Tensor | None = None) -> torch.Tensor:
+        x = x + self.attn(self.ln_1(x, hooks), hooks, pos)
+        return x + self.mlp(self.ln_2(x, hooks), hooks, pos)
 
 
 class GPT(nn.Module):
@@ -124,7 +141,11 @@ class GPT(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.wte = nn.Embedding(cfg.vocab_size, cfg.d_model)
-        self.wpe = nn.Embedding(cfg.context, cfg.d_model) if cfg.learned_positions else None
+        # Added positions are an embedding like wte (sparsified); concatenated ones are a plain
+        # parameter, so the weight projection (which acts on nn.Linear / nn.Embedding) skips them.
+        self.wpe = nn.Embedding(cfg.context, cfg.d_model) if cfg.positions == Positions.LEARNED else None
+        self.pos_channels = (nn.Parameter(torch.randn(cfg.context, cfg.d_pos) * cfg.init_std)
+                             if cfg.positions == Positions.CONCAT else None)
         self.blocks = nn.ModuleList(Block(cfg, i) for i in range(cfg.n_layer))
         self.ln_f = RMSNorm(cfg.d_model, "ln_f")
         self.lm_head = nn.Linear(cfg.d_model, cfg.vocab_size)
@@ -161,8 +182,9 @@ class GPT(nn.Module):
         x = self.wte(idx)
         if self.wpe is not None:
             x = x + self.wpe(torch.arange(T, device=idx.device))
+        pos = self.pos_channels[None, :T] if self.pos_channels is not None else None
         for block in self.blocks:
-            x = block(x, hooks)
+            x = block(x, hooks, pos)
         current = idx
         if logits_at is not None:
             rows = torch.arange(idx.shape[0], device=idx.device)

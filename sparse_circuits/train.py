@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
 import torch
 import torch.distributed as dist
 from tqdm import tqdm
@@ -118,6 +119,34 @@ def evaluate(model: GPT, data: TokenData, cfg: RunConfig) -> float:
         losses.append(float(lm_loss(model(x.to(device)), y.to(device))))
     model.train(was_training)
     return sum(losses) / len(losses)
+
+
+@torch.no_grad()
+def full_validation_loss(model: GPT, data: TokenData, context: int, batch_size: int = 64) -> tuple[float, int]:
+    """(mean nats per token, tokens scored) over the whole validation split, in consecutive
+    non-overlapping windows of the context length (the `val_loss` of training samples 8 batches).
+
+    Times `meta.json`'s val tokens / val characters, it gives nats per character, which compares
+    models with different tokenizers on the same validation files.
+    """
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    tokens = torch.from_numpy(np.asarray(data.val, dtype=np.int64))
+    n_windows = (tokens.numel() - 1) // context
+    if n_windows < 1:
+        raise UserError(f"{data.dir}: the validation split has {tokens.numel()} tokens, fewer than the context "
+                        f"{context} + 1")
+    total = 0.0
+    for start in range(0, n_windows, batch_size):
+        rows = torch.arange(start, min(n_windows, start + batch_size)) * context
+        offsets = rows[:, None] + torch.arange(context + 1)[None, :]
+        windows = tokens[offsets].to(device)
+        logits = model(windows[:, :-1])
+        total += float(torch.nn.functional.cross_entropy(
+            logits.reshape(-1, logits.shape[-1]).float(), windows[:, 1:].reshape(-1), reduction="sum"))
+    model.train(was_training)
+    return total / (n_windows * context), n_windows * context
 
 
 def _truncate_metrics(path: Path, last_step: int) -> None:

@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from sparse_circuits.config import BigramTable, ModelConfig, NodeLocation
+from sparse_circuits.config import BigramTable, ModelConfig, NodeLocation, Positions
 from sparse_circuits.errors import UserError
 from sparse_circuits.hooks import Hooks, abs_topk
 from sparse_circuits.model import GPT, attend, attention_pattern
@@ -149,10 +149,41 @@ def test_bigram_table_is_added_at_the_current_token():
 
 
 def test_learned_positions_are_an_option_and_sparsified():
-    model = small_model(learned_positions=True)
+    model = small_model(positions=Positions.LEARNED)
     assert "wpe.weight" in model.sparsified_parameters()
     model_np = small_model()
     assert "wpe.weight" not in model_np.sparsified_parameters()
+
+
+def test_concatenated_positions_are_read_only_channels():
+    model = small_model(positions=Positions.CONCAT, d_pos=8)
+    names = set(model.sparsified_parameters())
+    # The position table is never weight-projected; the weights that read it are.
+    assert "pos_channels" not in names and "blocks.0.attn.c_q.weight" in names
+    assert model.blocks[0].attn.c_q.weight.shape == (32, 32 + 8)
+    assert model.blocks[1].mlp.c_fc.weight.shape == (64, 32 + 8)
+    x = tokens()
+    _, cache = model.run_with_cache(x)
+    # Nothing writes the position channels: every residual read and write keeps d_model channels.
+    for name, act in cache.items():
+        if name.endswith(("act_in", "resid_delta")):
+            assert act.shape[-1] == 32, name
+    # Positions change the logits (the channels are read) ...
+    with torch.no_grad():
+        before = model(x)
+        model.pos_channels.add_(torch.randn_like(model.pos_channels))
+        assert not torch.allclose(before, model(x))
+    # ... and a prefix's logits do not depend on what follows (causality holds with the extra reads).
+    torch.testing.assert_close(model(x[:, :5]), model(x)[:, :5])
+
+
+def test_legacy_learned_positions_key_still_loads():
+    from sparse_circuits.config import run_config_from_dict, to_dict, RunConfig
+
+    data = to_dict(RunConfig())
+    del data["model"]["positions"]
+    data["model"]["learned_positions"] = True
+    assert run_config_from_dict(data).model.positions == Positions.LEARNED
 
 
 def test_sparsified_parameters_exclude_gains_sinks_bigram():

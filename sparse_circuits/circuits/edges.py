@@ -50,14 +50,15 @@ def _linear_edges(weight: torch.Tensor, src: str, keep_src: torch.Tensor, dst: s
 def count_edges(model: GPT, keep: dict[str, torch.Tensor]) -> EdgeCount:
     out = EdgeCount()
     n_layer = model.cfg.n_layer
+    d = model.cfg.d_model  # [ours] reads of concatenated position channels (columns past d) are not edges
     for layer, block in enumerate(model.blocks):
         site = lambda s: f"{layer}.{s}"
         for proj, dst in ((block.attn.c_q, "attn.q"), (block.attn.c_k, "attn.k"), (block.attn.c_v, "attn.v")):
-            out.weights += _linear_edges(proj.weight, site("attn.act_in"), keep[site("attn.act_in")],
+            out.weights += _linear_edges(proj.weight[:, :d], site("attn.act_in"), keep[site("attn.act_in")],
                                          site(dst), keep[site(dst)])
         out.weights += _linear_edges(block.attn.c_proj.weight, site("attn.v"), keep[site("attn.v")],
                                      site("attn.resid_delta"), keep[site("attn.resid_delta")])
-        out.weights += _linear_edges(block.mlp.c_fc.weight, site("mlp.act_in"), keep[site("mlp.act_in")],
+        out.weights += _linear_edges(block.mlp.c_fc.weight[:, :d], site("mlp.act_in"), keep[site("mlp.act_in")],
                                      site("mlp.post_act"), keep[site("mlp.post_act")])
         out.weights += _linear_edges(block.mlp.c_proj.weight, site("mlp.post_act"), keep[site("mlp.post_act")],
                                      site("mlp.resid_delta"), keep[site("mlp.resid_delta")])

@@ -12,6 +12,7 @@ from __future__ import annotations
 import glob
 import hashlib
 import json
+import math
 import os
 import random
 import sysconfig
@@ -23,8 +24,8 @@ import torch
 from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
 from tqdm import tqdm
 
-from .errors import UserError
-from .fileio import read_json, read_safetensors, sha256_file, write_json, write_safetensors
+from ..errors import UserError
+from ..fileio import read_json, read_safetensors, sha256_file, write_json, write_safetensors
 
 EOT = "<|endoftext|>"
 # The paper's pre-tokenization: letters with an optional non-letter prefix, digit runs of 1-3,
@@ -202,19 +203,134 @@ def unigram_loss(train: np.ndarray, val: np.ndarray, vocab_size: int) -> float:
     return float(-np.log(p[val]).mean())
 
 
-def _fingerprint(docs: list[Document], vocab_size: int, val_frac: float, seed: int) -> str:
-    h = hashlib.sha256(json.dumps([DATA_FORMAT_VERSION, PRETOKENIZE_REGEX, vocab_size, val_frac, seed]).encode())
+SYNTHETIC = "synthetic"  # the source name of the generated simple programs (synthetic.py)
+# [ours] Defaults when `synthetic` is a source and no budget is given.
+DEFAULT_SYNTHETIC_SHARE = 0.5  # of the training tokens, next to real code
+DEFAULT_SYNTHETIC_TOKENS = 10_000_000  # alone
+CHARS_PER_TOKEN_GUESS = 3.0  # sizes the first draw of programs only; the budget itself is met in tokens
+
+
+@dataclass(frozen=True)
+class SyntheticBudget:
+    """How much generated code goes into the training split: exactly one of the three budgets.
+
+    `share`: that fraction of the training tokens (real code is the rest); `tokens`: that many
+    training tokens; `files`: that many programs. Token budgets are met by whole programs, in
+    generation order, so the last one may overshoot by less than one program.
+    """
+
+    share: float | None = None
+    tokens: int | None = None
+    files: int | None = None
+    seed: int = 0
+
+    @classmethod
+    def resolve(cls, has_real: bool, share: float | None, tokens: int | None, files: int | None,
+                seed: int) -> "SyntheticBudget":
+        given = [n for n, v in (("share", share), ("tokens", tokens), ("files", files)) if v is not None]
+        if len(given) > 1:
+            raise UserError(f"data: give one synthetic budget, not {' and '.join(given)}")
+        if not given:
+            if has_real:
+                share = DEFAULT_SYNTHETIC_SHARE
+            else:
+                tokens = DEFAULT_SYNTHETIC_TOKENS
+        if share is not None and not (has_real and 0.0 < share < 1.0):
+            raise UserError(f"data: --synthetic-share {share} needs a real-code source beside 'synthetic' and a "
+                            "value in (0, 1); use --synthetic-tokens for a synthetic-only corpus")
+        for name, value in (("tokens", tokens), ("files", files)):
+            if value is not None and value < 1:
+                raise UserError(f"data: --synthetic-{name} must be >= 1, got {value}")
+        return cls(share, tokens, files, seed)
+
+    def as_dict(self) -> dict:
+        return {"share": self.share, "tokens": self.tokens, "files": self.files, "seed": self.seed}
+
+
+def _fingerprint(docs: list[Document], vocab_size: int, val_frac: float, seed: int,
+                 synthetic: SyntheticBudget | None = None) -> str:
+    from .synthetic import GENERATOR_VERSION
+
+    settings: list = [DATA_FORMAT_VERSION, PRETOKENIZE_REGEX, vocab_size, val_frac, seed]
+    if synthetic is not None:
+        settings.append({"synthetic": synthetic.as_dict(), "generator": GENERATOR_VERSION})
+    h = hashlib.sha256(json.dumps(settings).encode())
     for d in sorted(docs, key=lambda d: d.name):
         h.update(d.name.encode("utf-8", "surrogateescape") + b"\0" + d.text.encode("utf-8") + b"\0")
     return h.hexdigest()
 
 
-def prepare_data(source: str, out_dir: str | os.PathLike, vocab_size: int = 2048, val_frac: float = 0.05,
-                 seed: int = 0, log=print) -> dict:
-    """Build (or reuse) a data directory; returns its metadata."""
+def read_sources(sources: list[str]) -> CorpusScan:
+    """The documents of every real-code source; names get the source's index when there are several."""
+    scans = [read_corpus(s) for s in sources]
+    if len(scans) == 1:
+        return scans[0]
+    merged = CorpusScan([], 0, 0, 0)
+    for i, scan in enumerate(scans):
+        merged.documents += [Document(f"{i}:{d.name}", d.text) for d in scan.documents]
+        merged.skipped_non_utf8 += scan.skipped_non_utf8
+        merged.skipped_unreadable += scan.skipped_unreadable
+        merged.skipped_empty += scan.skipped_empty
+    return merged
+
+
+class _SyntheticDraw:
+    """Generated programs in order, as documents, drawn as many at a time as asked."""
+
+    def __init__(self, seed: int):
+        from .synthetic import generate_programs
+
+        self._stream = generate_programs(seed)
+        self.docs: list[Document] = []
+
+    def more(self, n_files: int = 0, n_chars: int = 0) -> list[Document]:
+        new: list[Document] = []
+        chars = 0
+        while len(new) < n_files or chars < n_chars:
+            text = next(self._stream)
+            new.append(Document(f"{SYNTHETIC}/{len(self.docs) + len(new):07d}.py", text))
+            chars += len(text)
+        self.docs += new
+        return new
+
+
+def _encode_each(tok: Tokenizer, docs: list[Document]) -> list[np.ndarray]:
+    """Token ids of each document followed by <|endoftext|>, one array per document."""
+    eot = tok.token_to_id(EOT)
+    out = []
+    for i in range(0, len(docs), 256):
+        for enc in tok.encode_batch([d.text for d in docs[i:i + 256]], add_special_tokens=False):
+            out.append(np.asarray(enc.ids + [eot], dtype=np.uint16))
+    return out
+
+
+def prepare_data(sources: str | list[str], out_dir: str | os.PathLike, vocab_size: int = 2048,
+                 val_frac: float = 0.05, seed: int = 0, synthetic_share: float | None = None,
+                 synthetic_tokens: int | None = None, synthetic_files: int | None = None,
+                 synthetic_seed: int = 0, log=print) -> dict:
+    """Build (or reuse) a data directory; returns its metadata.
+
+    `sources`: 'stdlib', directories, globs, .txt/.jsonl files, and 'synthetic' (generated simple
+    programs, synthetic.py). Real code is split by file; generated programs all go to the
+    training split, so the validation split, and with it "pretraining loss", stays real code.
+    A synthetic-only corpus validates on further generated programs.
+    """
     out = Path(out_dir)
-    scan = read_corpus(source)
-    fingerprint = _fingerprint(scan.documents, vocab_size, val_frac, seed)
+    sources = [sources] if isinstance(sources, str) else list(sources)
+    if not sources:
+        raise UserError("data: give at least one --corpus source")
+    if len(set(sources)) != len(sources):
+        raise UserError(f"data: a --corpus source is given twice ({sources})")
+    real = [s for s in sources if s != SYNTHETIC]
+    budget = None
+    if SYNTHETIC in sources:
+        budget = SyntheticBudget.resolve(bool(real), synthetic_share, synthetic_tokens, synthetic_files,
+                                         synthetic_seed)
+    elif (synthetic_share, synthetic_tokens, synthetic_files) != (None, None, None):
+        raise UserError("data: a synthetic budget was given but 'synthetic' is not a --corpus source; "
+                        "add --corpus synthetic")
+    scan = read_sources(real) if real else CorpusScan([], 0, 0, 0)
+    fingerprint = _fingerprint(scan.documents, vocab_size, val_frac, seed, budget)
     meta_path = out / "meta.json"
     if meta_path.is_file():
         meta = read_json(meta_path, "data metadata")
@@ -223,12 +339,48 @@ def prepare_data(source: str, out_dir: str | os.PathLike, vocab_size: int = 2048
                 for name, digest in meta.get("sha256", {}).items()):
             log(f"data: reusing {out} (same corpus and settings)")
             return meta
-    train_docs, val_docs = split_by_file(scan.documents, val_frac, seed)
-    log(f"data: {len(scan.documents)} documents from {source!r} "
-        f"({len(train_docs)} train / {len(val_docs)} validation); training a {vocab_size}-token BPE")
-    tok = train_tokenizer([d.text for d in train_docs], vocab_size)
+
+    train_docs, val_docs = split_by_file(scan.documents, val_frac, seed) if real else ([], [])
+    draw = _SyntheticDraw(budget.seed) if budget else None
+    if budget is not None:
+        real_chars = sum(len(d.text) for d in train_docs)
+        if budget.files is not None:
+            draw.more(n_files=budget.files)
+        elif budget.tokens is not None:
+            draw.more(n_chars=int(budget.tokens * CHARS_PER_TOKEN_GUESS * 1.1))
+        else:
+            draw.more(n_chars=int(real_chars * budget.share / (1 - budget.share) * 1.1))
+        if not real:
+            n_val = max(1, round(len(draw.docs) * val_frac / (1 - val_frac)))
+            val_docs = [Document(f"{SYNTHETIC}/val/{i:07d}.py", d.text) for i, d in
+                        enumerate(_SyntheticDraw(budget.seed + 1_000_003).more(n_files=n_val))]
+    tokenizer_docs = train_docs + (draw.docs if draw else [])
+    log(f"data: {len(scan.documents)} documents from {real or 'no real-code source'}"
+        + (f" + generated programs ({budget.as_dict()})" if budget else "")
+        + f"; training a {vocab_size}-token BPE")
+    tok = train_tokenizer([d.text for d in tokenizer_docs], vocab_size)
     train_tokens = encode_documents(tok, train_docs, "encode train")
     val_tokens = encode_documents(tok, val_docs, "encode val")
+    synthetic_meta = None
+    if budget is not None:
+        pieces = _encode_each(tok, draw.docs)
+        if budget.files is not None:
+            target = None
+        else:
+            target = budget.tokens if budget.tokens is not None else \
+                math.ceil(train_tokens.size * budget.share / (1 - budget.share))
+            while sum(p.size for p in pieces) < target:  # the first draw fell short: draw more
+                pieces += _encode_each(tok, draw.more(n_chars=int((target - sum(p.size for p in pieces)) * 4)))
+            cum = np.cumsum([p.size for p in pieces])
+            pieces = pieces[:int(np.searchsorted(cum, target)) + 1]
+        kept = draw.docs[:len(pieces)]
+        synth = np.concatenate(pieces)
+        synthetic_meta = {"budget": budget.as_dict(), "files": len(kept), "tokens": int(synth.size),
+                          "chars": sum(len(d.text) for d in kept),
+                          "share_of_train_tokens": synth.size / (synth.size + train_tokens.size),
+                          "target_tokens": target}
+        train_tokens = np.concatenate([train_tokens, synth])
+        train_docs = train_docs + kept
     vocab = tok.get_vocab_size()
     counts = bigram_counts(train_tokens, vocab)
     logprobs = bigram_logprobs(torch.from_numpy(counts))
@@ -244,24 +396,29 @@ def prepare_data(source: str, out_dir: str | os.PathLike, vocab_size: int = 2048
     files = ("tokenizer.json", "train.bin", "val.bin", "bigram.safetensors")
     meta = {
         "format_version": DATA_FORMAT_VERSION,
-        "source": source if source != "stdlib" else f"stdlib ({stdlib_dir()})",
+        "source": " + ".join(s if s != "stdlib" else f"stdlib ({stdlib_dir()})" for s in sources),
+        "sources": sources,
         "fingerprint": fingerprint,
         "vocab_size": vocab,
         "pretokenize_regex": PRETOKENIZE_REGEX,
-        "split": {"seed": seed, "val_frac": val_frac, "by": "file"},
+        "split": {"seed": seed, "val_frac": val_frac, "by": "file",
+                  "validation": "real code" if real else "generated programs (a separate stream)"},
         "files": {"train": len(train_docs), "val": len(val_docs),
                   "skipped_non_utf8": scan.skipped_non_utf8, "skipped_unreadable": scan.skipped_unreadable,
                   "skipped_empty": scan.skipped_empty},
         "tokens": {"train": int(train_tokens.size), "val": int(val_tokens.size)},
         "chars": {"train": sum(len(d.text) for d in train_docs), "val": sum(len(d.text) for d in val_docs)},
+        "synthetic": synthetic_meta,
         "baselines_val_loss": {"unigram": unigram_loss(train_tokens, val_tokens, vocab),
                                "bigram": bigram_loss(logprobs, val_tokens) if val_tokens.size > 1 else None},
         "val_files": [d.name for d in val_docs],
         "sha256": {name: sha256_file(out / name) for name in files},
     }
     write_json(meta_path, meta)
-    log(f"data: {meta['tokens']['train']:,} train / {meta['tokens']['val']:,} validation tokens; "
-        f"skipped {scan.skipped_non_utf8} non-UTF-8 and {scan.skipped_unreadable} unreadable files -> {out}")
+    log(f"data: {meta['tokens']['train']:,} train / {meta['tokens']['val']:,} validation tokens"
+        + (f" ({synthetic_meta['tokens']:,} train tokens generated, {synthetic_meta['share_of_train_tokens']:.0%})"
+           if synthetic_meta else "")
+        + f"; skipped {scan.skipped_non_utf8} non-UTF-8 and {scan.skipped_unreadable} unreadable files -> {out}")
     return meta
 
 

@@ -1,0 +1,177 @@
+"""Capability study (issue 10): which factor buys which tasks.
+
+Every setting is a corpus (a `sparse-circuits data` call) plus config overrides of the `micro`
+preset; every setting runs for several training seeds, one training at a time (two trainings on
+two cores run ~10x slower, not 2x). Per run: validation loss on the held-out standard-library
+files (the whole split, in nats per token and per character, so tokenizers compare), test-split
+task accuracy and loss of the 20 tasks, the nonsense control, and wall time. Re-running skips
+finished runs and resumes a killed one from its last checkpoint.
+
+    python benchmarks/capability_study.py --settings base,pos_learned --seeds 0,1,2
+    python benchmarks/capability_study.py --table          # the table of everything finished
+
+Results: one JSON per run in benchmarks/results/capability/, the table in
+benchmarks/results/capability/table.md (mean and spread over seeds).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from sparse_circuits.checkpoint import load_model  # noqa: E402
+from sparse_circuits.config import resolve_run_config  # noqa: E402
+from sparse_circuits.data import TokenData, load_tokenizer, prepare_data  # noqa: E402
+from sparse_circuits.fileio import read_json, write_json, write_text  # noqa: E402
+from sparse_circuits.tasks.core import all_tasks  # noqa: E402
+from sparse_circuits.tasks.evaluate import evaluate_tasks  # noqa: E402
+from sparse_circuits.train import full_validation_loss, train  # noqa: E402
+
+RESULTS = ROOT / "benchmarks" / "results" / "capability"
+LEARNED = 0.9  # a task is "done" at test accuracy >= 0.9
+
+# Corpora: keyword arguments of `prepare_data` (the CLI's `data` options).
+CORPORA = {
+    "stdlib": {"sources": ["stdlib"]},
+    "synthetic": {"sources": ["synthetic"], "synthetic_tokens": 10_000_000},
+    "mix": {"sources": ["stdlib", "synthetic"], "synthetic_share": 0.5},
+}
+
+# Settings: a corpus and overrides of the micro preset. Factors vary one at a time from `base`.
+SETTINGS: dict[str, dict] = {
+    "base": {"corpus": "stdlib", "config": {}},
+    "pos_learned": {"corpus": "stdlib", "config": {"model": {"positions": "learned"}}},
+    "pos_concat": {"corpus": "stdlib", "config": {"model": {"positions": "concat"}}},
+    "mix": {"corpus": "mix", "config": {}},
+    "mix_pos_learned": {"corpus": "mix", "config": {"model": {"positions": "learned"}}},
+    "mix_pos_concat": {"corpus": "mix", "config": {"model": {"positions": "concat"}}},
+    "synthetic": {"corpus": "synthetic", "config": {}},
+}
+
+
+def with_dense(settings: dict[str, dict]) -> dict[str, dict]:
+    out = dict(settings)
+    for name, s in settings.items():
+        cfg = json.loads(json.dumps(s["config"]))
+        cfg.setdefault("sparsity", {})["nonzero_frac"] = 1.0
+        out[f"{name}_dense"] = {"corpus": s["corpus"], "config": cfg}
+    return out
+
+
+SETTINGS = with_dense(SETTINGS)
+
+
+def data_dir(corpus: str, runs: Path) -> Path:
+    out = runs / f"data-{corpus}"
+    prepare_data(out_dir=out, log=lambda *_: None, **CORPORA[corpus])
+    return out
+
+
+def deep_merge(a: dict, b: dict) -> dict:
+    out = dict(a)
+    for k, v in b.items():
+        out[k] = deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def run_one(name: str, seed: int, runs: Path) -> dict:
+    result_path = RESULTS / f"{name}-s{seed}.json"
+    if result_path.is_file():
+        return read_json(result_path, "study result")
+    setting = SETTINGS[name]
+    data = data_dir(setting["corpus"], runs)
+    meta = read_json(data / "meta.json", "data metadata")
+    overrides = deep_merge(setting["config"], {"data_dir": str(data), "train": {"seed": seed},
+                                               "model": {"vocab_size": meta["vocab_size"]}})
+    cfg = resolve_run_config("micro", overrides)
+    run_dir = runs / f"{name}-s{seed}"
+    resume = (run_dir / "config.json").is_file()
+    t0 = time.perf_counter()
+    final = train(cfg, run_dir, resume=resume)
+    model, cfg = load_model(run_dir)
+    tokens = TokenData(cfg.data_dir)
+    val_loss, val_scored = full_validation_loss(model, tokens, cfg.model.context)
+    tok = load_tokenizer(run_dir / "tokenizer.json")
+    scores = evaluate_tasks(model, tok, all_tasks(), "test", 128, 0, tokens.bigram_logprobs(), progress=False)
+    tasks = {s.task: {"accuracy": s.accuracy, "loss": s.loss, "bigram_accuracy": s.bigram_accuracy,
+                      "error": s.error} for s in scores}
+    real = [s for s in scores if s.task != "nonsense_parity"]
+    result = {
+        "setting": name, "seed": seed, "corpus": setting["corpus"], "config": setting["config"],
+        "val_loss_per_token": val_loss, "val_tokens_scored": val_scored,
+        "val_loss_per_char": val_loss * meta["tokens"]["val"] / meta["chars"]["val"],
+        "val_loss_windows": final.get("val_loss"),
+        "tasks_learned": sorted(s.task for s in real if s.accuracy >= LEARNED),
+        "n_learned": sum(s.accuracy >= LEARNED for s in real),
+        "mean_task_loss": statistics.fmean(s.loss for s in real),
+        "control_accuracy": tasks["nonsense_parity"]["accuracy"],
+        "train_elapsed_s": final.get("elapsed_s"), "wall_s": time.perf_counter() - t0,
+        "tokens": final.get("tokens"), "tasks": tasks,
+    }
+    write_json(result_path, result)
+    return result
+
+
+def _ms(xs: list[float], fmt: str) -> str:
+    if len(xs) == 1:
+        return format(xs[0], fmt)
+    return f"{format(statistics.fmean(xs), fmt)} ± {format(statistics.stdev(xs), fmt)}"
+
+
+def table() -> str:
+    rows: dict[str, list[dict]] = {}
+    for p in sorted(RESULTS.glob("*-s*.json")):
+        r = read_json(p, "study result")
+        rows.setdefault(r["setting"], []).append(r)
+    lines = ["| setting | seeds | val nats/token | val nats/char | tasks >= 0.9 (min-max) | mean task loss | "
+             "control acc | train min |", "|---|---|---|---|---|---|---|---|"]
+    for name in SETTINGS:
+        rs = rows.get(name)
+        if not rs:
+            continue
+        n = [r["n_learned"] for r in rs]
+        lines.append(f"| {name} | {len(rs)} | {_ms([r['val_loss_per_token'] for r in rs], '.3f')} | "
+                     f"{_ms([r['val_loss_per_char'] for r in rs], '.4f')} | "
+                     f"{_ms(n, '.1f')} ({min(n)}-{max(n)}) | {_ms([r['mean_task_loss'] for r in rs], '.3f')} | "
+                     f"{_ms([r['control_accuracy'] for r in rs], '.2f')} | "
+                     f"{_ms([r['train_elapsed_s'] / 60 for r in rs], '.1f')} |")
+    tasks = [t.name for t in all_tasks()]
+    lines += ["", "Test accuracy per task (mean over seeds):", "",
+              "| task | " + " | ".join(n for n in SETTINGS if n in rows) + " |",
+              "|---|" + "---|" * sum(n in rows for n in SETTINGS)]
+    for t in tasks:
+        cells = [f"{statistics.fmean(r['tasks'][t]['accuracy'] for r in rows[n]):.2f}" for n in SETTINGS if n in rows]
+        lines.append(f"| {t} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--settings", default="", help="comma-separated: " + ", ".join(SETTINGS))
+    ap.add_argument("--seeds", default="0,1,2")
+    ap.add_argument("--runs", default=str(ROOT / "runs" / "study"), help="where data and run directories go")
+    ap.add_argument("--table", action="store_true", help="only print (and write) the table")
+    args = ap.parse_args()
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    if not args.table:
+        for name in filter(None, args.settings.split(",")):
+            if name not in SETTINGS:
+                sys.exit(f"unknown setting {name!r}; known: {', '.join(SETTINGS)}")
+            for seed in (int(s) for s in args.seeds.split(",")):
+                r = run_one(name, seed, Path(args.runs))
+                print(f"{name} seed {seed}: val {r['val_loss_per_token']:.3f} nats/token, "
+                      f"{r['n_learned']} tasks >= {LEARNED}, mean task loss {r['mean_task_loss']:.3f}", flush=True)
+    text = table()
+    write_text(RESULTS / "table.md", text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()

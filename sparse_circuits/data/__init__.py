@@ -1,0 +1,10 @@
+"""The data stage: corpus -> documents -> by-file split -> tokenizer -> token arrays.
+
+`prepare.py` reads real code and writes data directories; `synthetic.py` generates simple
+Python programs that can be mixed in.
+"""
+
+from .prepare import *  # noqa: F401,F403
+from .prepare import (  # noqa: F401  (private helpers the tests use)
+    _fingerprint,
+)
