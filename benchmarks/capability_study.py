@@ -30,6 +30,7 @@ from sparse_circuits.checkpoint import load_model  # noqa: E402
 from sparse_circuits.config import resolve_run_config  # noqa: E402
 from sparse_circuits.data import TokenData, load_tokenizer, prepare_data  # noqa: E402
 from sparse_circuits.fileio import read_json, write_json, write_text  # noqa: E402
+from sparse_circuits.tasks.contamination import contamination_report  # noqa: E402
 from sparse_circuits.tasks.core import all_tasks  # noqa: E402
 from sparse_circuits.tasks.evaluate import evaluate_tasks  # noqa: E402
 from sparse_circuits.train import full_validation_loss, train  # noqa: E402
@@ -71,6 +72,7 @@ SETTINGS = with_dense(SETTINGS)
 def data_dir(corpus: str, runs: Path) -> Path:
     out = runs / f"data-{corpus}"
     prepare_data(out_dir=out, log=lambda *_: None, **CORPORA[corpus])
+    contamination_report(out, log=lambda *_: None)
     return out
 
 

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from .config import ModelConfig, RunConfig, run_config_from_dict, to_dict
+from .config import ModelConfig, Positions, RunConfig, run_config_from_dict, to_dict
 from .errors import UserError
 from .fileio import read_json, read_safetensors, read_safetensors_metadata, write_json, write_safetensors
 from .model import GPT
@@ -32,6 +32,18 @@ MODEL_FORMAT_VERSION = "1"
 
 def model_config_hash(cfg: ModelConfig) -> str:
     return hashlib.sha256(json.dumps(to_dict(cfg), sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _hashes_accepted(cfg: ModelConfig) -> set[str]:
+    """This config's hash, and the one weights saved before `positions` replaced
+    `learned_positions: bool` carry (the same model, so they still load)."""
+    accepted = {model_config_hash(cfg)}
+    if cfg.positions != Positions.CONCAT:
+        legacy = to_dict(cfg)
+        legacy["learned_positions"] = legacy.pop("positions") == Positions.LEARNED.value
+        del legacy["d_pos"]
+        accepted.add(hashlib.sha256(json.dumps(legacy, sort_keys=True).encode()).hexdigest()[:16])
+    return accepted
 
 
 def save_weights(path: Path, model: GPT, step: int) -> None:
@@ -46,7 +58,7 @@ def load_weights_into(model: GPT, path: Path) -> int:
     meta = read_safetensors_metadata(path)
     if meta.get("format") != MODEL_FORMAT:
         raise UserError(f"{path}: not a sparse-circuits model file (format {meta.get('format')!r})")
-    if meta.get("model_config_sha") != model_config_hash(model.cfg):
+    if meta.get("model_config_sha") not in _hashes_accepted(model.cfg):
         raise UserError(f"{path}: weights were saved for a different model config than this config.json; "
                         "use the config.json that came with these weights")
     expected = model.state_dict()

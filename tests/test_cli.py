@@ -47,7 +47,21 @@ def test_data_then_train_then_resume(tmp_path, corpus_dir):
     assert "step 6/6" in r.stdout and "bigram model validation loss" in r.stdout and "wte.weight" in r.stdout
 
 
-@pytest.mark.parametrize("case", ["unknown_key", "empty_corpus", "missing_data", "corrupt_checkpoint"])
+def test_data_with_generated_programs(tmp_path, corpus_dir):
+    data = tmp_path / "mix"
+    r = cli("data", "--corpus", corpus_dir, "--corpus", "synthetic", "--synthetic-share", 0.3, "--out", data,
+            "--vocab-size", 300)
+    assert r.returncode == 0, r.stderr
+    meta = json.loads((data / "meta.json").read_text())
+    assert meta["sources"] == [str(corpus_dir), "synthetic"]
+    assert 0.3 <= meta["synthetic"]["share_of_train_tokens"] < 0.4
+    report = json.loads((data / "contamination.json").read_text())
+    assert {row["task"] for row in report["tasks"]} >= {"for_while", "nonsense_parity"}
+    assert "verbatim" in r.stdout  # the table is printed
+
+
+@pytest.mark.parametrize("case", ["unknown_key", "empty_corpus", "missing_data", "corrupt_checkpoint",
+                                  "synthetic_share_alone"])
 def test_bad_input_gives_one_line_error(tmp_path, corpus_dir, data_dir, case):
     if case == "unknown_key":
         cfg = tmp_path / "cfg.json"
@@ -57,6 +71,10 @@ def test_bad_input_gives_one_line_error(tmp_path, corpus_dir, data_dir, case):
     elif case == "empty_corpus":
         (tmp_path / "empty").mkdir()
         assert_one_line_error(cli("data", "--corpus", tmp_path / "empty", "--out", tmp_path / "d"), "is empty")
+    elif case == "synthetic_share_alone":
+        r = cli("data", "--corpus", "synthetic", "--synthetic-share", 0.5, "--out", tmp_path / "d")
+        assert_one_line_error(r, "--synthetic-share", "needs a real-code source")
+        assert not (tmp_path / "d").exists()
     elif case == "missing_data":
         r = cli("train", "--data", tmp_path / "nope", "--preset", "tiny", "--out", tmp_path / "r")
         assert_one_line_error(r, "not found")

@@ -182,3 +182,53 @@ def test_clip_grad_rms():
     p[1].grad = torch.full((300,), 0.5)
     clip_grad_rms_(p, 1.0)
     assert torch.allclose(p[0].grad, torch.full((100,), 0.5))  # below the limit: untouched
+
+
+@pytest.mark.parametrize("positions", ["learned", "concat"])
+def test_training_with_each_position_option(tmp_path, data_dir, positions):
+    from sparse_circuits.config import Positions
+
+    cfg = tiny_config(data_dir, steps=4, checkpoint_every=2, eval_every=2)
+    cfg.model.positions = Positions(positions)
+    cfg.sparsity.anneal_end = 0.0  # the target fraction from the first step
+    final = train(cfg, tmp_path / positions, progress=False)
+    assert final["step"] == 4
+    model, _ = load_model(tmp_path / positions)
+    if positions == "learned":
+        wpe = model.wpe.weight
+        assert torch.count_nonzero(wpe) == keep_count(cfg.sparsity.nonzero_frac, wpe.numel())
+    else:
+        # The read-only position channels are never projected: every entry stays nonzero,
+        # while the weights that read them are at the target fraction.
+        assert torch.count_nonzero(model.pos_channels) == model.pos_channels.numel()
+        c_q = model.blocks[0].attn.c_q.weight
+        assert c_q.shape[1] == cfg.model.d_model + cfg.model.d_pos
+        assert torch.count_nonzero(c_q) <= keep_count(cfg.sparsity.nonzero_frac, c_q.numel()) + 4 * c_q.shape[0]
+
+
+def test_weights_saved_before_positions_existed_still_load(tmp_path, trained):
+    """Run directories from before `positions` replaced `learned_positions` keep working."""
+    import hashlib
+    import shutil
+
+    from sparse_circuits.config import to_dict
+    from sparse_circuits.fileio import read_safetensors, read_safetensors_metadata, write_safetensors
+
+    out, cfg = trained
+    old = tmp_path / "old"
+    shutil.copytree(out, old)
+    legacy = to_dict(cfg.model)
+    legacy["learned_positions"] = legacy.pop("positions") == "learned"
+    del legacy["d_pos"]
+    meta = read_safetensors_metadata(old / "model.safetensors")
+    meta["model_config_sha"] = hashlib.sha256(json.dumps(legacy, sort_keys=True).encode()).hexdigest()[:16]
+    write_safetensors(old / "model.safetensors", read_safetensors(old / "model.safetensors", "w"), metadata=meta)
+    saved = json.loads((old / "config.json").read_text())
+    saved["model"] = legacy
+    (old / "config.json").write_text(json.dumps(saved))
+    model, loaded = load_model(old)
+    assert loaded.model.positions.value == "none"
+    meta["model_config_sha"] = "0" * 16  # anything else is still refused
+    write_safetensors(old / "model.safetensors", read_safetensors(old / "model.safetensors", "w"), metadata=meta)
+    with pytest.raises(UserError, match="different model config"):
+        load_model(old)

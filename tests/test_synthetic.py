@@ -1,0 +1,171 @@
+"""The simple-Python generator, corpus mixing and the contamination report (issue 10)."""
+
+import ast
+import itertools
+import re
+
+import numpy as np
+import pytest
+
+from sparse_circuits.data import TokenData, load_tokenizer, prepare_data
+from sparse_circuits.data.synthetic import generate_programs
+from sparse_circuits.errors import UserError
+from sparse_circuits.tasks.contamination import WindowHashes, contamination_report, sequence_hash
+from sparse_circuits.tasks.core import Split, get_task
+
+PROGRAMS = 400
+
+
+@pytest.fixture(scope="module")
+def programs():
+    return list(itertools.islice(generate_programs(seed=3), PROGRAMS))
+
+
+def test_generator_is_deterministic_for_a_seed(programs):
+    assert list(itertools.islice(generate_programs(seed=3), 20)) == programs[:20]
+    assert list(itertools.islice(generate_programs(seed=4), 20)) != programs[:20]
+
+
+def test_every_generated_program_parses(programs):
+    for text in programs:
+        ast.parse(text)  # raises on the first one that does not
+
+
+def _has(programs, predicate) -> bool:
+    return any(predicate(tree, text) for tree, text in programs)
+
+
+def test_every_listed_construct_occurs(programs):
+    parsed = [(ast.parse(t), t) for t in programs]
+    nodes = [(list(ast.walk(tree)), text) for tree, text in parsed]
+
+    def any_node(kind, cond=lambda n: True):
+        return any(isinstance(n, kind) and cond(n) for ns, _ in nodes for n in ns)
+
+    def any_text(pattern):
+        return any(re.search(pattern, text, re.MULTILINE) for _, text in nodes)
+
+    checks = {
+        "function with defaults": any_node(ast.FunctionDef, lambda n: n.args.defaults),
+        "keyword argument in a call": any_node(ast.Call, lambda n: n.keywords),
+        "class with __init__": any_node(ast.ClassDef, lambda n: any(
+            isinstance(b, ast.FunctionDef) and b.name == "__init__" for b in n.body)),
+        "self.x = x": any_text(r"self\.(\w+) = \1$"),
+        "for loop": any_node(ast.For),
+        "while loop with a condition": any_node(ast.While, lambda n: not isinstance(n.test, ast.Constant)),
+        "while True": any_text(r"^\s*while True:$"),
+        "if/elif/else": any_text(r"^\s*elif .*:$") and any_text(r"^\s*else:$"),
+        "ternary": any_node(ast.IfExp),
+        "list comprehension": any_node(ast.ListComp),
+        "dict comprehension": any_node(ast.DictComp),
+        "with open(...) as f": any_text(r"with open\(.*\) as \w+:"),
+        "f = open(...)": any_text(r"^\s*\w+ = open\("),
+        "write mode": any_text(r"open\([^)]*['\"]w['\"]\)"),
+        "read mode": any_text(r"open\([^)]*['\"]r['\"]\)"),
+        "dict literal": any_node(ast.Dict, lambda n: n.keys),
+        "list literal": any_node(ast.List, lambda n: n.elts),
+        "set literal or set()": any_text(r"set\(\)") and any_node(ast.Set),
+        "nested list": any_node(ast.List, lambda n: any(isinstance(e, ast.List) for e in n.elts)),
+        "f-string": any_node(ast.JoinedStr),
+        "double-quoted string": any_text(r'[(=] "\w'),
+        "single-quoted string": any_text(r"[(=] '\w"),
+        "lambda": any_node(ast.Lambda),
+        "swap": any_text(r"^\s*(\w+), (\w+) = \2, \1$"),
+        "enumerate": any_text(r"for \w+, \w+ in enumerate\("),
+        "range": any_text(r"for \w+ in range\("),
+        "try/except": any_node(ast.Try),
+        "comment": any_text(r"^\s*# "),
+        "docstring": any_node(ast.FunctionDef, lambda n: ast.get_docstring(n) is not None),
+        "set .add": any_text(r"\w+\.add\("),
+        "string +=": any_text(r"\w+ \+= (\w+|'|\")"),
+        "== True": any_text(r"== True"),
+        "return True": any_text(r"return True$"),
+        "top-level for (a script)": any_text(r"^for "),
+        "if __name__": any_text(r'^if __name__ == "__main__":'),
+    }
+    missing = [name for name, ok in checks.items() if not ok]
+    assert not missing, missing
+
+
+def test_generator_shares_no_pools_with_the_tasks():
+    import sparse_circuits.data.synthetic as synthetic
+
+    tree = ast.parse(open(synthetic.__file__, encoding="utf-8").read())
+    imported = [n.module or "" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)]
+    imported += [a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names]
+    assert not [m for m in imported if "tasks" in m], imported
+
+
+def _synthetic_tokens(meta) -> int:
+    return meta["synthetic"]["tokens"]
+
+
+def test_token_budget_is_met_by_whole_programs(tmp_path, corpus_dir):
+    meta = prepare_data([str(corpus_dir), "synthetic"], tmp_path / "d", vocab_size=300, val_frac=0.2,
+                        synthetic_tokens=20_000, log=lambda *_: None)
+    tok = load_tokenizer(tmp_path / "d" / "tokenizer.json")
+    longest = max(len(tok.encode(p).ids) + 1 for p in itertools.islice(generate_programs(0), meta["synthetic"]["files"]))
+    assert 20_000 <= _synthetic_tokens(meta) < 20_000 + longest
+    assert meta["tokens"]["train"] == np.fromfile(tmp_path / "d" / "train.bin", dtype=np.uint16).size
+
+
+def test_share_budget_and_the_real_validation_split(tmp_path, corpus_dir):
+    real = prepare_data(str(corpus_dir), tmp_path / "real", vocab_size=300, val_frac=0.2, log=lambda *_: None)
+    mix = prepare_data([str(corpus_dir), "synthetic"], tmp_path / "mix", vocab_size=300, val_frac=0.2,
+                       synthetic_share=0.5, log=lambda *_: None)
+    share = mix["synthetic"]["share_of_train_tokens"]
+    assert 0.5 <= share < 0.6
+    # Validation stays the real files, the same ones as without generated code.
+    assert mix["val_files"] == real["val_files"] and mix["chars"]["val"] == real["chars"]["val"]
+    tok = load_tokenizer(tmp_path / "mix" / "tokenizer.json")
+    assert "synthetic/" not in " ".join(mix["val_files"])
+    val_text = tok.decode(TokenData(tmp_path / "mix").val.astype(np.int64).tolist())
+    assert "def func_" in val_text  # the test corpus's own code
+
+
+def test_file_budget_and_synthetic_only(tmp_path):
+    meta = prepare_data(["synthetic"], tmp_path / "s", vocab_size=300, synthetic_files=60, log=lambda *_: None)
+    assert meta["synthetic"]["files"] == 60 and meta["files"]["train"] == 60
+    assert meta["files"]["val"] >= 1 and meta["split"]["validation"].startswith("generated")
+    again = prepare_data(["synthetic"], tmp_path / "s2", vocab_size=300, synthetic_files=60, log=lambda *_: None)
+    assert again["sha256"]["train.bin"] == meta["sha256"]["train.bin"]  # deterministic
+
+
+@pytest.mark.parametrize("sources, kwargs, message", [
+    (["synthetic"], {"synthetic_share": 0.5}, "needs a real-code source"),
+    (["stdlib"], {"synthetic_tokens": 100}, "not a --corpus source"),
+    (["synthetic"], {"synthetic_tokens": 100, "synthetic_files": 3}, "one synthetic budget"),
+    (["synthetic"], {"synthetic_tokens": 0}, "must be >= 1"),
+    (["synthetic", "synthetic"], {}, "given twice"),
+])
+def test_bad_budgets_are_one_line_errors_and_write_nothing(tmp_path, sources, kwargs, message):
+    with pytest.raises(UserError, match=message):
+        prepare_data(sources, tmp_path / "d", vocab_size=300, log=lambda *_: None, **kwargs)
+    assert not (tmp_path / "d").exists()
+
+
+def test_window_hashes_match_sequence_hashes():
+    tokens = np.random.default_rng(0).integers(0, 40, size=500).astype(np.uint16)
+    windows = WindowHashes(tokens)
+    for length in (1, 3, 9):
+        hashes = windows.of_length(length)
+        for s in (0, 17, 500 - length):
+            assert hashes[s] == sequence_hash(tokens[s:s + length].tolist())
+
+
+def test_contamination_finds_a_planted_test_prompt(tmp_path, corpus_dir):
+    import shutil
+
+    planted_dir = tmp_path / "corpus"
+    shutil.copytree(corpus_dir, planted_dir)
+    spec = get_task("while_return_true").draw_pairs(Split.TEST, 1, 0)[0]
+    # Plant prompt A of the first test pair in many training files (the split is by file).
+    for i, path in enumerate(sorted(planted_dir.rglob("*.py"))):
+        path.write_text(path.read_text() + "\n\n" + spec.prompt_a + spec.cont_a + spec.ending_a)
+    prepare_data(str(planted_dir), tmp_path / "d", vocab_size=300, val_frac=0.2, log=lambda *_: None)
+    report = contamination_report(tmp_path / "d", n_pairs=16, log=lambda *_: None)
+    rows = {r["task"]: r for r in report["tasks"]}
+    assert rows["while_return_true"]["verbatim"] >= 1 and rows["while_return_true"]["long_verbatim"] >= 1
+    assert all(r["long_verbatim"] == 0 for name, r in rows.items() if name != "while_return_true")
+    clean = contamination_report(tmp_path / "d", n_pairs=16, log=lambda *_: None)  # reused, same numbers
+    assert [r["verbatim"] for r in clean["tasks"]] == [r["verbatim"] for r in report["tasks"]]
