@@ -54,6 +54,11 @@ SETTINGS: dict[str, dict] = {
     "mix_pos_learned": {"corpus": "mix", "config": {"model": {"positions": "learned"}}},
     "mix_pos_concat": {"corpus": "mix", "config": {"model": {"positions": "concat"}}},
     "synthetic": {"corpus": "synthetic", "config": {}},
+    # Depth, width and tokens, on the mixed corpus.
+    "mix_L3": {"corpus": "mix", "config": {"model": {"n_layer": 3}}},
+    "mix_L4": {"corpus": "mix", "config": {"model": {"n_layer": 4}}},
+    "mix_w256": {"corpus": "mix", "config": {"model": {"d_model": 256, "d_mlp": 1024}}},
+    "mix_2x_tokens": {"corpus": "mix", "config": {"train": {"steps": 4000}}},
 }
 
 
@@ -154,6 +159,27 @@ def table() -> str:
     return "\n".join(lines) + "\n"
 
 
+def naturalness_table(runs: Path) -> str:
+    """Per task and corpus: prompts found verbatim (long ones), last-3-token counts, flagged share."""
+    reports = {c: read_json(runs / f"data-{c}" / "contamination.json", "contamination report")
+               for c in CORPORA if (runs / f"data-{c}" / "contamination.json").is_file()}
+    if not reports:
+        return ""
+    head = " | ".join(f"{c}: verbatim (long) / last-3 median / flagged" for c in reports)
+    lines = ["", "Task test prompts against each corpus's training tokens (contamination.json):", "",
+             f"| task | {head} |", "|---|" + "---|" * len(reports)]
+    rows = {c: {r["task"]: r for r in rep["tasks"]} for c, rep in reports.items()}
+    for t in all_tasks():
+        cells = []
+        for c in reports:
+            r = rows[c][t.name]
+            cells.append("not expressible" if r["error"] else
+                         f"{r['verbatim']} ({r['long_verbatim']}) / {r['last3_median_count']:,.0f} / "
+                         f"{r['last3_rare_share']:.2f}")
+        lines.append(f"| {t.name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--settings", default="", help="comma-separated: " + ", ".join(SETTINGS))
@@ -170,7 +196,7 @@ def main() -> None:
                 r = run_one(name, seed, Path(args.runs))
                 print(f"{name} seed {seed}: val {r['val_loss_per_token']:.3f} nats/token, "
                       f"{r['n_learned']} tasks >= {LEARNED}, mean task loss {r['mean_task_loss']:.3f}", flush=True)
-    text = table()
+    text = table() + naturalness_table(Path(args.runs))
     write_text(RESULTS / "table.md", text)
     print(text)
 
