@@ -54,11 +54,11 @@ SETTINGS: dict[str, dict] = {
     "mix_pos_learned": {"corpus": "mix", "config": {"model": {"positions": "learned"}}},
     "mix_pos_concat": {"corpus": "mix", "config": {"model": {"positions": "concat"}}},
     "synthetic": {"corpus": "synthetic", "config": {}},
-    # Depth, width and tokens, on the mixed corpus.
-    "mix_L3": {"corpus": "mix", "config": {"model": {"n_layer": 3}}},
-    "mix_L4": {"corpus": "mix", "config": {"model": {"n_layer": 4}}},
-    "mix_w256": {"corpus": "mix", "config": {"model": {"d_model": 256, "d_mlp": 1024}}},
-    "mix_2x_tokens": {"corpus": "mix", "config": {"train": {"steps": 4000}}},
+    # Depth, width and tokens, on the mixed corpus with concatenated positions.
+    "mix_concat_L3": {"corpus": "mix", "config": {"model": {"positions": "concat", "n_layer": 3}}},
+    "mix_concat_L4": {"corpus": "mix", "config": {"model": {"positions": "concat", "n_layer": 4}}},
+    "mix_concat_w256": {"corpus": "mix", "config": {"model": {"positions": "concat", "d_model": 256, "d_mlp": 1024}}},
+    "mix_concat_2x_tokens": {"corpus": "mix", "config": {"model": {"positions": "concat"}, "train": {"steps": 4000}}},
 }
 
 
