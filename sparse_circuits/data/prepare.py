@@ -170,15 +170,20 @@ def load_tokenizer(path: str | os.PathLike) -> Tokenizer:
         raise UserError(f"{path}: not a valid tokenizer.json ({e})") from None
 
 
-def encode_documents(tok: Tokenizer, docs: list[Document], desc: str) -> np.ndarray:
+def encode_each(tok: Tokenizer, docs: list[Document], desc: str = "encode") -> list[np.ndarray]:
+    """Token ids of each document followed by <|endoftext|>, one uint16 array per document."""
     eot = tok.token_to_id(EOT)
-    chunks: list[np.ndarray] = []
+    out: list[np.ndarray] = []
     batch = 64
     for i in tqdm(range(0, len(docs), batch), desc=desc, unit="batch", leave=False):
         for enc in tok.encode_batch([d.text for d in docs[i:i + batch]], add_special_tokens=False):
-            chunks.append(np.asarray(enc.ids, dtype=np.uint16))
-            chunks.append(np.asarray([eot], dtype=np.uint16))
-    return np.concatenate(chunks) if chunks else np.zeros(0, dtype=np.uint16)
+            out.append(np.asarray(enc.ids + [eot], dtype=np.uint16))
+    return out
+
+
+def encode_documents(tok: Tokenizer, docs: list[Document], desc: str) -> np.ndarray:
+    pieces = encode_each(tok, docs, desc)
+    return np.concatenate(pieces) if pieces else np.zeros(0, dtype=np.uint16)
 
 
 def bigram_counts(tokens: np.ndarray, vocab_size: int) -> np.ndarray:
@@ -294,16 +299,6 @@ class _SyntheticDraw:
         return new
 
 
-def _encode_each(tok: Tokenizer, docs: list[Document]) -> list[np.ndarray]:
-    """Token ids of each document followed by <|endoftext|>, one array per document."""
-    eot = tok.token_to_id(EOT)
-    out = []
-    for i in range(0, len(docs), 256):
-        for enc in tok.encode_batch([d.text for d in docs[i:i + 256]], add_special_tokens=False):
-            out.append(np.asarray(enc.ids + [eot], dtype=np.uint16))
-    return out
-
-
 def prepare_data(sources: str | list[str], out_dir: str | os.PathLike, vocab_size: int = 2048,
                  val_frac: float = 0.05, seed: int = 0, synthetic_share: float | None = None,
                  synthetic_tokens: int | None = None, synthetic_files: int | None = None,
@@ -363,14 +358,14 @@ def prepare_data(sources: str | list[str], out_dir: str | os.PathLike, vocab_siz
     val_tokens = encode_documents(tok, val_docs, "encode val")
     synthetic_meta = None
     if budget is not None:
-        pieces = _encode_each(tok, draw.docs)
+        pieces = encode_each(tok, draw.docs, "encode generated")
         if budget.files is not None:
             target = None
         else:
             target = budget.tokens if budget.tokens is not None else \
                 math.ceil(train_tokens.size * budget.share / (1 - budget.share))
             while sum(p.size for p in pieces) < target:  # the first draw fell short: draw more
-                pieces += _encode_each(tok, draw.more(n_chars=int((target - sum(p.size for p in pieces)) * 4)))
+                pieces += encode_each(tok, draw.more(n_chars=int((target - sum(p.size for p in pieces)) * 4)))
             cum = np.cumsum([p.size for p in pieces])
             pieces = pieces[:int(np.searchsorted(cum, target)) + 1]
         kept = draw.docs[:len(pieces)]
