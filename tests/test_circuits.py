@@ -15,7 +15,7 @@ from sparse_circuits.circuits.prune import (
     smallest_passing,
 )
 from sparse_circuits.circuits.validate import validate
-from sparse_circuits.config import BigramTable, ModelConfig
+from sparse_circuits.config import BigramTable, ModelConfig, Positions
 from sparse_circuits.hooks import Hooks
 from sparse_circuits.model import GPT
 from sparse_circuits.tasks.evaluate import TaskTensors, score_logit_diffs
@@ -23,13 +23,14 @@ from sparse_circuits.tasks.evaluate import TaskTensors, score_logit_diffs
 import planted
 
 
-def small_model():
+def small_model(**kw):
     torch.manual_seed(0)
-    return GPT(ModelConfig(n_layer=2, d_model=32, d_head=16, d_mlp=64, context=16, vocab_size=50)).eval()
+    return GPT(ModelConfig(n_layer=2, d_model=32, d_head=16, d_mlp=64, context=16, vocab_size=50, **kw)).eval()
 
 
-def test_all_masks_on_reproduce_the_plain_forward_exactly():
-    model = small_model()
+@pytest.mark.parametrize("positions", [Positions.NONE, Positions.CONCAT])
+def test_all_masks_on_reproduce_the_plain_forward_exactly(positions):
+    model = small_model(positions=positions)
     idx = torch.randint(0, 50, (3, 16))
     masks = NodeMasks(model)
     means = node_means(model, [idx], progress=False)
@@ -125,6 +126,20 @@ def test_edges_on_a_hand_built_model():
         ("0.attn.resid_delta:4", "0.mlp.act_in:4"), ("0.attn.resid_delta:4", "1.mlp.act_in:4"),
         ("0.mlp.resid_delta:6", "1.attn.act_in:6")])
     assert e.qk_pairs == [("0.attn.q:5", "0.attn.k:5")]
+
+
+def test_edges_skip_the_concatenated_position_columns():
+    model = small_model(positions=Positions.CONCAT, d_pos=8)
+    keep = {n: torch.ones(s.width, dtype=torch.bool) for n, s in model.node_sites().items()}
+    e = count_edges(model, keep)
+    # Every nonzero weight between two nodes is an edge; reads of the position channels are not.
+    d = 32
+    expected = sum(int(torch.count_nonzero(w)) for b in model.blocks for w in (
+        b.attn.c_q.weight[:, :d], b.attn.c_k.weight[:, :d], b.attn.c_v.weight[:, :d], b.attn.c_proj.weight,
+        b.mlp.c_fc.weight[:, :d], b.mlp.c_proj.weight))
+    assert e.num_edges == expected
+    assert all(int(x.src.split(":")[1]) < d for x in e.weights if "act_in" in x.src)
+    assert any("act_in" in x.src for x in e.weights)
 
 
 @pytest.fixture(scope="module")
