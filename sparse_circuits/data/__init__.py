@@ -5,6 +5,3 @@ Python programs that can be mixed in.
 """
 
 from .prepare import *  # noqa: F401,F403
-from .prepare import (  # noqa: F401  (private helpers the tests use)
-    _fingerprint,
-)

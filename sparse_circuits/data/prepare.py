@@ -364,8 +364,11 @@ def prepare_data(sources: str | list[str], out_dir: str | os.PathLike, vocab_siz
         else:
             target = budget.tokens if budget.tokens is not None else \
                 math.ceil(train_tokens.size * budget.share / (1 - budget.share))
-            while sum(p.size for p in pieces) < target:  # the first draw fell short: draw more
-                pieces += encode_each(tok, draw.more(n_chars=int((target - sum(p.size for p in pieces)) * 4)))
+            have = sum(p.size for p in pieces)
+            while have < target:  # the first draw fell short: draw more
+                more = encode_each(tok, draw.more(n_chars=int((target - have) * 4)))
+                pieces += more
+                have += sum(p.size for p in more)
             cum = np.cumsum([p.size for p in pieces])
             pieces = pieces[:int(np.searchsorted(cum, target)) + 1]
         kept = draw.docs[:len(pieces)]

@@ -37,10 +37,7 @@ LONG_PROMPT = 12  # tokens; shorter prompts can occur verbatim by chance
 RARE = 3  # a trigram seen fewer times than this in training is "(almost) never seen"
 RARE_LAST3 = 10  # the same for the prompt's last three tokens, where the decision is made
 _P = np.uint64(0x9E3779B97F4A7C15)  # odd, so invertible mod 2^64
-
-
-def _inverse_mod_2_64(a: int) -> int:
-    return pow(a, -1, 1 << 64)
+_P_INV = pow(int(_P), -1, 1 << 64)
 
 
 class WindowHashes:
@@ -50,7 +47,7 @@ class WindowHashes:
         n = tokens.size
         with np.errstate(over="ignore"):
             self.pow = np.concatenate([[np.uint64(1)], np.cumprod(np.full(n, _P, dtype=np.uint64))])  # P^i
-            inv = np.cumprod(np.full(n, np.uint64(_inverse_mod_2_64(int(_P))), dtype=np.uint64))
+            inv = np.cumprod(np.full(n, np.uint64(_P_INV), dtype=np.uint64))
             inv = np.concatenate([[np.uint64(1)], inv[:-1]])  # P^-i
             terms = (tokens.astype(np.uint64) + np.uint64(1)) * inv
             self.prefix = np.concatenate([[np.uint64(0)], np.cumsum(terms, dtype=np.uint64)])
@@ -65,11 +62,10 @@ class WindowHashes:
 def sequence_hash(seq: list[int]) -> np.uint64:
     """The hash WindowHashes gives a window holding exactly `seq`."""
     h = 0
-    inv = _inverse_mod_2_64(int(_P))
     p = 1
     for t in seq:
         h = (h + (t + 1) * p) % (1 << 64)
-        p = p * inv % (1 << 64)
+        p = p * _P_INV % (1 << 64)
     return np.uint64(h)
 
 
