@@ -21,7 +21,7 @@ browser:
 	@command -v chromium >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq chromium >/dev/null) \
 		|| echo "warning: could not install chromium; the browser tests will be skipped"
 
-# Main job on the embedded default: stdlib corpus -> tokenizer -> micro sparse and dense models ->
+# Main job on the embedded default: stdlib + generated programs -> tokenizer -> micro sparse and dense models ->
 # task scores -> circuits -> report. Re-running reuses finished stages.
 demo: install
 	$(SC) demo --out $(RUNS)/demo

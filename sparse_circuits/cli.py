@@ -10,6 +10,7 @@ from pathlib import Path
 import click
 
 from .config import Preset, resolve_run_config, to_dict
+from .data.prepare import DEFAULT_SOURCES
 from .errors import UserError
 from .fileio import read_json
 
@@ -31,7 +32,7 @@ def main() -> None:
 
 
 @main.command()
-@click.option("--corpus", "sources", multiple=True, default=("stdlib",), show_default=True,
+@click.option("--corpus", "sources", multiple=True, default=DEFAULT_SOURCES, show_default=True,
               help="repeatable: 'stdlib', a directory or glob of .py files, a .txt/.jsonl file, or 'synthetic' "
                    "(generated simple programs)")
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="data directory to write")
@@ -317,11 +318,13 @@ def prune_all_cmd(model_dir, out_dir, reuse, target_loss, ablation, freeze_norms
                 f"not attempted: whole-model loss {r['full_model_loss']:.3f}"
             click.echo(f"{name:<28} {'-':>6} {'-':>6}  {reason}")
             continue
+        mark = "  bigram-decided" if r.get("bigram_decided") else ""
         click.echo(f"{name:<28} {r['num_nodes']:>6} {r['num_edges']:>6} {r['loss']:>6.3f} {r['test_loss']:>6.3f} "
-                   f"{r['necessity_loss']:>7.3f} {r['random_loss']:>6.3f}")
+                   f"{r['necessity_loss']:>7.3f} {r['random_loss']:>6.3f}{mark}")
     gm = s["geomean_edges"]
-    click.echo(f"geometric mean of edges over {s['tasks_with_circuit']} tasks with a circuit: "
-               + (f"{gm:.1f}" if gm is not None else "-") + f"  ({out}/summary.json)")
+    left_out = f", leaving out the bigram-decided {', '.join(s['bigram_decided'])}" if s["bigram_decided"] else ""
+    click.echo(f"geometric mean of edges over {len(s['geomean_tasks'])} of {s['tasks_with_circuit']} tasks with a "
+               f"circuit{left_out}: " + (f"{gm:.1f}" if gm is not None else "-") + f"  ({out}/summary.json)")
 
 
 @main.command("validate")
@@ -387,7 +390,8 @@ def view(site_dir, port) -> None:
 @click.option("--quick", is_flag=True, help="the same pipeline at the tiny scale (a few minutes; for smoke tests)")
 @_user_errors
 def demo(out_dir, quick) -> None:
-    """The whole method on the embedded stdlib corpus: data, sparse and dense models, tasks, circuits, report."""
+    """The whole method on the embedded corpus (the stdlib and generated programs): data, sparse and dense
+    models, tasks, circuits, report."""
     from .demo import run_demo, summary_table
 
     summary = run_demo(out_dir, quick=quick, log=click.echo)

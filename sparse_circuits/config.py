@@ -192,8 +192,10 @@ PRESETS: dict[Preset, dict[str, Any]] = {
         "train": {"steps": 50, "batch_size": 8, "eval_every": 25, "checkpoint_every": 25, "log_every": 5},
     },
     # The embedded default: a real model in ~10-15 minutes on 2 CPU cores (docs/results.md).
+    # [ours] Concatenated read-only positions: the capability study's best option at this size
+    # (more tasks and lower real-code loss than none or learned-added, docs/results.md).
     Preset.MICRO: {
-        "model": {"n_layer": 2, "d_model": 128, "d_head": 16, "d_mlp": 512, "context": 128},
+        "model": {"n_layer": 2, "d_model": 128, "d_head": 16, "d_mlp": 512, "context": 128, "positions": "concat"},
         "sparsity": {"nonzero_frac": 1 / 16},
         "train": {"steps": 2000, "batch_size": 32, "lr": 3e-3},
     },

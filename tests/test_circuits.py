@@ -222,3 +222,19 @@ def test_prune_all_reuses_only_rows_with_the_same_weights_settings_and_files(tmp
     for key, other in (("weights_sha256", "b" * 64), ("budget", 2), ("prune_config", {"steps": 100})):
         assert _earlier_rows(tmp_path, settings | {key: other}) == {}
     assert _earlier_rows(tmp_path / "nowhere", settings) == {}
+
+
+def test_prune_all_summary_keeps_bigram_decided_tasks_and_controls_out_of_the_geometric_mean():
+    from sparse_circuits.circuits.api import BIGRAM_DECIDED, _finish_summary, bigram_decided
+
+    assert bigram_decided(BIGRAM_DECIDED) and not bigram_decided(BIGRAM_DECIDED - 0.01) and not bigram_decided(None)
+    rows = {"a": {"num_edges": 4, "control": False, "bigram_decided": False},
+            "b": {"num_edges": 0, "control": False, "bigram_decided": False},  # a 0-edge circuit counts as 1
+            "elif": {"num_edges": 1000, "control": False, "bigram_decided": True},
+            "ctrl": {"num_edges": 50, "control": True, "bigram_decided": False},
+            "none": {"num_edges": None, "control": False, "bigram_decided": False}}
+    summary = {"tasks": rows}
+    _finish_summary(summary)
+    assert summary["geomean_edges"] == pytest.approx(2.0)
+    assert summary["geomean_tasks"] == ["a", "b"] and summary["bigram_decided"] == ["elif"]
+    assert summary["tasks_with_circuit"] == 3

@@ -17,6 +17,8 @@ def test_presets_resolve_and_validate():
         assert cfg.preset == preset and cfg.model.d_model % cfg.model.d_head == 0
     tiny = resolve_run_config("tiny")
     assert (tiny.model.n_layer, tiny.model.d_model, tiny.model.context) == (2, 32, 64)
+    # The embedded default uses the capability study's choice (docs/results.md).
+    assert resolve_run_config("micro").model.positions.value == "concat"
 
 
 def test_round_trip_through_json_dict():

@@ -13,6 +13,10 @@ def test_demo_quick_end_to_end_then_reused(tmp_path):
     res = runner.invoke(main, ["demo", "--quick", "--out", str(out)])
     assert res.exit_code == 0, res.output
     summary = json.loads((out / "demo.json").read_text())
+    meta = json.loads((out / "data" / "meta.json").read_text())
+    assert meta["sources"] == ["stdlib", "synthetic"] and meta["synthetic"]["tokens"] >= 500_000
+    assert "generated" in summary["stages"][0]["note"]
+    assert all(isinstance(r["bigram_decided"], bool) for r in summary["tasks"].values())
     assert [s["name"] for s in summary["stages"]] == ["data", "train sparse", "train dense", "task scores",
                                                       "prune sparse", "prune dense", "report"]
     for kind in ("sparse", "dense"):

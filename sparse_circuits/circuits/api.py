@@ -18,7 +18,7 @@ from .circuit import Circuit, check_circuit_model, load_circuit
 from .edges import count_edges
 from .masks import Ablation
 from .means import load_or_compute_means, task_means
-from ..tasks.evaluate import TaskTensors
+from ..tasks.evaluate import TaskTensors, load_or_evaluate_run
 from .prune import PruneConfig, PruneResult, prune_search
 from .validate import Validation, validate
 
@@ -27,6 +27,10 @@ PRUNE_PAIRS = 128
 # prune-all attempts a task only if the whole model does it: task loss at most this on the train
 # split (chance is ln 2 = 0.693). Pruning can beat the whole model, but not from chance.
 MAX_FULL_LOSS = 0.45
+# A task whose test split the corpus bigram table alone gets this right (prediction from the last
+# token only) is decided by the model's bigram table, not by a circuit: it is marked and kept out
+# of the geometric mean (issue 10; else_elif is the example, docs/results.md).
+BIGRAM_DECIDED = 0.8
 
 
 class NoCircuit(UserError):
@@ -118,6 +122,7 @@ def prune_all(run_dir: str | os.PathLike, out_root: str | os.PathLike, cfg: Prun
                "target_loss": cfg.target_loss, "ablation": cfg.ablation.value, "budget": budget, "pairs": n_pairs,
                "max_full_loss": max_full_loss, "prune_config": cfg.as_dict(), "tasks": {}}
     earlier = _earlier_rows(out_root, summary) if reuse else {}
+    scores = {s["task"]: s for s in load_or_evaluate_run(run_dir, progress=progress)["scores"]}
     rows = summary["tasks"]
     for task in all_tasks(include_controls):
         if task.name in earlier:
@@ -126,6 +131,9 @@ def prune_all(run_dir: str | os.PathLike, out_root: str | os.PathLike, cfg: Prun
         else:
             rows[task.name] = _prune_and_validate(run_dir, out_root, task, cfg, budget, n_pairs, max_full_loss,
                                                   progress, log)
+        score = scores[task.name]
+        rows[task.name] |= {"test_accuracy": score["accuracy"], "bigram_accuracy": score["bigram_accuracy"],
+                            "bigram_decided": bigram_decided(score["bigram_accuracy"])}
         _finish_summary(summary)
         write_json(out_root / "summary.json", summary)
     return summary
@@ -169,7 +177,20 @@ def _earlier_rows(out_root: Path, summary: dict) -> dict:
 CIRCUIT_FILES = ("circuit.json", "circuit.safetensors", "validation.json")
 
 
+def bigram_decided(bigram_accuracy: float | None) -> bool:
+    return bigram_accuracy is not None and bigram_accuracy >= BIGRAM_DECIDED
+
+
+def geomean_edges(edge_counts: list[int]) -> float | None:
+    """Geometric mean of edge counts; a 0-edge circuit counts as 1."""
+    return math.exp(sum(math.log(max(e, 1)) for e in edge_counts) / len(edge_counts)) if edge_counts else None
+
+
 def _finish_summary(summary: dict) -> None:
-    found = [r["num_edges"] for r in summary["tasks"].values() if r["num_edges"] is not None and not r["control"]]
-    summary["geomean_edges"] = math.exp(sum(math.log(max(e, 1)) for e in found) / len(found)) if found else None
+    rows = summary["tasks"]
+    found = [n for n, r in rows.items() if r["num_edges"] is not None and not r["control"]]
+    counted = [n for n in found if not rows[n].get("bigram_decided")]
+    summary["geomean_edges"] = geomean_edges([rows[n]["num_edges"] for n in counted])
+    summary["geomean_tasks"] = counted
+    summary["bigram_decided"] = [n for n in found if rows[n].get("bigram_decided")]
     summary["tasks_with_circuit"] = len(found)

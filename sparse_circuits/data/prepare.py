@@ -209,6 +209,9 @@ def unigram_loss(train: np.ndarray, val: np.ndarray, vocab_size: int) -> float:
 
 
 SYNTHETIC = "synthetic"  # the source name of the generated simple programs (synthetic.py)
+# The default corpus of `data` and `demo`: the stdlib with generated programs as half the training
+# tokens. The capability study (docs/results.md) found the generated programs buy most tasks.
+DEFAULT_SOURCES = ("stdlib", SYNTHETIC)
 # [ours] Defaults when `synthetic` is a source and no budget is given.
 DEFAULT_SYNTHETIC_SHARE = 0.5  # of the training tokens, next to real code
 DEFAULT_SYNTHETIC_TOKENS = 10_000_000  # alone
