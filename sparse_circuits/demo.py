@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Callable
 
 from .checkpoint import load_run_config
-from .circuits.api import bigram_decided, geomean_edges, prune_all
+from .circuits.api import bigram_decided, prune_all, shared_geomean
 from .circuits.prune import PruneConfig
 from .config import RunConfig, resolve_run_config, to_dict
 from .data import DEFAULT_SOURCES, prepare_data
@@ -155,27 +155,24 @@ class Demo:
     # -- summary --------------------------------------------------------------------------------
 
     def summary(self) -> dict:
-        rows = {}
+        rows, summaries = {}, {}
         for kind in ("sparse", "dense"):
             run_dir = self.run_dir(kind)
             scores = {s["task"]: s for s in load_or_evaluate_run(run_dir, progress=False)["scores"]}
-            circuits = read_json(run_dir / "circuits" / "summary.json", "prune-all summary")["tasks"]
+            summaries[kind] = read_json(run_dir / "circuits" / "summary.json", "prune-all summary")
             for task, score in scores.items():
                 row = rows.setdefault(task, {})
-                c = circuits.get(task, {})
+                c = summaries[kind]["tasks"].get(task, {})
                 row[kind] = {"accuracy": score["accuracy"], "loss": score["loss"],
                              "nodes": c.get("num_nodes"), "edges": c.get("num_edges"), "control": c.get("control")}
                 row["bigram_decided"] = bigram_decided(score["bigram_accuracy"])
-        # Over the tasks both models have a circuit for, neither a control nor decided by the bigram table.
-        both = [r for r in rows.values() if r["sparse"]["edges"] is not None and r["dense"]["edges"] is not None
-                and not r["sparse"]["control"] and not r["bigram_decided"]]
-        geo = lambda key: geomean_edges([r[key]["edges"] for r in both])
+        shared = shared_geomean(summaries)
         return {"scale": self.scale.name, "out": str(self.out), "report": str(self.site_dir / "index.html"),
                 "stages": [{"name": r.name, "seconds": r.seconds, "note": r.note} for r in self.results],
                 "total_seconds": sum(r.seconds for r in self.results),
                 "val_loss": {k: final_metrics(self.run_dir(k)).get("val_loss") for k in ("sparse", "dense")},
-                "report_pages": self.report_pages, "tasks": rows, "geomean_edges_both": {"sparse": geo("sparse"), "dense": geo("dense"),
-                                                      "tasks": len(both)}}
+                "report_pages": self.report_pages, "tasks": rows,
+                "geomean_edges_both": shared["geomean_edges"] | {"tasks": len(shared["tasks"])}}
 
 
 def _duration(seconds: float) -> str:

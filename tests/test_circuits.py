@@ -238,3 +238,17 @@ def test_prune_all_summary_keeps_bigram_decided_tasks_and_controls_out_of_the_ge
     assert summary["geomean_edges"] == pytest.approx(2.0)
     assert summary["geomean_tasks"] == ["a", "b"] and summary["bigram_decided"] == ["elif"]
     assert summary["tasks_with_circuit"] == 3
+
+
+def test_shared_geomean_uses_the_same_tasks_for_every_model():
+    from sparse_circuits.circuits.api import shared_geomean
+
+    def row(edges, control=False, bigram=False):
+        return {"num_edges": edges, "control": control, "bigram_decided": bigram}
+
+    sparse = {"tasks": {"a": row(10), "b": row(1), "c": row(5), "elif": row(2, bigram=True), "ctrl": row(3, True)}}
+    dense = {"tasks": {"a": row(40), "b": row(16), "c": row(None), "elif": row(9, bigram=True), "ctrl": row(7, True)}}
+    out = shared_geomean({"sparse": sparse, "dense": dense})
+    assert out["tasks"] == ["a", "b"]  # c: no dense circuit; elif: bigram-decided; ctrl: a control
+    assert out["geomean_edges"]["sparse"] == pytest.approx(10 ** 0.5)
+    assert out["geomean_edges"]["dense"] == pytest.approx(640 ** 0.5)

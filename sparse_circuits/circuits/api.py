@@ -186,11 +186,23 @@ def geomean_edges(edge_counts: list[int]) -> float | None:
     return math.exp(sum(math.log(max(e, 1)) for e in edge_counts) / len(edge_counts)) if edge_counts else None
 
 
+def shared_geomean(summaries: dict[str, dict]) -> dict:
+    """Geometric mean of edges of each model's circuits over the same tasks: those every model has a
+    circuit for, leaving out controls and bigram-decided tasks. `summaries`: name -> prune-all summary."""
+    def counted(row: dict | None) -> bool:
+        return row is not None and row["num_edges"] is not None and not row["control"] and not row["bigram_decided"]
+
+    first = next(iter(summaries.values()))["tasks"]
+    tasks = [t for t in first if all(counted(s["tasks"].get(t)) for s in summaries.values())]
+    return {"tasks": tasks,
+            "geomean_edges": {n: geomean_edges([s["tasks"][t]["num_edges"] for t in tasks]) for n, s in summaries.items()}}
+
+
 def _finish_summary(summary: dict) -> None:
     rows = summary["tasks"]
     found = [n for n, r in rows.items() if r["num_edges"] is not None and not r["control"]]
-    counted = [n for n in found if not rows[n].get("bigram_decided")]
+    counted = [n for n in found if not rows[n]["bigram_decided"]]
     summary["geomean_edges"] = geomean_edges([rows[n]["num_edges"] for n in counted])
     summary["geomean_tasks"] = counted
-    summary["bigram_decided"] = [n for n in found if rows[n].get("bigram_decided")]
+    summary["bigram_decided"] = [n for n in found if rows[n]["bigram_decided"]]
     summary["tasks_with_circuit"] = len(found)
