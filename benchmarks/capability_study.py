@@ -111,7 +111,7 @@ def run_one(name: str, seed: int, runs: Path) -> dict:
     final = train(cfg, run_dir, resume=resume)
     model, cfg = load_model(run_dir)
     tokens = TokenData(cfg.data_dir)
-    val_loss, val_scored = full_validation_loss(model, tokens, cfg.model.context)
+    held_out = full_validation_loss(model, tokens, cfg.model.context)
     tok = load_tokenizer(run_dir / "tokenizer.json")
     scores = evaluate_tasks(model, tok, all_tasks(), "test", 128, 0, tokens.bigram_logprobs(), progress=False)
     tasks = {s.task: {"accuracy": s.accuracy, "loss": s.loss, "bigram_accuracy": s.bigram_accuracy,
@@ -119,8 +119,8 @@ def run_one(name: str, seed: int, runs: Path) -> dict:
     real = [s for s in scores if s.task != "nonsense_parity"]
     result = {
         "setting": name, "seed": seed, "corpus": setting["corpus"], "config": setting["config"],
-        "val_loss_per_token": val_loss, "val_tokens_scored": val_scored,
-        "val_loss_per_char": val_loss * meta["tokens"]["val"] / meta["chars"]["val"],
+        "val_loss_per_token": held_out.nats_per_token, "val_tokens_scored": held_out.tokens_scored,
+        "val_loss_per_char": held_out.nats_per_char,
         "val_loss_windows": final.get("val_loss"),
         "tasks_learned": sorted(s.task for s in real if s.accuracy >= LEARNED),
         "n_learned": sum(s.accuracy >= LEARNED for s in real),

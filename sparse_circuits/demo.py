@@ -14,18 +14,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from .checkpoint import load_run_config
+from .checkpoint import load_model, load_run_config
 from .circuits.api import bigram_decided, prune_all, shared_geomean
 from .circuits.prune import PruneConfig
 from .config import RunConfig, resolve_run_config, to_dict
-from .data import DEFAULT_SOURCES, prepare_data
+from .data import DEFAULT_SOURCES, TokenData, prepare_data
 from .errors import UserError
 from .fileio import read_json, write_json
 from .report import build_report
 from .report.site import SNIPPET_WINDOWS
 from .tasks.contamination import contamination_report
 from .tasks.evaluate import load_or_evaluate_run
-from .train import final_metrics, train
+from .train import final_metrics, full_validation_loss, train
 
 
 @dataclass(frozen=True)
@@ -154,6 +154,12 @@ class Demo:
 
     # -- summary --------------------------------------------------------------------------------
 
+    def held_out_loss(self, kind: str) -> dict:
+        """Loss on the whole held-out split of real code, per token and per character."""
+        model, cfg = load_model(self.run_dir(kind))
+        loss = full_validation_loss(model, TokenData(cfg.data_dir), cfg.model.context)
+        return {"nats_per_token": loss.nats_per_token, "nats_per_char": loss.nats_per_char}
+
     def summary(self) -> dict:
         rows, summaries = {}, {}
         for kind in ("sparse", "dense"):
@@ -170,7 +176,7 @@ class Demo:
         return {"scale": self.scale.name, "out": str(self.out), "report": str(self.site_dir / "index.html"),
                 "stages": [{"name": r.name, "seconds": r.seconds, "note": r.note} for r in self.results],
                 "total_seconds": sum(r.seconds for r in self.results),
-                "val_loss": {k: final_metrics(self.run_dir(k)).get("val_loss") for k in ("sparse", "dense")},
+                "val_loss": {k: self.held_out_loss(k) for k in ("sparse", "dense")},
                 "report_pages": self.report_pages, "tasks": rows,
                 "geomean_edges_both": shared["geomean_edges"] | {"tasks": len(shared["tasks"])}}
 
@@ -186,7 +192,9 @@ def summary_table(summary: dict) -> str:
         lines.append(f"{s['name']:<14} {_duration(s['seconds']):>12}  {s['note']}")
     lines.append(f"{'total':<14} {_duration(summary['total_seconds']):>12}")
     vl = summary["val_loss"]
-    lines.append(f"\nvalidation loss: sparse {vl['sparse']:.3f}, dense {vl['dense']:.3f} nats/token")
+    lines.append(f"\nloss on the whole held-out split: sparse {vl['sparse']['nats_per_token']:.3f}, dense "
+                 f"{vl['dense']['nats_per_token']:.3f} nats/token ({vl['sparse']['nats_per_char']:.4f}, "
+                 f"{vl['dense']['nats_per_char']:.4f} nats/char)")
     lines.append(f"\n{'task':<28} {'acc sparse':>10} {'acc dense':>9} {'sparse nodes/edges':>18} "
                  f"{'dense nodes/edges':>17} {'dense/sparse edges':>18}")
     fmt = lambda r: "-" if r["edges"] is None else f"{r['nodes']}/{r['edges']}"

@@ -121,14 +121,20 @@ def evaluate(model: GPT, data: TokenData, cfg: RunConfig) -> float:
     return sum(losses) / len(losses)
 
 
-@torch.no_grad()
-def full_validation_loss(model: GPT, data: TokenData, context: int, batch_size: int = 64) -> tuple[float, int]:
-    """(mean nats per token, tokens scored) over the whole validation split, in consecutive
-    non-overlapping windows of the context length (the `val_loss` of training samples 8 batches).
+@dataclass(frozen=True)
+class HeldOutLoss:
+    """Loss on the whole validation split. Per character (nats/token x the split's tokens /
+    characters) it compares models whose tokenizers differ on the same validation files."""
 
-    Times `meta.json`'s val tokens / val characters, it gives nats per character, which compares
-    models with different tokenizers on the same validation files.
-    """
+    nats_per_token: float
+    nats_per_char: float
+    tokens_scored: int
+
+
+@torch.no_grad()
+def full_validation_loss(model: GPT, data: TokenData, context: int, batch_size: int = 64) -> HeldOutLoss:
+    """The loss over the whole validation split, in consecutive non-overlapping windows of the
+    context length (the `val_loss` of training samples 8 batches)."""
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
@@ -146,7 +152,9 @@ def full_validation_loss(model: GPT, data: TokenData, context: int, batch_size: 
         total += float(torch.nn.functional.cross_entropy(
             logits.reshape(-1, logits.shape[-1]).float(), windows[:, 1:].reshape(-1), reduction="sum"))
     model.train(was_training)
-    return total / (n_windows * context), n_windows * context
+    per_token = total / (n_windows * context)
+    return HeldOutLoss(per_token, per_token * data.meta["tokens"]["val"] / data.meta["chars"]["val"],
+                       n_windows * context)
 
 
 def _truncate_metrics(path: Path, last_step: int) -> None:

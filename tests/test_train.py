@@ -232,3 +232,24 @@ def test_weights_saved_before_positions_existed_still_load(tmp_path, trained):
     write_safetensors(old / "model.safetensors", read_safetensors(old / "model.safetensors", "w"), metadata=meta)
     with pytest.raises(UserError, match="different model config"):
         load_model(old)
+
+
+def test_full_validation_loss_scores_every_window_of_the_split(trained):
+    from sparse_circuits.train import full_validation_loss
+
+    out, cfg = trained
+    model, _ = load_model(out)
+    data = TokenData(cfg.data_dir)
+    context = cfg.model.context
+    held_out = full_validation_loss(model, data, context, batch_size=3)
+    n = (data.val.size - 1) // context
+    assert held_out.tokens_scored == n * context
+    # The same number, one window at a time through the model's own loss.
+    tokens = torch.from_numpy(data.val[: n * context + 1].astype("int64"))
+    windows = [tokens[i * context: (i + 1) * context + 1] for i in range(n)]
+    with torch.no_grad():
+        per_window = [float(lm_loss(model(w[None, :-1]), w[None, 1:])) for w in windows]
+    assert held_out.nats_per_token == pytest.approx(sum(per_window) / n, rel=1e-5)
+    meta = data.meta
+    assert held_out.nats_per_char == pytest.approx(held_out.nats_per_token * meta["tokens"]["val"]
+                                                   / meta["chars"]["val"])
