@@ -41,7 +41,7 @@ def describe(circuit_dir: Path, n_pairs: int = 128) -> str:
     lines = [f"{circuit.task}: {circuit.num_nodes} nodes, {circuit.num_edges} edges "
              f"(+{len(circuit.residual_links)} residual links, {len(circuit.qk_pairs)} query-key pairs); "
              f"classes a = {a!r}, b = {b!r}", "",
-             "| node | mean at last token (a / b) | edges in | edges out | vocabulary |", "|---|---|---|---|---|"]
+             "| node | mean at the last token (a / b) | edges in | edges out | vocabulary |", "|---|---|---|---|---|"]
     for node in nodes:
         key = str(node)
         ins = [f"{s} ({w:+.2f})" for s, d, w in circuit.edges if d == key]
@@ -56,6 +56,10 @@ def describe(circuit_dir: Path, n_pairs: int = 128) -> str:
         lines.append(f"| {key} | {p['mean_a']:+.2f} / {p['mean_b']:+.2f} | {', '.join(ins) or '-'} | "
                      f"{', '.join(outs) or '-'} | {vocab} |")
     for name, h in heads.items():
+        if not h["qk_channels"]:
+            lines.append(f"\nhead {name}: no query-key channel pair in the circuit (its pattern comes from the "
+                         "ablated query and key values alone)")
+            continue
         targets = Counter()
         for ex in h["examples"]:
             last = ex["pattern"][-1]  # the last query position; key 0 is the sink slot (0 without a sink)
