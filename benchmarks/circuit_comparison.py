@@ -13,6 +13,7 @@ validation loss on the whole held-out split, so that pairs at matched pretrainin
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from pathlib import Path
 
@@ -62,7 +63,29 @@ def table(result: dict) -> str:
         ratio = f"{gm[n] / gm[names[0]]:.1f}x" if gm[n] and gm[names[0]] else "-"
         lines.append(f"| {n} | {v['nats_per_token']:.3f} | {v['nats_per_char']:.4f} | "
                      + (f"{gm[n]:.1f}" if gm[n] else "-") + f" | {ratio} |")
+    matched = interpolate_at_reference(result)
+    if matched:
+        lines += ["", f"At the reference's validation loss ({matched['loss']:.3f} nats/token), interpolating "
+                      f"log(geometric mean) linearly in loss between {matched['between'][0]} and "
+                      f"{matched['between'][1]}: {matched['geomean_edges']:.1f} edges, "
+                      f"**{matched['ratio']:.1f}x** the reference."]
     return "\n".join(lines) + "\n"
+
+
+def interpolate_at_reference(result: dict) -> dict | None:
+    """The other models' geometric mean at the first model's validation loss, if two of them
+    bracket it (the paper compares sparse and dense at matched pretraining loss)."""
+    names = list(result["models"])
+    ref = names[0]
+    loss = lambda n: result["val_loss"][n]["nats_per_token"]
+    gm = result["shared"]["geomean_edges"]
+    others = sorted((n for n in names[1:] if gm[n]), key=loss)
+    for lo, hi in zip(others, others[1:]):
+        if loss(lo) <= loss(ref) <= loss(hi) and loss(hi) > loss(lo):
+            t = (loss(ref) - loss(lo)) / (loss(hi) - loss(lo))
+            value = math.exp((1 - t) * math.log(gm[lo]) + t * math.log(gm[hi]))
+            return {"loss": loss(ref), "between": [lo, hi], "geomean_edges": value, "ratio": value / gm[ref]}
+    return None
 
 
 def main() -> None:
@@ -77,6 +100,7 @@ def main() -> None:
             sys.exit(f"error: --model {spec!r}: give NAME=RUN_DIR")
         models[name] = Path(path)
     result = compare(models)
+    result["matched"] = interpolate_at_reference(result)
     text = table(result)
     out = Path(args.out)
     write_json(out / "comparison.json", result)
