@@ -318,7 +318,7 @@ def prune_all_cmd(model_dir, out_dir, reuse, target_loss, ablation, freeze_norms
                 f"not attempted: whole-model loss {r['full_model_loss']:.3f}"
             click.echo(f"{name:<28} {'-':>6} {'-':>6}  {reason}")
             continue
-        mark = "  bigram-decided" if r.get("bigram_decided") else ""
+        mark = "  bigram-decided" if r["bigram_decided"] else ""
         click.echo(f"{name:<28} {r['num_nodes']:>6} {r['num_edges']:>6} {r['loss']:>6.3f} {r['test_loss']:>6.3f} "
                    f"{r['necessity_loss']:>7.3f} {r['random_loss']:>6.3f}{mark}")
     gm = s["geomean_edges"]

@@ -1,9 +1,10 @@
 """`sparse-circuits demo`: the whole method on the embedded default, one stage after another.
 
 stdlib + generated programs -> tokenizer and tokens (and the contamination report) -> sparse and
-dense models -> task scores -> circuits of the tasks each model does (pruned and validated) -> report. Every stage reuses what an earlier call
-left in the same directory: data by content fingerprint, training by resuming from the last
-checkpoint (a finished run is left as it is), task scores and circuits by weight hash.
+dense models -> task scores -> circuits of the tasks each model does (pruned and validated) ->
+report. Every stage reuses what an earlier call left in the same directory: data by content
+fingerprint, training by resuming from the last checkpoint (a finished run is left as it is), task
+scores and circuits by weight hash.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from pathlib import Path
 from typing import Callable
 
 from .checkpoint import load_model, load_run_config
-from .circuits.api import bigram_decided, prune_all, shared_geomean
+from .circuits.api import BIGRAM_DECIDED, bigram_decided, prune_all, shared_geomean
 from .circuits.prune import PruneConfig
 from .config import RunConfig, resolve_run_config, to_dict
 from .data import DEFAULT_SOURCES, TokenData, prepare_data
@@ -214,7 +215,8 @@ def summary_table(summary: dict) -> str:
         lines.append(f"geometric mean of edges over the {g['tasks']} tasks with both circuits (not bigram-decided): "
                      f"sparse {g['sparse']:.1f}, dense {g['dense']:.1f} ({g['dense'] / g['sparse']:.1f}x)")
     if any(r["bigram_decided"] for r in summary["tasks"].values()):
-        lines.append("(bigram): the corpus bigram table alone gets >= 0.8 of the test pairs; kept out of the mean")
+        lines.append(f"(bigram): the corpus bigram table alone gets >= {BIGRAM_DECIDED} of the test pairs; "
+                     "kept out of the mean")
     lines.append(f"\nreport: {summary['report']}\n  open it in a browser, or: sparse-circuits view "
                  f"{Path(summary['report']).parent}")
     return "\n".join(lines)
