@@ -43,6 +43,7 @@ CORPORA = {
     "stdlib": {"sources": ["stdlib"]},
     "synthetic": {"sources": ["synthetic"], "synthetic_tokens": 10_000_000},
     "mix": {"sources": ["stdlib", "synthetic"], "synthetic_share": 0.5},
+    "mix75": {"sources": ["stdlib", "synthetic"], "synthetic_share": 0.75},
 }
 
 # Settings: a corpus and overrides of the micro preset. Factors vary one at a time from `base`, the
@@ -61,6 +62,9 @@ SETTINGS: dict[str, dict] = {
     "mix_concat_L4": {"corpus": "mix", "config": {"model": {"positions": "concat", "n_layer": 4}}},
     "mix_concat_w256": {"corpus": "mix", "config": {"model": {"positions": "concat", "d_model": 256, "d_mlp": 1024}}},
     "mix_concat_2x_tokens": {"corpus": "mix", "config": {"model": {"positions": "concat"}, "train": {"steps": 4000}}},
+    "mix_concat_4x_tokens": {"corpus": "mix", "config": {"model": {"positions": "concat"}, "train": {"steps": 8000}}},
+    # Corpus share: three quarters generated programs (the stdlib part, and so the validation split, unchanged).
+    "mix75_concat": {"corpus": "mix75", "config": {"model": {"positions": "concat"}}},
     # A shorter, complete schedule for the dense model: its validation loss lands near the sparse
     # model's (the matched-loss pair of the circuit comparison).
     "mix_concat_600_steps": {"corpus": "mix", "config": {"model": {"positions": "concat"}, "train": {"steps": 600}}},
