@@ -13,6 +13,7 @@ validation loss on the whole held-out split, so that pairs at matched pretrainin
 from __future__ import annotations
 
 import argparse
+from dataclasses import asdict
 import math
 import sys
 from pathlib import Path
@@ -21,22 +22,21 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from sparse_circuits.checkpoint import load_model  # noqa: E402
-from sparse_circuits.circuits.api import shared_geomean  # noqa: E402
+from sparse_circuits.circuits.summary import PruneAllSummary, shared_geomean  # noqa: E402
 from sparse_circuits.data import TokenData  # noqa: E402
-from sparse_circuits.fileio import read_json, write_json, write_text  # noqa: E402
+from sparse_circuits.fileio import write_json, write_text  # noqa: E402
 from sparse_circuits.train import full_validation_loss  # noqa: E402
 
 
 def compare(models: dict[str, Path]) -> dict:
-    summaries = {n: read_json(d / "circuits" / "summary.json", f"{n}: prune-all summary (run prune-all first)")
-                 for n, d in models.items()}
+    summaries = {n: PruneAllSummary.load(d / "circuits") for n, d in models.items()}
     val = {}
     for name, run_dir in models.items():
         model, cfg = load_model(run_dir)
         held_out = full_validation_loss(model, TokenData(cfg.data_dir), cfg.model.context)
         val[name] = {"nats_per_token": held_out.nats_per_token, "nats_per_char": held_out.nats_per_char}
-    return {"models": {n: str(d) for n, d in models.items()}, "val_loss": val, "summaries": summaries,
-            "shared": shared_geomean(summaries)}
+    return {"models": {n: str(d) for n, d in models.items()}, "val_loss": val,
+            "summaries": {n: s.as_dict() for n, s in summaries.items()}, "shared": asdict(shared_geomean(summaries))}
 
 
 def table(result: dict) -> str:

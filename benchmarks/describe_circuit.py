@@ -31,9 +31,9 @@ def describe(circuit_dir: Path, n_pairs: int = 128) -> str:
     model, _ = load_model(circuit.model_dir)
     tok = load_tokenizer(Path(circuit.model_dir) / "tokenizer.json")
     task = get_task(circuit.task)
-    ds = task.build(tok, Split.TEST, n_pairs, circuit.data.get("seed", 0))
+    ds = task.build(tok, Split.TEST, n_pairs, circuit.sample.seed)
     tt = TaskTensors.of(ds, model, tok)
-    nodes = analysis.circuit_node_ids(circuit)
+    nodes = circuit.nodes
     pairs = analysis.pair_activations(model, circuit, tt, nodes)
     heads = analysis.head_patterns(model, circuit, tt, nodes)
     text = lambda i: repr(tok.decode([i]))
@@ -44,13 +44,13 @@ def describe(circuit_dir: Path, n_pairs: int = 128) -> str:
              "| node | mean at the last token (a / b) | edges in | edges out | vocabulary |", "|---|---|---|---|---|"]
     for node in nodes:
         key = str(node)
-        ins = [f"{s} ({w:+.2f})" for s, d, w in circuit.edges if d == key]
-        outs = [f"{d} ({w:+.2f})" for s, d, w in circuit.edges if s == key]
+        ins = [f"{e.src} ({e.weight:+.2f})" for e in circuit.edges if e.dst == node]
+        outs = [f"{e.dst} ({e.weight:+.2f})" for e in circuit.edges if e.src == node]
         writers = analysis.token_writers(model, node, tok)
         vocab = ""
         if writers:
             vocab = "up: " + " ".join(text(t["token"]) for t in writers["top"][:5])
-            if node.location.endswith("resid_delta"):
+            if node.location.writes_residual:
                 vocab += "; down: " + " ".join(text(t["token"]) for t in writers["bottom"][:5])
         p = pairs[key]
         lines.append(f"| {key} | {p['mean_a']:+.2f} / {p['mean_b']:+.2f} | {', '.join(ins) or '-'} | "

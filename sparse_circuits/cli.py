@@ -269,14 +269,13 @@ def _prune_options(fn):
 
 def _prune_config(target_loss, ablation, freeze_norms, tie_qk, steps, config_file):
     from .circuits.prune import PruneConfig
-    from .config import dataclass_from_dict
 
     data = read_json(config_file, "prune config") if config_file else {}
     for key, value in (("target_loss", target_loss), ("ablation", ablation), ("freeze_norms", freeze_norms),
                        ("tie_qk", tie_qk), ("steps", steps)):
         if value is not None:
             data[key] = value
-    return dataclass_from_dict(PruneConfig, data, config_file or "prune options")
+    return PruneConfig.from_dict(data, config_file or "prune options")
 
 
 @main.command()
@@ -307,23 +306,25 @@ def prune_all_cmd(model_dir, out_dir, reuse, target_loss, ablation, freeze_norms
                   config_file) -> None:
     """Prune and validate every task; print the geometric mean of edge counts."""
     from .circuits.api import DEFAULT_BUDGET, PRUNE_PAIRS, prune_all
+    from .circuits.summary import TaskStatus
 
     cfg = _prune_config(target_loss, ablation, freeze_norms, tie_qk, steps, config_file)
     out = out_dir or str(Path(model_dir) / "circuits")
     s = prune_all(model_dir, out, cfg, budget or DEFAULT_BUDGET, n_pairs or PRUNE_PAIRS, reuse=reuse)
     click.echo(f"{'task':<28} {'nodes':>6} {'edges':>6} {'loss':>6} {'test':>6} {'necess.':>7} {'random':>6}")
-    for name, r in s["tasks"].items():
-        if r["num_nodes"] is None:
-            reason = "no circuit at the target" if "not attempted" not in r["error"] else \
-                f"not attempted: whole-model loss {r['full_model_loss']:.3f}"
+    for name, r in s.tasks.items():
+        if not r.has_circuit:
+            reason = f"not attempted: whole-model loss {r.full_model_loss:.3f}" \
+                if r.status == TaskStatus.NOT_ATTEMPTED else "no circuit at the target"
             click.echo(f"{name:<28} {'-':>6} {'-':>6}  {reason}")
             continue
-        mark = "  bigram-decided" if r["bigram_decided"] else ""
-        click.echo(f"{name:<28} {r['num_nodes']:>6} {r['num_edges']:>6} {r['loss']:>6.3f} {r['test_loss']:>6.3f} "
-                   f"{r['necessity_loss']:>7.3f} {r['random_loss']:>6.3f}{mark}")
-    gm = s["geomean_edges"]
-    left_out = f", leaving out the bigram-decided {', '.join(s['bigram_decided'])}" if s["bigram_decided"] else ""
-    click.echo(f"geometric mean of edges over {len(s['geomean_tasks'])} of {s['tasks_with_circuit']} tasks with a "
+        mark = "  bigram-decided" if r.bigram_decided else ""
+        click.echo(f"{name:<28} {r.num_nodes:>6} {r.num_edges:>6} {r.loss:>6.3f} {r.test_loss:>6.3f} "
+                   f"{r.necessity_loss:>7.3f} {r.random_loss:>6.3f}{mark}")
+    gm = s.geomean_edges
+    decided = s.bigram_decided_tasks
+    left_out = f", leaving out the bigram-decided {', '.join(decided)}" if decided else ""
+    click.echo(f"geometric mean of edges over {len(s.geomean_tasks)} of {s.tasks_with_circuit} tasks with a "
                f"circuit{left_out}: " + (f"{gm:.1f}" if gm is not None else "-") + f"  ({out}/summary.json)")
 
 
@@ -338,16 +339,16 @@ def validate_cmd(circuit_dir, model_dir, n_pairs, n_random) -> None:
     from .circuits.api import validate_circuit
 
     v = validate_circuit(circuit_dir, model_dir, n_pairs, n_random)
-    click.echo(f"{circuit_dir} on the {v.split} split (task loss in nats; chance 0.693):")
+    click.echo(f"{circuit_dir} on the {v.split.value} split (task loss in nats; chance 0.693):")
     click.echo(f"  full model       loss {v.full_model.loss:.3f}  accuracy {v.full_model.accuracy:.2f}")
     click.echo(f"  circuit alone    loss {v.sufficiency.loss:.3f}  accuracy {v.sufficiency.accuracy:.2f}  (sufficiency)")
     click.echo(f"  circuit ablated  loss {v.necessity.loss:.3f}  accuracy {v.necessity.accuracy:.2f}  (necessity)")
     r = v.random_circuits
-    click.echo(f"  {r['n']} random circuits of the same size: mean loss {r['mean_loss']:.3f}, best {r['min_loss']:.3f}")
-    click.echo("  ablation sensitivity: " + ", ".join(f"{k} {l:.3f}" for k, l in v.ablation_sensitivity.items()))
+    click.echo(f"  {r.n} random circuits of the same size: mean loss {r.mean_loss:.3f}, best {r.min_loss:.3f}")
+    click.echo("  ablation sensitivity: " + ", ".join(f"{k.value} {l:.3f}" for k, l in v.ablation_sensitivity.items()))
     d = v.role_drift
-    if d["mean"] is not None:
-        click.echo(f"  role drift: activation correlation pruned vs full, mean {d['mean']:.3f}, min {d['min']:.3f}")
+    if d.mean is not None:
+        click.echo(f"  role drift: activation correlation pruned vs full, mean {d.mean:.3f}, min {d.min:.3f}")
 
 
 @main.command()

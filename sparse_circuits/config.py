@@ -15,19 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .errors import UserError
-
-
-class NodeLocation(str, enum.Enum):
-    """The eight node locations of a block; the value is the hook-site suffix after `L.`."""
-
-    ATTN_IN = "attn.act_in"
-    ATTN_Q = "attn.q"
-    ATTN_K = "attn.k"
-    ATTN_V = "attn.v"
-    ATTN_OUT = "attn.resid_delta"
-    MLP_IN = "mlp.act_in"
-    MLP_NEURON = "mlp.post_act"
-    MLP_OUT = "mlp.resid_delta"
+from .nodes import NodeLocation  # noqa: F401 (config keys name node locations)
 
 
 class BigramTable(str, enum.Enum):

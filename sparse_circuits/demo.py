@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import Callable
 
 from .checkpoint import load_model, load_run_config
-from .circuits.api import BIGRAM_DECIDED, bigram_decided, prune_all, shared_geomean
+from .circuits.api import prune_all
+from .circuits.summary import BIGRAM_DECIDED, PruneAllSummary, bigram_decided, shared_geomean
 from .circuits.prune import PruneConfig
 from .config import RunConfig, resolve_run_config, to_dict
 from .data import DEFAULT_SOURCES, TokenData, prepare_data
@@ -144,8 +145,8 @@ class Demo:
         summary = prune_all(self.run_dir(kind), self.run_dir(kind) / "circuits", cfg,
                             n_pairs=self.scale.prune_pairs, include_controls=self.scale.include_controls,
                             progress=self.progress, log=lambda line: self.log("  " + line), reuse=True)
-        gm = summary["geomean_edges"]
-        return f"{summary['tasks_with_circuit']} circuits" + (f", geometric mean {gm:.1f} edges" if gm else "")
+        gm = summary.geomean_edges
+        return f"{summary.tasks_with_circuit} circuits" + (f", geometric mean {gm:.1f} edges" if gm else "")
 
     def report(self) -> str:
         site = build_report([self.run_dir("sparse"), self.run_dir("dense")], [], self.site_dir,
@@ -166,12 +167,13 @@ class Demo:
         for kind in ("sparse", "dense"):
             run_dir = self.run_dir(kind)
             scores = {s["task"]: s for s in load_or_evaluate_run(run_dir, progress=False)["scores"]}
-            summaries[kind] = read_json(run_dir / "circuits" / "summary.json", "prune-all summary")
+            summaries[kind] = PruneAllSummary.load(run_dir / "circuits")
             for task, score in scores.items():
                 row = rows.setdefault(task, {})
-                c = summaries[kind]["tasks"].get(task, {})
+                c = summaries[kind].tasks.get(task)
                 row[kind] = {"accuracy": score["accuracy"], "loss": score["loss"],
-                             "nodes": c.get("num_nodes"), "edges": c.get("num_edges"), "control": c.get("control")}
+                             "nodes": c.num_nodes if c else None, "edges": c.num_edges if c else None,
+                             "control": c.control if c else None}
                 row["bigram_decided"] = bigram_decided(score["bigram_accuracy"])
         shared = shared_geomean(summaries)
         return {"scale": self.scale.name, "out": str(self.out), "report": str(self.site_dir / "index.html"),
@@ -179,7 +181,7 @@ class Demo:
                 "total_seconds": sum(r.seconds for r in self.results),
                 "val_loss": {k: self.held_out_loss(k) for k in ("sparse", "dense")},
                 "report_pages": self.report_pages, "tasks": rows,
-                "geomean_edges_both": shared["geomean_edges"] | {"tasks": len(shared["tasks"])}}
+                "geomean_edges_both": shared.geomean_edges | {"tasks": len(shared.tasks)}}
 
 
 def _duration(seconds: float) -> str:

@@ -15,12 +15,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .config import BigramTable, ModelConfig, NodeLocation, Positions
+from .config import BigramTable, ModelConfig, Positions
 from .hooks import Hooks, HookSite
+from .nodes import NodeLocation, site_name
 
 
 def _site(cfg: ModelConfig, layer: int, loc: NodeLocation, width: int) -> HookSite:
-    return HookSite(f"{layer}.{loc.value}", width, cfg.activation_topk.get(loc))
+    return HookSite(site_name(layer, loc), width, cfg.activation_topk.get(loc))
 
 
 class RMSNorm(nn.Module):
@@ -124,6 +125,20 @@ class MLP(nn.Module):
 
 
 class Block(nn.Module):
+    # The block's weights as connections between node locations: channel j of `destination` is
+    # computed from channel i of `source` through weight[j, i] (SPEC section 6). Circuit edges are
+    # read from this table. Attention's output projection reads the value channels: attention mixes
+    # positions, never channels. Input columns past the source's width (concatenated position
+    # channels) are read-only inputs, not nodes.
+    WIRING: tuple[tuple[str, NodeLocation, NodeLocation], ...] = (
+        ("attn.c_q", NodeLocation.ATTN_IN, NodeLocation.ATTN_Q),
+        ("attn.c_k", NodeLocation.ATTN_IN, NodeLocation.ATTN_K),
+        ("attn.c_v", NodeLocation.ATTN_IN, NodeLocation.ATTN_V),
+        ("attn.c_proj", NodeLocation.ATTN_V, NodeLocation.ATTN_OUT),
+        ("mlp.c_fc", NodeLocation.MLP_IN, NodeLocation.MLP_NEURON),
+        ("mlp.c_proj", NodeLocation.MLP_NEURON, NodeLocation.MLP_OUT),
+    )
+
     def __init__(self, cfg: ModelConfig, layer: int):
         super().__init__()
         self.ln_1 = RMSNorm(cfg.d_model, f"{layer}.ln_1")
@@ -134,6 +149,10 @@ class Block(nn.Module):
     def forward(self, x: torch.Tensor, hooks: Hooks | None, pos: torch.Tensor | None = None) -> torch.Tensor:
         x = x + self.attn(self.ln_1(x, hooks), hooks, pos)
         return x + self.mlp(self.ln_2(x, hooks), hooks, pos)
+
+    def wiring(self) -> list[tuple[torch.Tensor, NodeLocation, NodeLocation]]:
+        """(weight, source, destination) for every entry of WIRING."""
+        return [(self.get_submodule(path).weight, src, dst) for path, src, dst in self.WIRING]
 
 
 class GPT(nn.Module):

@@ -5,7 +5,8 @@ import pytest
 import torch
 
 from sparse_circuits.circuits.edges import count_edges
-from sparse_circuits.circuits.masks import Ablation, NodeMasks, gate_hooks, keep_hooks
+from sparse_circuits.circuits.intervention import CircuitIntervention
+from sparse_circuits.circuits.masks import Ablation, NodeMasks, gate_hooks
 from sparse_circuits.circuits.means import node_means, task_means
 from sparse_circuits.circuits.prune import (
     Calibration,
@@ -38,7 +39,7 @@ def test_all_masks_on_reproduce_the_plain_forward_exactly(positions):
     assert all(bool((g == 1).all()) for g in gates.values())
     assert torch.equal(model(idx, gate_hooks(gates, means)), model(idx))
     keep_all = {n: torch.ones(w, dtype=torch.bool) for n, w in masks.widths.items()}
-    assert torch.equal(model(idx, keep_hooks(keep_all, means)), model(idx))
+    assert torch.equal(model(idx, CircuitIntervention.keeping(keep_all, means).hooks(model, idx)), model(idx))
 
 
 def test_mean_ablation_substitutes_the_stored_means():
@@ -51,7 +52,26 @@ def test_mean_ablation_substitutes_the_stored_means():
     substituted = Hooks().add("1.mlp.post_act", lambda x: means["1.mlp.post_act"].expand_as(x))
     substituted.add("0.attn.v", lambda x: torch.cat([x[..., :3], means["0.attn.v"][3].expand_as(x[..., 3:4]),
                                                        x[..., 4:]], dim=-1))
-    torch.testing.assert_close(model(idx, keep_hooks(keep, means)), model(idx, substituted))
+    torch.testing.assert_close(model(idx, CircuitIntervention.keeping(keep, means).hooks(model, idx)),
+                               model(idx, substituted))
+
+
+def test_frozen_norms_match_the_forward_they_serve():
+    # With every node kept, freezing the norms changes nothing, whether the forward computes all
+    # positions or only the task's last one (ln_f then sees one position per row).
+    model = small_model()
+    idx = torch.randint(0, 50, (4, 16))
+    last = torch.tensor([3, 15, 7, 0])
+    means = node_means(model, [idx], progress=False)
+    keep_all = {n: torch.ones(w, dtype=torch.bool) for n, w in NodeMasks(model).widths.items()}
+    frozen = CircuitIntervention.keeping(keep_all, means, freeze_norms=True)
+    assert torch.equal(model(idx, frozen.hooks(model, idx)), model(idx))
+    assert torch.equal(model(idx, frozen.hooks(model, idx, last), logits_at=last), model(idx, logits_at=last))
+    # With a node removed, frozen norms differ from recomputed ones: the freeze is real.
+    keep_all["0.mlp.post_act"][:] = False
+    loose = CircuitIntervention.keeping(keep_all, means)
+    frozen = CircuitIntervention.keeping(keep_all, means, freeze_norms=True)
+    assert not torch.allclose(model(idx, loose.hooks(model, idx)), model(idx, frozen.hooks(model, idx)))
 
 
 def test_means_are_taken_after_abstopk_at_the_mask_site():
@@ -117,15 +137,15 @@ def test_edges_on_a_hand_built_model():
                     ("0.mlp.resid_delta", 6), ("1.attn.act_in", 6), ("1.mlp.act_in", 4)]:
         keep[name][i] = True
     e = count_edges(model, keep)
-    assert sorted((x.src, x.dst, x.weight) for x in e.weights) == sorted([
+    assert sorted((str(x.src), str(x.dst), x.weight) for x in e.weights) == sorted([
         ("0.attn.act_in:2", "0.attn.q:5", 1.0), ("0.attn.act_in:2", "0.attn.k:5", -1.0),
         ("0.attn.act_in:3", "0.attn.v:7", 0.5), ("0.attn.v:7", "0.attn.resid_delta:4", 2.0),
         ("0.mlp.act_in:4", "0.mlp.post_act:10", 1.5), ("0.mlp.post_act:10", "0.mlp.resid_delta:6", 1.0)])
     assert e.num_edges == 6  # edges, not nodes (11 kept)
-    assert sorted((x.src, x.dst) for x in e.residual) == sorted([
+    assert sorted((str(x.src), str(x.dst)) for x in e.residual) == sorted([
         ("0.attn.resid_delta:4", "0.mlp.act_in:4"), ("0.attn.resid_delta:4", "1.mlp.act_in:4"),
         ("0.mlp.resid_delta:6", "1.attn.act_in:6")])
-    assert e.qk_pairs == [("0.attn.q:5", "0.attn.k:5")]
+    assert [(str(q), str(k)) for q, k in e.qk_pairs] == [("0.attn.q:5", "0.attn.k:5")]
 
 
 def test_edges_skip_the_concatenated_position_columns():
@@ -138,8 +158,8 @@ def test_edges_skip_the_concatenated_position_columns():
         b.attn.c_q.weight[:, :d], b.attn.c_k.weight[:, :d], b.attn.c_v.weight[:, :d], b.attn.c_proj.weight,
         b.mlp.c_fc.weight[:, :d], b.mlp.c_proj.weight))
     assert e.num_edges == expected
-    assert all(int(x.src.split(":")[1]) < d for x in e.weights if "act_in" in x.src)
-    assert any("act_in" in x.src for x in e.weights)
+    assert all(x.src.index < d for x in e.weights if x.src.location.reads_residual)
+    assert any(x.src.location.reads_residual for x in e.weights)
 
 
 @pytest.fixture(scope="module")
@@ -174,26 +194,33 @@ def test_planted_circuit_validates(planted_setup):
     v = validate(model, tt, keep, {Ablation.MEAN_PRETRAIN: means, Ablation.ZERO: zeros}, Ablation.MEAN_PRETRAIN)
     assert v.sufficiency.loss < 0.15 and v.sufficiency.accuracy == 1.0
     assert v.necessity.loss == pytest.approx(math.log(2), abs=0.05)
-    assert v.random_circuits["min_loss"] > 0.5
-    assert v.role_drift["per_node"]["0.mlp.post_act:0"] > 0.9
-    assert set(v.ablation_sensitivity) == {"mean-pretrain", "zero"}
+    assert v.random_circuits.min_loss > 0.5
+    assert v.role_drift.per_node["0.mlp.post_act:0"] > 0.9
+    assert set(v.ablation_sensitivity) == {Ablation.MEAN_PRETRAIN, Ablation.ZERO}
 
 
 def test_circuit_file_round_trip(tmp_path):
-    from sparse_circuits.circuits.circuit import Circuit, load_circuit
+    from sparse_circuits.circuits.circuit import Circuit, SearchRun, TaskSample, load_circuit
+    from sparse_circuits.circuits.edges import Edge
+    from sparse_circuits.circuits.prune import Calibration
     from sparse_circuits.errors import UserError
+    from sparse_circuits.nodes import NodeId
+    from sparse_circuits.tasks import Split
 
-    c = Circuit(task="t", model_dir="m", model_sha256="abc", ablation="mean-pretrain", target_loss=0.15,
-                loss=0.1, loss_calibrated=0.05, calibration={"scale": 2.0, "shift": 0.1},
-                nodes={"0.attn.q": [1, 5], "1.mlp.post_act": [7]},
-                edges=[("0.attn.act_in:3", "0.attn.q:1", 0.5)], residual_links=[("0.mlp.resid_delta:2", "1.attn.act_in:2")],
-                qk_pairs=[], hyperparameters={"k_coef": 1e-4}, tau={"0.attn.q": torch.randn(32)},
-                means={"0.attn.q": torch.randn(32)}, data={"split": "train", "pairs": 4, "seed": 0},
-                search=[{"num_nodes": 3}], loss_curve=[(0, 0.7), (3, 0.1)], seconds=1.5)
+    n = NodeId.parse
+    c = Circuit(task="t", model_dir="m", model_sha256="abc", config=PruneConfig(k_coef=1e-4, freeze_norms=True),
+                loss=0.1, loss_calibrated=0.05, calibration=Calibration(2.0, 0.1),
+                nodes=[n("0.attn.q:1"), n("0.attn.q:5"), n("1.mlp.post_act:7")],
+                edges=[Edge(n("0.attn.act_in:3"), n("0.attn.q:1"), 0.5)],
+                residual_links=[Edge(n("0.mlp.resid_delta:2"), n("1.attn.act_in:2"))],
+                qk_pairs=[(n("0.attn.q:5"), n("0.attn.k:5"))], tau={"0.attn.q": torch.randn(32)},
+                means={"0.attn.q": torch.randn(32)}, sample=TaskSample(Split.TRAIN, 4, 0),
+                search=[SearchRun(3, 0.1, 1e-4, 0.02, 1.0)], loss_curve=[(0, 0.7), (3, 0.1)], seconds=1.5)
     c.save(tmp_path / "c")
     back = load_circuit(tmp_path / "c")
     assert back.num_nodes == 3 and back.num_edges == 1
-    for f in ("task", "nodes", "edges", "residual_links", "calibration", "loss", "loss_calibrated", "loss_curve"):
+    for f in ("task", "config", "nodes", "edges", "residual_links", "qk_pairs", "calibration", "sample", "search",
+              "loss", "loss_calibrated", "loss_curve"):
         assert getattr(back, f) == getattr(c, f), f
     assert torch.equal(back.tau["0.attn.q"], c.tau["0.attn.q"]) and torch.equal(back.means["0.attn.q"], c.means["0.attn.q"])
     saved = json.loads((tmp_path / "c" / "circuit.json").read_text())
@@ -204,51 +231,75 @@ def test_circuit_file_round_trip(tmp_path):
         load_circuit(tmp_path / "c")
 
 
-def test_prune_all_reuses_only_rows_with_the_same_weights_settings_and_files(tmp_path):
-    from sparse_circuits.circuits.api import CIRCUIT_FILES, _earlier_rows
-    from sparse_circuits.fileio import write_json
+def _outcome(edges, control=False, bigram=False, status=None):
+    from sparse_circuits.circuits.summary import TaskOutcome, TaskStatus
 
-    settings = {"weights_sha256": "a" * 64, "target_loss": 0.15, "ablation": "mean-pretrain", "budget": 1,
-                "pairs": 128, "max_full_loss": 0.45, "prune_config": {"steps": 200}}
-    rows = {"found": {"num_nodes": 3, "num_edges": 2}, "lost": {"num_nodes": 4, "num_edges": 5},
-            "skipped": {"num_nodes": None, "num_edges": None, "error": "not attempted"}}
-    write_json(tmp_path / "summary.json", settings | {"tasks": rows})
+    status = status or (TaskStatus.CIRCUIT if edges is not None else TaskStatus.NO_CIRCUIT)
+    return TaskOutcome(status, control, 0.1, num_nodes=None if edges is None else edges + 1, num_edges=edges,
+                       bigram_decided=bigram)
+
+
+def _summary(tasks, **settings):
+    from sparse_circuits.circuits.summary import PruneAllSummary
+
+    fields = {"model": "m", "weights_sha256": "a" * 64, "config": PruneConfig(), "budget": 1, "pairs": 128,
+              "max_full_loss": 0.45} | settings
+    return PruneAllSummary(tasks=tasks, **fields)
+
+
+def test_prune_all_reuses_only_outcomes_with_the_same_weights_settings_and_files(tmp_path):
+    from sparse_circuits.circuits.api import CIRCUIT_FILES, _earlier_outcomes
+    from sparse_circuits.circuits.summary import TaskStatus
+
+    _summary({"found": _outcome(2), "lost": _outcome(5),
+              "skipped": _outcome(None, status=TaskStatus.NOT_ATTEMPTED)}).save(tmp_path)
     for name in CIRCUIT_FILES:
         (tmp_path / "found").mkdir(exist_ok=True)
         (tmp_path / "found" / name).write_text("{}")
     (tmp_path / "lost").mkdir()
     (tmp_path / "lost" / "circuit.json").write_text("{}")  # the rest of its files are gone
-    assert set(_earlier_rows(tmp_path, settings)) == {"found", "skipped"}
-    for key, other in (("weights_sha256", "b" * 64), ("budget", 2), ("prune_config", {"steps": 100})):
-        assert _earlier_rows(tmp_path, settings | {key: other}) == {}
-    assert _earlier_rows(tmp_path / "nowhere", settings) == {}
+    earlier = _earlier_outcomes(tmp_path, _summary({}))
+    assert set(earlier) == {"found", "skipped"} and earlier["skipped"].status == TaskStatus.NOT_ATTEMPTED
+    for key, other in (("weights_sha256", "b" * 64), ("budget", 2), ("config", PruneConfig(steps=100))):
+        assert _earlier_outcomes(tmp_path, _summary({}, **{key: other})) == {}
+    assert _earlier_outcomes(tmp_path / "nowhere", _summary({})) == {}
+    (tmp_path / "summary.json").write_text('{"tasks": null}')  # damaged: everything is pruned again
+    assert _earlier_outcomes(tmp_path, _summary({})) == {}
 
 
-def test_prune_all_summary_keeps_bigram_decided_tasks_and_controls_out_of_the_geometric_mean():
-    from sparse_circuits.circuits.api import BIGRAM_DECIDED, _finish_summary, bigram_decided
+def test_prune_all_summary_keeps_bigram_decided_tasks_and_controls_out_of_the_geometric_mean(tmp_path):
+    from sparse_circuits.circuits.summary import BIGRAM_DECIDED, PruneAllSummary, bigram_decided
 
     assert bigram_decided(BIGRAM_DECIDED) and not bigram_decided(BIGRAM_DECIDED - 0.01) and not bigram_decided(None)
-    rows = {"a": {"num_edges": 4, "control": False, "bigram_decided": False},
-            "b": {"num_edges": 0, "control": False, "bigram_decided": False},  # a 0-edge circuit counts as 1
-            "elif": {"num_edges": 1000, "control": False, "bigram_decided": True},
-            "ctrl": {"num_edges": 50, "control": True, "bigram_decided": False},
-            "none": {"num_edges": None, "control": False, "bigram_decided": False}}
-    summary = {"tasks": rows}
-    _finish_summary(summary)
-    assert summary["geomean_edges"] == pytest.approx(2.0)
-    assert summary["geomean_tasks"] == ["a", "b"] and summary["bigram_decided"] == ["elif"]
-    assert summary["tasks_with_circuit"] == 3
+    summary = _summary({"a": _outcome(4), "b": _outcome(0),  # a 0-edge circuit counts as 1
+                        "elif": _outcome(1000, bigram=True), "ctrl": _outcome(50, control=True),
+                        "none": _outcome(None)})
+    assert summary.geomean_edges == pytest.approx(2.0)
+    assert summary.geomean_tasks == ["a", "b"] and summary.bigram_decided_tasks == ["elif"]
+    assert summary.tasks_with_circuit == 3
+    summary.save(tmp_path)
+    assert PruneAllSummary.load(tmp_path) == summary
+    saved = json.loads((tmp_path / "summary.json").read_text())
+    assert saved["geomean_edges"] == pytest.approx(2.0) and saved["tasks"]["none"]["status"] == "no-circuit"
+
+
+def test_task_outcome_reads_summaries_written_before_the_status():
+    from sparse_circuits.circuits.summary import TaskOutcome, TaskStatus
+
+    old = {"num_nodes": None, "num_edges": None, "full_model_loss": 0.6, "control": False,
+           "error": "the whole model's task loss 0.600 > 0.45: not attempted"}
+    assert TaskOutcome.from_dict(old).status == TaskStatus.NOT_ATTEMPTED
+    assert TaskOutcome.from_dict(old | {"error": "no circuit"}).status == TaskStatus.NO_CIRCUIT
+    assert TaskOutcome.from_dict(old | {"num_nodes": 3, "num_edges": 2}).status == TaskStatus.CIRCUIT
 
 
 def test_shared_geomean_uses_the_same_tasks_for_every_model():
-    from sparse_circuits.circuits.api import shared_geomean
+    from sparse_circuits.circuits.summary import shared_geomean
 
-    def row(edges, control=False, bigram=False):
-        return {"num_edges": edges, "control": control, "bigram_decided": bigram}
-
-    sparse = {"tasks": {"a": row(10), "b": row(1), "c": row(5), "elif": row(2, bigram=True), "ctrl": row(3, True)}}
-    dense = {"tasks": {"a": row(40), "b": row(16), "c": row(None), "elif": row(9, bigram=True), "ctrl": row(7, True)}}
+    o = _outcome
+    sparse = _summary({"a": o(10), "b": o(1), "c": o(5), "elif": o(2, bigram=True), "ctrl": o(3, True)})
+    dense = _summary({"a": o(40), "b": o(16), "c": o(None), "elif": o(9, bigram=True), "ctrl": o(7, True)})
     out = shared_geomean({"sparse": sparse, "dense": dense})
-    assert out["tasks"] == ["a", "b"]  # c: no dense circuit; elif: bigram-decided; ctrl: a control
-    assert out["geomean_edges"]["sparse"] == pytest.approx(10 ** 0.5)
-    assert out["geomean_edges"]["dense"] == pytest.approx(640 ** 0.5)
+    assert out.tasks == ["a", "b"]  # c: no dense circuit; elif: bigram-decided; ctrl: a control
+    assert out.geomean_edges["sparse"] == pytest.approx(10 ** 0.5)
+    assert out.geomean_edges["dense"] == pytest.approx(640 ** 0.5)

@@ -55,6 +55,36 @@ def test_sites_follow_public_names():
     assert {"0.attn.act_in", "1.mlp.post_act", "1.attn.resid_delta"} <= expected
 
 
+def test_node_ids_have_one_text_form_and_sort_in_forward_order():
+    from sparse_circuits.nodes import NodeId, parse_site
+
+    node = NodeId.parse("1.attn.v:21")
+    assert (node.layer, node.location, node.index) == (1, NodeLocation.ATTN_V, 21)
+    assert str(node) == "1.attn.v:21" and node.site == "1.attn.v" and NodeId.at("1.attn.v", 21) == node
+    shuffled = [NodeId.parse(t) for t in ("1.attn.act_in:0", "0.mlp.resid_delta:2", "0.attn.q:9", "0.attn.q:3")]
+    assert [str(n) for n in sorted(shuffled)] == ["0.attn.q:3", "0.attn.q:9", "0.mlp.resid_delta:2", "1.attn.act_in:0"]
+    assert [loc for loc in NodeLocation if loc.reads_residual] == [NodeLocation.ATTN_IN, NodeLocation.MLP_IN]
+    assert [loc for loc in NodeLocation if loc.writes_residual] == [NodeLocation.ATTN_OUT, NodeLocation.MLP_OUT]
+    for bad in ("0.attn.v", "0.attn.w:1", "x.attn.v:1", "0.attn.v:-1"):
+        with pytest.raises(UserError, match="not a node"):
+            NodeId.parse(bad)
+    with pytest.raises(UserError, match="not a node site"):
+        parse_site("ln_f.scale")
+
+
+def test_block_wiring_names_real_weights_between_node_sites():
+    model = small_model(positions=Positions.CONCAT, d_pos=4)
+    widths = {name: site.width for name, site in model.node_sites().items()}
+    block = model.blocks[0]
+    wiring = block.wiring()
+    assert len(wiring) == 6
+    for weight, src, dst in wiring:
+        # rows: destination channels; columns: source channels (+ read-only position channels)
+        assert weight.shape[0] == widths[f"0.{dst.value}"]
+        assert weight.shape[1] in (widths[f"0.{src.value}"], widths[f"0.{src.value}"] + 4)
+    assert wiring[3][0] is block.attn.c_proj.weight and wiring[3][1] == NodeLocation.ATTN_V
+
+
 def test_topk_only_at_configured_locations():
     model = small_model(activation_topk={NodeLocation.MLP_NEURON: 0.125})
     sites = model.hook_sites()

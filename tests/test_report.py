@@ -14,13 +14,15 @@ from click.testing import CliRunner
 
 from sparse_circuits.checkpoint import load_model
 from sparse_circuits.circuits.api import ablation_values, validate_circuit
-from sparse_circuits.circuits.circuit import Circuit
+from sparse_circuits.circuits.circuit import Circuit, TaskSample
+from sparse_circuits.circuits.prune import Calibration, PruneConfig
 from sparse_circuits.circuits.edges import count_edges
 from sparse_circuits.circuits.masks import Ablation
 from sparse_circuits.cli import main
 from sparse_circuits.data import load_tokenizer, prepare_data
 from sparse_circuits.errors import UserError
 from sparse_circuits.fileio import sha256_file
+from sparse_circuits.nodes import NodeId
 from sparse_circuits.report import analysis, build_report
 from sparse_circuits.report.serve import address, make_server
 from sparse_circuits.train import train
@@ -63,13 +65,11 @@ def handmade_circuit(run_dir: Path, out: Path, task: str = "single_double_quote"
     means = ablation_values(model, run_dir, cfg.data_dir, prompts, progress=False)[Ablation.MEAN_PRETRAIN]
     circuit = Circuit(
         task=task, model_dir=str(run_dir), model_sha256=sha256_file(run_dir / "model.safetensors"),
-        ablation="mean-pretrain", target_loss=0.15, loss=0.5, loss_calibrated=0.4,
-        calibration={"scale": 1.0, "shift": 0.0},
-        nodes={n: k.nonzero().squeeze(1).tolist() for n, k in keep.items() if k.any()},
-        edges=[(e.src, e.dst, e.weight) for e in edges.weights], residual_links=[(e.src, e.dst) for e in edges.residual],
-        qk_pairs=edges.qk_pairs, hyperparameters={"freeze_norms": False}, tau={n: k.float() - 0.5 for n, k in keep.items()},
-        means=means, data={"split": "train", "pairs": 8, "seed": 0}, loss_curve=[(0, 0.7), (20, 0.55), (60, 0.5)],
-        seconds=1.0)
+        config=PruneConfig(), loss=0.5, loss_calibrated=0.4, calibration=Calibration(),
+        nodes=sorted(NodeId.at(n, i) for n, k in keep.items() for i in k.nonzero().squeeze(1).tolist()),
+        edges=edges.weights, residual_links=edges.residual, qk_pairs=edges.qk_pairs,
+        tau={n: k.float() - 0.5 for n, k in keep.items()}, means=means, sample=TaskSample(Split.TRAIN, 8, 0),
+        loss_curve=[(0, 0.7), (20, 0.55), (60, 0.5)], seconds=1.0)
     circuit.save(out)
     validate_circuit(out, run_dir, n_pairs=8, n_random=2, progress=False)
     return out
@@ -123,7 +123,7 @@ def test_head_patterns_use_only_the_circuits_query_key_channels(hostile_run, tmp
         attn.c_q.bias[:2] = 20.0
         attn.c_k.bias[:2] = 20.0
         attn.c_k.weight[:2, :4] = 30.0 * torch.randn(2, 4, generator=torch.Generator().manual_seed(0))
-    heads = analysis.head_patterns(model, circuit, tt, analysis.circuit_node_ids(circuit))
+    heads = analysis.head_patterns(model, circuit, tt, circuit.nodes)
     assert heads["1.0"]["qk_channels"] == [0, 1]
     assert heads["1.1"]["qk_channels"] == []
     for key, head in heads.items():
@@ -145,12 +145,12 @@ def test_head_patterns_use_only_the_circuits_query_key_channels(hostile_run, tmp
 def test_token_writers_are_the_largest_embedding_weights(hostile_run):
     model, _ = load_model(hostile_run)
     tok = load_tokenizer(hostile_run / "tokenizer.json")
-    w = analysis.token_writers(model, analysis.NodeId("0.attn.act_in", 3), tok)
+    w = analysis.token_writers(model, NodeId.parse("0.attn.act_in:3"), tok)
     column = model.wte.weight[:, 3]
     assert w["top"][0]["token"] == int(column.argmax()) and w["bottom"][0]["token"] == int(column.argmin())
     assert w["nonzero"] == int((column != 0).sum())
-    assert analysis.token_writers(model, analysis.NodeId("0.mlp.post_act", 3), tok) is None
-    out = analysis.token_writers(model, analysis.NodeId("1.mlp.resid_delta", 2), tok)
+    assert analysis.token_writers(model, NodeId.parse("0.mlp.post_act:3"), tok) is None
+    out = analysis.token_writers(model, NodeId.parse("1.mlp.resid_delta:2"), tok)
     assert out["top"][0]["token"] == int((model.lm_head.weight[:, 2] * model.ln_f.weight[2]).argmax())
 
 

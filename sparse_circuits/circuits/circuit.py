@@ -22,9 +22,32 @@ import torch
 
 from ..errors import UserError
 from ..fileio import read_json, read_safetensors, sha256_file, write_json, write_safetensors
+from ..nodes import NodeId
+from ..tasks import Split
+from .edges import Edge
+from .masks import Ablation
+from .prune import Calibration, PruneConfig
 
 CIRCUIT_FORMAT = "sparse-circuits-circuit"
 CIRCUIT_FORMAT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class TaskSample:
+    """Which task pairs a circuit was pruned on."""
+    split: Split
+    pairs: int
+    seed: int
+
+
+@dataclass(frozen=True)
+class SearchRun:
+    """One run of the pruning search (None: it found no circuit at the target)."""
+    num_nodes: int | None
+    loss: float | None
+    k_coef: float
+    lr: float
+    seconds: float = 0.0
 
 
 @dataclass
@@ -32,35 +55,47 @@ class Circuit:
     task: str
     model_dir: str
     model_sha256: str
-    ablation: str
-    target_loss: float
+    config: PruneConfig  # the pruning run that found it (target loss, ablation, frozen norms, ...)
     loss: float
     loss_calibrated: float
-    calibration: dict
-    nodes: dict[str, list[int]]
-    edges: list[tuple[str, str, float]]
-    residual_links: list[tuple[str, str]]
-    qk_pairs: list[tuple[str, str]]
-    hyperparameters: dict
-    tau: dict[str, torch.Tensor]
-    means: dict[str, torch.Tensor]
-    data: dict = field(default_factory=dict)
-    search: list[dict] = field(default_factory=list)
+    calibration: Calibration
+    nodes: list[NodeId]  # forward order
+    edges: list[Edge]
+    residual_links: list[Edge]
+    qk_pairs: list[tuple[NodeId, NodeId]]
+    tau: dict[str, torch.Tensor]  # per node site
+    means: dict[str, torch.Tensor]  # per node site: the ablation values pruning used
+    sample: TaskSample
+    search: list[SearchRun] = field(default_factory=list)
     loss_curve: list[tuple[int, float]] = field(default_factory=list)
     seconds: float = 0.0
 
     @property
+    def ablation(self) -> Ablation:
+        return self.config.ablation
+
+    @property
+    def target_loss(self) -> float:
+        return self.config.target_loss
+
+    @property
     def num_nodes(self) -> int:
-        return sum(len(v) for v in self.nodes.values())
+        return len(self.nodes)
 
     @property
     def num_edges(self) -> int:
         return len(self.edges)
 
+    def nodes_by_site(self) -> dict[str, list[int]]:
+        out: dict[str, list[int]] = {}
+        for node in self.nodes:
+            out.setdefault(node.site, []).append(node.index)
+        return out
+
     def keep_masks(self, widths: dict[str, int]) -> dict[str, torch.Tensor]:
         keep = {name: torch.zeros(w, dtype=torch.bool) for name, w in widths.items()}
-        for name, idx in self.nodes.items():
-            keep[name][idx] = True
+        for node in self.nodes:
+            keep[node.site][node.index] = True
         return keep
 
     def save(self, out_dir: str | os.PathLike) -> None:
@@ -71,13 +106,16 @@ class Circuit:
         write_json(out / "circuit.json", {
             "format": CIRCUIT_FORMAT, "format_version": CIRCUIT_FORMAT_VERSION,
             "task": self.task, "model": {"dir": self.model_dir, "weights_sha256": self.model_sha256},
-            "ablation": self.ablation, "target_loss": self.target_loss, "loss": self.loss,
-            "loss_calibrated": self.loss_calibrated, "calibration": self.calibration,
-            "nodes": self.nodes, "num_nodes": self.num_nodes, "num_edges": self.num_edges,
+            "ablation": self.ablation.value, "target_loss": self.target_loss, "loss": self.loss,
+            "loss_calibrated": self.loss_calibrated,
+            "calibration": {"scale": self.calibration.scale, "shift": self.calibration.shift},
+            "nodes": self.nodes_by_site(), "num_nodes": self.num_nodes, "num_edges": self.num_edges,
             "num_residual_links": len(self.residual_links), "num_qk_pairs": len(self.qk_pairs),
-            "edges": [list(e) for e in self.edges], "residual_links": [list(e) for e in self.residual_links],
-            "qk_pairs": [list(p) for p in self.qk_pairs], "hyperparameters": self.hyperparameters,
-            "data": self.data, "search": self.search, "loss_curve": [list(p) for p in self.loss_curve],
+            "edges": [[str(e.src), str(e.dst), e.weight] for e in self.edges],
+            "residual_links": [[str(e.src), str(e.dst)] for e in self.residual_links],
+            "qk_pairs": [[str(q), str(k)] for q, k in self.qk_pairs], "hyperparameters": self.config.as_dict(),
+            "data": {"split": self.sample.split.value, "pairs": self.sample.pairs, "seed": self.sample.seed},
+            "search": [vars(r) for r in self.search], "loss_curve": [list(p) for p in self.loss_curve],
             "seconds": self.seconds,
         })
 
@@ -85,24 +123,33 @@ class Circuit:
 def load_circuit(circuit_dir: str | os.PathLike, model_dir: str | os.PathLike | None = None) -> Circuit:
     """Read a circuit; with `model_dir`, refuse it unless it was pruned from that model's weights."""
     d = Path(circuit_dir)
-    meta = read_json(d / "circuit.json", "circuit")
-    if meta.get("format") != CIRCUIT_FORMAT:
-        raise UserError(f"{d / 'circuit.json'}: not a sparse-circuits circuit file")
+    path = d / "circuit.json"
+    meta = read_json(path, "circuit")
+    if not isinstance(meta, dict) or meta.get("format") != CIRCUIT_FORMAT:
+        raise UserError(f"{path}: not a sparse-circuits circuit file")
     if meta.get("format_version") != CIRCUIT_FORMAT_VERSION:
-        raise UserError(f"{d / 'circuit.json'}: circuit format version {meta.get('format_version')} is not "
+        raise UserError(f"{path}: circuit format version {meta.get('format_version')} is not "
                         f"supported (this version reads {CIRCUIT_FORMAT_VERSION}); prune again")
     tensors = read_safetensors(d / "circuit.safetensors", "circuit tensors")
-    circuit = Circuit(
-        task=meta["task"], model_dir=meta["model"]["dir"], model_sha256=meta["model"]["weights_sha256"],
-        ablation=meta["ablation"], target_loss=meta["target_loss"], loss=meta["loss"],
-        loss_calibrated=meta["loss_calibrated"], calibration=meta["calibration"], nodes=meta["nodes"],
-        edges=[tuple(e) for e in meta["edges"]], residual_links=[tuple(e) for e in meta["residual_links"]],
-        qk_pairs=[tuple(p) for p in meta["qk_pairs"]], hyperparameters=meta["hyperparameters"],
-        tau={k[4:]: v for k, v in tensors.items() if k.startswith("tau.")},
-        means={k[5:]: v for k, v in tensors.items() if k.startswith("mean.")},
-        data=meta.get("data", {}), search=meta.get("search", []),
-        loss_curve=[tuple(p) for p in meta.get("loss_curve", [])], seconds=meta.get("seconds", 0.0),
-    )
+    try:
+        data = meta["data"]
+        circuit = Circuit(
+            task=meta["task"], model_dir=meta["model"]["dir"], model_sha256=meta["model"]["weights_sha256"],
+            config=PruneConfig.from_dict(meta["hyperparameters"], f"{path} hyperparameters"),
+            loss=meta["loss"], loss_calibrated=meta["loss_calibrated"],
+            calibration=Calibration(meta["calibration"]["scale"], meta["calibration"]["shift"]),
+            nodes=sorted(NodeId.at(site, i) for site, idx in meta["nodes"].items() for i in idx),
+            edges=[Edge(NodeId.parse(a), NodeId.parse(b), w) for a, b, w in meta["edges"]],
+            residual_links=[Edge(NodeId.parse(a), NodeId.parse(b)) for a, b in meta["residual_links"]],
+            qk_pairs=[(NodeId.parse(q), NodeId.parse(k)) for q, k in meta["qk_pairs"]],
+            tau={k[4:]: v for k, v in tensors.items() if k.startswith("tau.")},
+            means={k[5:]: v for k, v in tensors.items() if k.startswith("mean.")},
+            sample=TaskSample(Split(data["split"]), data["pairs"], data["seed"]),
+            search=[SearchRun(**r) for r in meta.get("search", [])],
+            loss_curve=[tuple(p) for p in meta.get("loss_curve", [])], seconds=meta.get("seconds", 0.0),
+        )
+    except (KeyError, TypeError, ValueError) as e:
+        raise UserError(f"{path}: damaged circuit file ({type(e).__name__}: {e}); prune again") from None
     if model_dir is not None:
         check_circuit_model(circuit, d, model_dir)
     return circuit

@@ -1,14 +1,11 @@
 """Edges of a circuit (SPEC section 6): nonzero weights between two kept nodes.
 
-Counted, per layer L:
-  L.attn.act_in[i] -> L.attn.q/k/v[j]     c_q/c_k/c_v.weight[j, i]
-  L.attn.v[j]      -> L.attn.resid_delta[o]  attn.c_proj.weight[o, j]  (value channel = output channel)
-  L.mlp.act_in[i]  -> L.mlp.post_act[j]   c_fc.weight[j, i]
-  L.mlp.post_act[j] -> L.mlp.resid_delta[o]  mlp.c_proj.weight[o, j]
-Reported separately: residual links `resid_delta[c] -> act_in[c]` from a write to every later
-read of the same channel (**[ours]**: later in forward order, so attention's write in layer L
-also links to the MLP read of layer L), and query-key pairs (q[c] and k[c] of the same head
-channel both kept).
+Counted: for every (weight, source, destination) of the block's wiring (`model.Block.WIRING`),
+weight[j, i] != 0 with source node i and destination node j both kept. Reported separately:
+residual links `write[c] -> read[c]` from a node that writes residual channel c to every later
+node that reads it (**[ours]**: later in forward order, so attention's write in layer L also
+links to the MLP read of layer L), and query-key pairs (q[c] and k[c] of the same head channel
+both kept).
 """
 
 from __future__ import annotations
@@ -18,61 +15,58 @@ from dataclasses import dataclass, field
 import torch
 
 from ..model import GPT
+from ..nodes import NodeId, NodeLocation, site_name
 
 
-@dataclass
+@dataclass(frozen=True)
 class Edge:
-    src: str  # "site:index"
-    dst: str
-    weight: float
+    src: NodeId
+    dst: NodeId
+    weight: float = 1.0  # residual links: 1
 
 
 @dataclass
 class EdgeCount:
     weights: list[Edge] = field(default_factory=list)  # the circuit's edges, the metric
     residual: list[Edge] = field(default_factory=list)  # residual links (weight 1)
-    qk_pairs: list[tuple[str, str]] = field(default_factory=list)
+    qk_pairs: list[tuple[NodeId, NodeId]] = field(default_factory=list)
 
     @property
     def num_edges(self) -> int:
         return len(self.weights)
 
 
-def _linear_edges(weight: torch.Tensor, src: str, keep_src: torch.Tensor, dst: str,
+def _nodes(layer: int, location: NodeLocation, keep: torch.Tensor) -> list[NodeId]:
+    return [NodeId(layer, location, i) for i in keep.nonzero().squeeze(1).tolist()]
+
+
+def _linear_edges(weight: torch.Tensor, src: list[NodeId], keep_src: torch.Tensor, dst: list[NodeId],
                   keep_dst: torch.Tensor) -> list[Edge]:
-    sub = weight.detach()[keep_dst][:, keep_src]
-    src_idx = keep_src.nonzero().squeeze(1).tolist()
-    dst_idx = keep_dst.nonzero().squeeze(1).tolist()
-    return [Edge(f"{src}:{src_idx[i]}", f"{dst}:{dst_idx[o]}", float(sub[o, i]))
-            for o, i in sub.nonzero().tolist()]
+    # [ours] input columns past the source's width (concatenated position channels) are not edges
+    sub = weight.detach()[:, : len(keep_src)][keep_dst][:, keep_src]
+    return [Edge(src[i], dst[o], float(sub[o, i])) for o, i in sub.nonzero().tolist()]
 
 
 def count_edges(model: GPT, keep: dict[str, torch.Tensor]) -> EdgeCount:
+    """The edges among the kept nodes; `keep`: a boolean mask per node site."""
     out = EdgeCount()
-    n_layer = model.cfg.n_layer
-    d = model.cfg.d_model  # [ours] reads of concatenated position channels (columns past d) are not edges
+    mask = lambda layer, loc: keep[site_name(layer, loc)]
     for layer, block in enumerate(model.blocks):
-        site = lambda s: f"{layer}.{s}"
-        for proj, dst in ((block.attn.c_q, "attn.q"), (block.attn.c_k, "attn.k"), (block.attn.c_v, "attn.v")):
-            out.weights += _linear_edges(proj.weight[:, :d], site("attn.act_in"), keep[site("attn.act_in")],
-                                         site(dst), keep[site(dst)])
-        out.weights += _linear_edges(block.attn.c_proj.weight, site("attn.v"), keep[site("attn.v")],
-                                     site("attn.resid_delta"), keep[site("attn.resid_delta")])
-        out.weights += _linear_edges(block.mlp.c_fc.weight[:, :d], site("mlp.act_in"), keep[site("mlp.act_in")],
-                                     site("mlp.post_act"), keep[site("mlp.post_act")])
-        out.weights += _linear_edges(block.mlp.c_proj.weight, site("mlp.post_act"), keep[site("mlp.post_act")],
-                                     site("mlp.resid_delta"), keep[site("mlp.resid_delta")])
-        both = (keep[site("attn.q")] & keep[site("attn.k")]).nonzero().squeeze(1).tolist()
-        out.qk_pairs += [(f"{site('attn.q')}:{c}", f"{site('attn.k')}:{c}") for c in both]
+        for weight, src, dst in block.wiring():
+            ks, kd = mask(layer, src), mask(layer, dst)
+            out.weights += _linear_edges(weight, _nodes(layer, src, ks), ks, _nodes(layer, dst, kd), kd)
+        both = mask(layer, NodeLocation.ATTN_Q) & mask(layer, NodeLocation.ATTN_K)
+        out.qk_pairs += [(NodeId(layer, NodeLocation.ATTN_Q, c), NodeId(layer, NodeLocation.ATTN_K, c))
+                         for c in both.nonzero().squeeze(1).tolist()]
 
     # Residual links: each write, to every read later in forward order.
-    order = [f"{layer}.{s}" for layer in range(n_layer)
-             for s in ("attn.act_in", "attn.resid_delta", "mlp.act_in", "mlp.resid_delta")]
-    for i, write in enumerate(order):
-        if not write.endswith("resid_delta"):
+    order = [(layer, loc) for layer in range(model.cfg.n_layer) for loc in NodeLocation
+             if loc.reads_residual or loc.writes_residual]
+    for i, (w_layer, w_loc) in enumerate(order):
+        if not w_loc.writes_residual:
             continue
-        for read in order[i + 1:]:
-            if read.endswith("act_in"):
-                for c in (keep[write] & keep[read]).nonzero().squeeze(1).tolist():
-                    out.residual.append(Edge(f"{write}:{c}", f"{read}:{c}", 1.0))
+        for r_layer, r_loc in order[i + 1:]:
+            if r_loc.reads_residual:
+                for c in (mask(w_layer, w_loc) & mask(r_layer, r_loc)).nonzero().squeeze(1).tolist():
+                    out.residual.append(Edge(NodeId(w_layer, w_loc, c), NodeId(r_layer, r_loc, c)))
     return out

@@ -13,6 +13,7 @@ from torch import nn
 
 from ..hooks import Hooks
 from ..model import GPT
+from ..nodes import NodeId, NodeLocation, parse_site, site_name
 
 
 class Ablation(str, enum.Enum):
@@ -41,7 +42,8 @@ def mean_ablate(x: torch.Tensor, gate: torch.Tensor, mu: torch.Tensor) -> torch.
 
 def shared_site(name: str, tie_qk: bool) -> str:
     """The site whose tau a site uses: with tied query/key masks, `L.attn.k` uses `L.attn.q`'s."""
-    return name[: -len("attn.k")] + "attn.q" if tie_qk and name.endswith("attn.k") else name
+    layer, location = parse_site(name)
+    return site_name(layer, NodeLocation.ATTN_Q) if tie_qk and location == NodeLocation.ATTN_K else name
 
 
 class NodeMasks(nn.Module):
@@ -73,22 +75,22 @@ class NodeMasks(nn.Module):
         """Number of kept nodes, counted once per tau; differentiable through the surrogate."""
         return sum(HeavisideSTE.apply(p, temperature).sum() for p in self.tau.values())
 
-    def ranked_nodes(self) -> list[tuple[str, int]]:
-        """Every (site, index) owning a tau, highest tau first (ties by site order, then index)."""
+    def ranked_nodes(self) -> list[NodeId]:
+        """Every node owning a tau, highest tau first (ties by site order, then index)."""
         entries = []
         for name in self.widths:
             if shared_site(name, self.tie_qk) != name:
                 continue
             for i, t in enumerate(self.tau_of(name).detach().tolist()):
-                entries.append((-t, len(entries), name, i))
-        entries.sort()
-        return [(name, i) for _, _, name, i in entries]
+                entries.append((-t, len(entries), NodeId.at(name, i)))
+        entries.sort(key=lambda e: e[:2])
+        return [node for _, _, node in entries]
 
-    def keep_masks(self, nodes: list[tuple[str, int]]) -> dict[str, torch.Tensor]:
-        """Boolean keep mask per node site for a set of (tau-owning site, index) nodes."""
+    def keep_masks(self, nodes: list[NodeId]) -> dict[str, torch.Tensor]:
+        """Boolean keep mask per node site for a set of tau-owning nodes."""
         keep = {name: torch.zeros(w, dtype=torch.bool) for name, w in self.widths.items()}
-        for name, i in nodes:
-            keep[name][i] = True
+        for node in nodes:
+            keep[node.site][node.index] = True
         if self.tie_qk:
             for name in self.widths:
                 if shared_site(name, True) != name:
@@ -108,12 +110,6 @@ def gate_hooks(gates: dict[str, torch.Tensor], ablation_values: dict[str, torch.
         mu = ablation_values[name]
         hooks.add(name, lambda x, g=gate, m=mu: mean_ablate(x, g.to(x.dtype), m.to(x.device, x.dtype)))
     return hooks
-
-
-def keep_hooks(keep: dict[str, torch.Tensor], ablation_values: dict[str, torch.Tensor],
-               hooks: Hooks | None = None) -> Hooks:
-    """Discrete circuit: kept nodes pass, every other node takes its ablation value."""
-    return gate_hooks({name: k.float() for name, k in keep.items()}, ablation_values, hooks)
 
 
 def frozen_norm_hooks(model: GPT, idx: torch.Tensor, hooks: Hooks | None = None,

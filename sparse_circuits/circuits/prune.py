@@ -22,11 +22,11 @@ from dataclasses import asdict, dataclass, field, replace
 import torch
 from tqdm import tqdm
 
-from ..hooks import Hooks
 from ..model import GPT
+from ..nodes import NodeId
 from ..tasks.evaluate import TaskTensors, score_logit_diffs, task_loss
-from ..tasks.evaluate import logit_diffs as task_logit_diffs
-from .masks import Ablation, NodeMasks, frozen_norm_hooks, gate_hooks, keep_hooks
+from .intervention import CircuitIntervention
+from .masks import Ablation, NodeMasks
 
 
 @dataclass
@@ -56,27 +56,12 @@ class PruneConfig:
         d["ablation"] = self.ablation.value
         return d
 
+    @classmethod
+    def from_dict(cls, data: dict, source: str = "prune config") -> "PruneConfig":
+        """The inverse of `as_dict`; unknown keys and bad values are one-line errors naming `source`."""
+        from ..config import dataclass_from_dict
 
-def logit_diffs(model: GPT, tt: TaskTensors, rows: torch.Tensor, hooks: Hooks | None,
-                freeze_norms: bool = False) -> torch.Tensor:
-    """The task's logit differences under `hooks`, with norm scales frozen to the full model's if asked."""
-    if freeze_norms:
-        device = next(model.parameters()).device
-        hooks = frozen_norm_hooks(model, tt.idx[rows].to(device), hooks, tt.last[rows].to(device))
-    return task_logit_diffs(model, tt, rows, hooks)
-
-
-@torch.no_grad()
-def circuit_loss(model: GPT, tt: TaskTensors, keep: dict[str, torch.Tensor] | None,
-                 ablation_values: dict[str, torch.Tensor], freeze_norms: bool = False,
-                 batch_size: int = 256) -> tuple[float, torch.Tensor]:
-    """Task loss (mean over sequences) of a discrete circuit, and its logit differences."""
-    diffs = []
-    for rows in tt.batches(batch_size):
-        hooks = keep_hooks(keep, ablation_values) if keep is not None else None
-        diffs.append(logit_diffs(model, tt, rows, hooks, freeze_norms).float().cpu())
-    d = torch.cat(diffs)
-    return score_logit_diffs(d)[0], d
+        return dataclass_from_dict(cls, data, source)
 
 
 @dataclass
@@ -138,8 +123,8 @@ def train_masks(model: GPT, tt: TaskTensors, ablation_values: dict[str, torch.Te
     n_pairs = tt.n // 2
     for _ in tqdm(range(cfg.steps), desc="prune", unit="step", disable=not progress, leave=False):
         rows = tt.pair_batch(rng.sample(range(n_pairs), min(cfg.batch_pairs, n_pairs)))
-        hooks = gate_hooks(masks.gates(cfg.temperature), ablation_values)
-        diffs = logit_diffs(model, tt, rows, hooks, cfg.freeze_norms)
+        circuit = CircuitIntervention(masks.gates(cfg.temperature), ablation_values, cfg.freeze_norms)
+        diffs = circuit.logit_diffs(model, tt, rows)
         loss = task_loss(diffs, torch.zeros_like(diffs)) + cfg.k_coef * masks.num_kept_surrogate(cfg.temperature)
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -158,10 +143,11 @@ def discretise(model: GPT, tt: TaskTensors, masks: NodeMasks, ablation_values: d
 
     def loss_at(k: int) -> float:
         if k not in curve:
-            curve[k] = circuit_loss(model, tt, masks.keep_masks(ranked[:k]), ablation_values, freeze_norms)[0]
+            circuit = CircuitIntervention.keeping(masks.keep_masks(ranked[:k]), ablation_values, freeze_norms)
+            curve[k] = circuit.task_loss(model, tt)[0]
         return curve[k]
 
-    hi = sum(1 for name, i in ranked if float(masks.tau_of(name)[i].detach()) > 0)
+    hi = sum(1 for node in ranked if float(masks.tau_of(node.site)[node.index].detach()) > 0)
     if loss_at(0) <= target:
         return 0, sorted(curve.items())
     if loss_at(hi) > target:
@@ -172,13 +158,14 @@ def discretise(model: GPT, tt: TaskTensors, masks: NodeMasks, ablation_values: d
     return k, sorted(curve.items())
 
 
-def clean_up(model: GPT, tt: TaskTensors, masks: NodeMasks, nodes: list[tuple[str, int]],
+def clean_up(model: GPT, tt: TaskTensors, masks: NodeMasks, nodes: list[NodeId],
              ablation_values: dict[str, torch.Tensor], target: float, freeze_norms: bool,
-             tries: int) -> list[tuple[str, int]]:
+             tries: int) -> list[NodeId]:
     kept = list(nodes)
     for node in list(reversed(nodes))[:tries]:  # lowest tau first
         trial = [n for n in kept if n != node]
-        if circuit_loss(model, tt, masks.keep_masks(trial), ablation_values, freeze_norms)[0] <= target:
+        circuit = CircuitIntervention.keeping(masks.keep_masks(trial), ablation_values, freeze_norms)
+        if circuit.task_loss(model, tt)[0] <= target:
             kept = trial
     return kept
 
@@ -215,7 +202,7 @@ def prune(model: GPT, tt: TaskTensors, ablation_values: dict[str, torch.Tensor],
     nodes = clean_up(model, tt, masks, nodes, ablation_values, cfg.target_loss, cfg.freeze_norms, cfg.cleanup_tries)
     clock.lap("cleanup")
     keep = masks.keep_masks(nodes)
-    loss, diffs = circuit_loss(model, tt, keep, ablation_values, cfg.freeze_norms)
+    loss, diffs = CircuitIntervention.keeping(keep, ablation_values, cfg.freeze_norms).task_loss(model, tt)
     cal = calibrate(diffs, tt.label)
     loss_cal = score_logit_diffs(cal.apply(diffs, tt.label))[0]
     clock.lap("calibration")

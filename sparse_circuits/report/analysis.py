@@ -1,23 +1,24 @@
 """What a circuit page shows about each node, computed through the model's hook sites.
 
-Everything here reads activations with `Hooks.record`; the circuit's own runs add its keep masks
-(`keep_hooks`) and, if it was pruned with them, frozen norms: the same interventions pruning and
-validation use, so the page shows what the circuit computes, not a re-derivation of it.
+Everything here reads activations with `Hooks.record`; the circuit's own runs go through its
+`CircuitIntervention` (keep masks, stored ablation values and, if it was pruned with them, frozen
+norms): the same object pruning and validation use, so the page shows what the circuit computes,
+not a re-derivation of it.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Callable
 
 import torch
 from tokenizers import Tokenizer
 
 from ..circuits.circuit import Circuit
-from ..circuits.masks import frozen_norm_hooks, keep_hooks
+from ..circuits.intervention import CircuitIntervention
 from ..data import TokenData
 from ..hooks import Hooks
 from ..model import GPT, attention_pattern
+from ..nodes import NodeId, NodeLocation, site_name
 from ..tasks.evaluate import TaskTensors
 
 # Snippets: for each sign, tokens at these quantiles of the node's activations of that sign
@@ -30,39 +31,14 @@ HEAD_EXAMPLES = 2  # task pairs whose attention patterns are shown
 TOP_TOKENS = 8
 
 
-@dataclass
-class NodeId:
-    site: str  # "0.mlp.post_act"
-    index: int
-
-    @classmethod
-    def parse(cls, text: str) -> "NodeId":
-        site, _, index = text.rpartition(":")
-        return cls(site, int(index))
-
-    @property
-    def layer(self) -> int | None:
-        head = self.site.split(".")[0]
-        return int(head) if head.isdigit() else None
-
-    @property
-    def location(self) -> str:  # "mlp.post_act"
-        return self.site.split(".", 1)[1]
-
-    def __str__(self) -> str:
-        return f"{self.site}:{self.index}"
-
-
-def circuit_node_ids(circuit: Circuit) -> list[NodeId]:
-    return [NodeId(site, i) for site, idx in circuit.nodes.items() for i in idx]
-
-
 def circuit_hooks(model: GPT, circuit: Circuit, idx: torch.Tensor) -> Hooks:
+    """The circuit's intervention for a whole-sequence forward on `idx`."""
+    return circuit_intervention(model, circuit).hooks(model, idx)
+
+
+def circuit_intervention(model: GPT, circuit: Circuit) -> CircuitIntervention:
     keep = circuit.keep_masks({n: s.width for n, s in model.node_sites().items()})
-    hooks = Hooks()
-    if circuit.hyperparameters.get("freeze_norms", False):
-        hooks = frozen_norm_hooks(model, idx, hooks)
-    return keep_hooks(keep, circuit.means, hooks)
+    return CircuitIntervention.keeping(keep, circuit.means, circuit.config.freeze_norms)
 
 
 @torch.no_grad()
@@ -164,21 +140,22 @@ def head_patterns(model: GPT, circuit: Circuit, tt: TaskTensors, nodes: list[Nod
     """For each head with a circuit node: its attention on a few task prompts in the pruned circuit,
     scored only by the circuit's query/key channels of that head (other channels contribute 0)."""
     d_head = model.cfg.d_head
-    heads = sorted({(n.layer, n.index // d_head) for n in nodes if n.location in ("attn.q", "attn.k", "attn.v")})
+    heads = sorted({(n.layer, n.index // d_head) for n in nodes if n.location.head_channel})
     if not heads:
         return {}
     rows = list(range(min(2 * HEAD_EXAMPLES, tt.n)))
     idx = tt.idx[rows]
     cache: dict[str, torch.Tensor] = {}
     layers = sorted({layer for layer, _ in heads})
+    q_k = (NodeLocation.ATTN_Q, NodeLocation.ATTN_K)
     model.run_with_hooks(idx, circuit_hooks(model, circuit, idx).record(
-        [f"{L}.attn.{s}" for L in layers for s in ("q", "k")], cache))
+        [site_name(L, loc) for L in layers for loc in q_k], cache))
     out = {}
     for layer, h in heads:
         channels = slice(h * d_head, (h + 1) * d_head)
-        q_keep, k_keep = (_head_channels(circuit, f"{layer}.attn.{s}", h, d_head) for s in ("q", "k"))
-        q = cache[f"{layer}.attn.q"][..., channels] * q_keep
-        k = cache[f"{layer}.attn.k"][..., channels] * k_keep
+        q_keep, k_keep = (_head_channels(circuit, layer, loc, h, d_head) for loc in q_k)
+        q = cache[site_name(layer, NodeLocation.ATTN_Q)][..., channels] * q_keep
+        k = cache[site_name(layer, NodeLocation.ATTN_K)][..., channels] * k_keep
         sink = model.blocks[layer].attn.sink_logit
         probs = attention_pattern(q.unsqueeze(1), k.unsqueeze(1), None if sink is None else sink[h:h + 1])[:, 0]
         shared = (q_keep & k_keep).nonzero().squeeze(1) + h * d_head
@@ -192,10 +169,11 @@ def head_patterns(model: GPT, circuit: Circuit, tt: TaskTensors, nodes: list[Nod
     return out
 
 
-def _head_channels(circuit: Circuit, site: str, head: int, d_head: int) -> torch.Tensor:
-    """Which of head `head`'s channels at `site` the circuit keeps, as a (d_head,) mask."""
+def _head_channels(circuit: Circuit, layer: int, location: NodeLocation, head: int, d_head: int) -> torch.Tensor:
+    """Which of head `head`'s channels at one q/k/v location the circuit keeps, as a (d_head,) mask."""
     keep = torch.zeros(d_head, dtype=torch.bool)
-    keep[[i - head * d_head for i in circuit.nodes.get(site, []) if i // d_head == head]] = True
+    keep[[n.index - head * d_head for n in circuit.nodes
+          if (n.layer, n.location) == (layer, location) and n.index // d_head == head]] = True
     return keep
 
 
@@ -205,9 +183,9 @@ def token_writers(model: GPT, node: NodeId, tokenizer: Tokenizer) -> dict | None
     embedding writes most to c; for a write (`resid_delta`), the tokens c pushes up and down most
     through the final norm's gain and the unembedding."""
     c = node.index
-    if node.location.endswith("act_in"):
+    if node.location.reads_residual:
         column, kind = model.wte.weight[:, c], "embedding writes to this residual channel"
-    elif node.location.endswith("resid_delta"):
+    elif node.location.writes_residual:
         column, kind = model.lm_head.weight[:, c] * model.ln_f.weight[c], "this channel's write, through the unembedding"
     else:
         return None

@@ -26,11 +26,14 @@ from tqdm import tqdm
 
 from ..checkpoint import load_model, load_run_config
 from ..circuits.circuit import Circuit, load_circuit
+from ..circuits.summary import SUMMARY_FILE, PruneAllSummary, TaskStatus
+from ..circuits.validate import VALIDATION_FILE, Validation
 from ..config import to_dict
 from ..data import load_tokenizer
 from ..errors import UserError
-from ..fileio import read_json, sha256_file, write_text
+from ..fileio import sha256_file, write_text
 from ..model import GPT
+from ..nodes import NodeLocation
 from ..tasks import Split, get_task
 from ..tasks.evaluate import CHANCE_LOSS, TaskTensors, load_or_evaluate_run
 from ..train import summarize_run
@@ -44,7 +47,7 @@ SNIPPET_WINDOWS = 256  # held-out pretraining windows searched for snippets
 class CircuitEntry:
     directory: Path
     circuit: Circuit
-    validation: dict | None
+    validation: Validation | None
     page: str = ""  # path relative to the site root
 
 
@@ -57,7 +60,7 @@ class RunView:
     config: dict
     metrics: list[dict]
     scores: dict
-    prune_summary: dict | None
+    prune_summary: PruneAllSummary | None
     weights_sha256: str
     circuits: list[CircuitEntry] = field(default_factory=list)
 
@@ -86,17 +89,16 @@ def load_run_view(run_dir: Path, taken: set[str], progress: bool) -> RunView:
         raise UserError(f"{run_dir}: no model.safetensors; pass a run directory from `sparse-circuits train`")
     cfg = load_run_config(run_dir)
     config = to_dict(cfg)
-    summary_path = run_dir / "circuits" / "summary.json"
+    circuits_dir = run_dir / "circuits"
     return RunView(run_dir=run_dir, label=_unique_label(run_dir, taken), kind=_kind(config),
                    summary=summarize_run(run_dir), config=config, metrics=_read_metrics(run_dir),
                    scores=load_or_evaluate_run(run_dir, progress=progress),
-                   prune_summary=read_json(summary_path, "prune-all summary") if summary_path.is_file() else None,
+                   prune_summary=PruneAllSummary.load(circuits_dir) if (circuits_dir / SUMMARY_FILE).is_file() else None,
                    weights_sha256=sha256_file(run_dir / "model.safetensors"))
 
 
 def _circuit_entry(directory: Path) -> CircuitEntry:
-    validation_path = directory / "validation.json"
-    validation = read_json(validation_path, "validation") if validation_path.is_file() else None
+    validation = Validation.load(directory) if (directory / VALIDATION_FILE).is_file() else None
     return CircuitEntry(directory, load_circuit(directory), validation)
 
 
@@ -146,7 +148,7 @@ def _collect_ids(obj, ids: set[int]) -> None:
 def pretraining_activations(model: GPT, windows: torch.Tensor, entries: list[CircuitEntry]) -> dict[str, torch.Tensor]:
     """Whole-model activations (N, T) on the snippet windows of every node of any of a run's
     circuits, in one pass over the windows."""
-    nodes = list({str(n): n for e in entries for n in analysis.circuit_node_ids(e.circuit)}.values())
+    nodes = list({str(n): n for e in entries for n in e.circuit.nodes}.values())
     if not nodes:
         return {}
     acts = analysis.record_nodes(model, windows, nodes)
@@ -157,19 +159,18 @@ def circuit_page_data(model: GPT, tokenizer: Tokenizer, run: RunView, entry: Cir
                       windows: torch.Tensor, pretrain: dict[str, torch.Tensor]) -> dict:
     c = entry.circuit
     task = get_task(c.task)
-    nodes = analysis.circuit_node_ids(c)
-    ds = task.build(tokenizer, Split.TEST, PAGE_PAIRS, c.data.get("seed", 0))
+    nodes = c.nodes
+    ds = task.build(tokenizer, Split.TEST, PAGE_PAIRS, c.sample.seed)
     tt = TaskTensors.of(ds, model, tokenizer)
     pairs = analysis.pair_activations(model, c, tt, nodes) if nodes else {}
-    drift = (entry.validation or {}).get("role_drift", {}).get("per_node", {})
+    drift = entry.validation.role_drift.per_node if entry.validation else {}
     panels = {}
     for node in nodes:
         key = str(node)
         panels[key] = {"snippets": analysis.snippets(pretrain[key], windows), "pairs": pairs[key],
                        "writers": analysis.token_writers(model, node, tokenizer), "role_drift": drift.get(key),
                        "tau": float(c.tau[node.site][node.index]) if node.site in c.tau else None,
-                       "head": (node.index // model.cfg.d_head) if node.location in ("attn.q", "attn.k", "attn.v")
-                       else None}
+                       "head": (node.index // model.cfg.d_head) if node.location.head_channel else None}
     data = {
         "model": {"label": run.label, "kind": run.kind, "run_dir": str(run.run_dir), "n_layer": model.cfg.n_layer,
                   "d_head": model.cfg.d_head},
@@ -177,15 +178,14 @@ def circuit_page_data(model: GPT, tokenizer: Tokenizer, run: RunView, entry: Cir
                  "examples": [{"prompt": e.prompt, "correct": e.correct, "wrong": e.wrong}
                               for e in ds.examples[:2 * analysis.PAIR_EXAMPLES]]},
         "circuit": {"num_nodes": c.num_nodes, "num_edges": c.num_edges, "loss": c.loss,
-                    "loss_calibrated": c.loss_calibrated, "target_loss": c.target_loss, "ablation": c.ablation,
-                    "hyperparameters": c.hyperparameters, "seconds": c.seconds, "directory": str(entry.directory)},
-        "validation": entry.validation,
-        "locations": ["attn.act_in", "attn.q", "attn.k", "attn.v", "attn.resid_delta",
-                      "mlp.act_in", "mlp.post_act", "mlp.resid_delta"],
+                    "loss_calibrated": c.loss_calibrated, "target_loss": c.target_loss, "ablation": c.ablation.value,
+                    "hyperparameters": c.config.as_dict(), "seconds": c.seconds, "directory": str(entry.directory)},
+        "validation": entry.validation.as_dict() if entry.validation else None,
+        "locations": [loc.value for loc in NodeLocation],
         "nodes": [str(n) for n in nodes],
-        "edges": [list(e) for e in c.edges],
-        "residual_links": [list(e) for e in c.residual_links],
-        "qk_pairs": [list(p) for p in c.qk_pairs],
+        "edges": [[str(e.src), str(e.dst), e.weight] for e in c.edges],
+        "residual_links": [[str(e.src), str(e.dst)] for e in c.residual_links],
+        "qk_pairs": [[str(q), str(k)] for q, k in c.qk_pairs],
         "panels": panels,
         "heads": analysis.head_patterns(model, c, tt, nodes),
         "snippet_source": f"{windows.shape[0]} held-out windows of {windows.shape[1]} tokens "
@@ -240,30 +240,30 @@ def _circuit_rows(runs: list[RunView]) -> list[dict]:
         shown = set()
         for e in run.circuits:
             shown.add(e.circuit.task)
-            v = e.validation or {}
+            v = e.validation
             rows.append({"run": run.label, "kind": run.kind, "task": e.circuit.task, "page": e.page,
                          "nodes": e.circuit.num_nodes, "edges": e.circuit.num_edges,
                          "residual": len(e.circuit.residual_links), "qk": len(e.circuit.qk_pairs),
                          "loss": e.circuit.loss, "target": e.circuit.target_loss,
-                         "calibrated": e.circuit.loss_calibrated, "ablation": e.circuit.ablation,
-                         "full": v.get("full_model", {}).get("loss"),
-                         "test": v.get("sufficiency", {}).get("loss"),
-                         "test_acc": v.get("sufficiency", {}).get("accuracy"),
-                         "necessity": v.get("necessity", {}).get("loss"),
-                         "random": v.get("random_circuits", {}).get("mean_loss"),
-                         "drift": v.get("role_drift", {}).get("mean"), "seconds": e.circuit.seconds,
+                         "calibrated": e.circuit.loss_calibrated, "ablation": e.circuit.ablation.value,
+                         "full": v.full_model.loss if v else None,
+                         "test": v.sufficiency.loss if v else None,
+                         "test_acc": v.sufficiency.accuracy if v else None,
+                         "necessity": v.necessity.loss if v else None,
+                         "random": v.random_circuits.mean_loss if v else None,
+                         "drift": v.role_drift.mean if v else None, "seconds": e.circuit.seconds,
                          "note": None})
         skipped = []
-        for task, r in ((run.prune_summary or {}).get("tasks") or {}).items():
-            if task in shown or r.get("num_nodes") is not None:
+        for task, r in (run.prune_summary.tasks if run.prune_summary else {}).items():
+            if task in shown or r.has_circuit:
                 continue
-            if "not attempted" in r.get("error", ""):
-                skipped.append(f"{task} ({r['full_model_loss']:.2f})")
+            if r.status == TaskStatus.NOT_ATTEMPTED:
+                skipped.append(f"{task} ({r.full_model_loss:.2f})")
             else:
                 rows.append({"run": run.label, "kind": run.kind, "task": task, "page": None,
-                             "note": r.get("error", "no circuit")})
+                             "note": r.error or "no circuit"})
         if skipped:
-            limit = run.prune_summary.get("max_full_loss")
+            limit = run.prune_summary.max_full_loss
             rows.append({"run": run.label, "kind": run.kind, "task": f"{len(skipped)} tasks", "page": None,
                          "note": f"not attempted, the whole model's task loss is above {limit}: " + ", ".join(skipped)})
     return rows
