@@ -24,8 +24,10 @@ import torch
 
 from sparse_circuits.config import resolve_run_config, to_dict
 from sparse_circuits.fileio import write_json
-from sparse_circuits.sparsity import Projector, project_naive_
+from sparse_circuits.sparsity import Projector
 from sparse_circuits.train import train
+
+from baselines import project_naive_  # benchmarks/ (this script's directory)
 
 
 def run_config(data_dir: str, preset: str, dense: bool, steps: int):

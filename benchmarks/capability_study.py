@@ -27,11 +27,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from sparse_circuits.checkpoint import load_model  # noqa: E402
-from sparse_circuits.config import resolve_run_config  # noqa: E402
+from sparse_circuits.config import merge_overrides, resolve_run_config  # noqa: E402
 from sparse_circuits.data import TokenData, load_tokenizer, prepare_data  # noqa: E402
 from sparse_circuits.fileio import read_json, write_json, write_text  # noqa: E402
 from sparse_circuits.tasks.contamination import contamination_report  # noqa: E402
-from sparse_circuits.tasks.core import all_tasks  # noqa: E402
+from sparse_circuits.tasks import all_tasks  # noqa: E402
 from sparse_circuits.tasks.evaluate import evaluate_tasks  # noqa: E402
 from sparse_circuits.train import full_validation_loss, train  # noqa: E402
 
@@ -93,13 +93,6 @@ def data_dir(corpus: str, runs: Path) -> Path:
     return out
 
 
-def deep_merge(a: dict, b: dict) -> dict:
-    out = dict(a)
-    for k, v in b.items():
-        out[k] = deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
-    return out
-
-
 def run_one(name: str, seed: int, runs: Path) -> dict:
     result_path = RESULTS / f"{name}-s{seed}.json"
     if result_path.is_file():
@@ -107,7 +100,7 @@ def run_one(name: str, seed: int, runs: Path) -> dict:
     setting = SETTINGS[name]
     data = data_dir(setting["corpus"], runs)
     meta = read_json(data / "meta.json", "data metadata")
-    overrides = deep_merge(setting["config"], {"data_dir": str(data), "train": {"seed": seed},
+    overrides = merge_overrides(setting["config"], {"data_dir": str(data), "train": {"seed": seed},
                                                "model": {"vocab_size": meta["vocab_size"]}})
     cfg = resolve_run_config("micro", overrides)
     run_dir = runs / f"{name}-s{seed}"

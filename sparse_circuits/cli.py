@@ -81,33 +81,40 @@ def data(sources, out_dir, vocab_size, val_frac, seed, synthetic_share, syntheti
 @_user_errors
 def train(data_dir, preset, out_dir, config_file, nonzero_frac, dense, steps, lr, batch_size, seed, device,
           resume, resume_if_exists) -> None:
-    """Train a weight-sparse GPT (or its dense baseline)."""
+    """Train a weight-sparse GPT (or its dense baseline).
+
+    With --resume, the run continues from its last checkpoint with its saved config; --steps
+    (to extend it), --lr and --device may change it (recorded in RUN_DIR/config_history.jsonl),
+    any other option that differs is an error."""
     from .checkpoint import load_run_config
+    from .config import merge_overrides, run_config_from_dict, to_dict
     from .train import train as run_training
 
     resume = resume or (resume_if_exists and (Path(out_dir) / "config.json").is_file())
-    if resume:
-        cfg = load_run_config(out_dir)
-    else:
-        if not data_dir:
-            raise UserError("train: --data DATA_DIR is required (make one with `sparse-circuits data`)")
-        overrides = read_json(config_file, "config file") if config_file else {}
-        if not isinstance(overrides, dict):
-            raise UserError(f"{config_file}: must hold a JSON object of config sections")
-        if dense and nonzero_frac is not None:
-            raise UserError("train: pass either --dense or --nonzero-frac, not both")
-        sparsity = overrides.setdefault("sparsity", {})
-        trainer = overrides.setdefault("train", {})
-        if dense:
-            sparsity["nonzero_frac"] = 1.0
-        for section, key, value in ((sparsity, "nonzero_frac", nonzero_frac), (trainer, "steps", steps),
-                                    (trainer, "lr", lr), (trainer, "batch_size", batch_size),
-                                    (trainer, "seed", seed), (trainer, "device", device)):
-            if value is not None:
-                section[key] = value
+    if not resume and not data_dir:
+        raise UserError("train: --data DATA_DIR is required (make one with `sparse-circuits data`)")
+    overrides = read_json(config_file, "config file") if config_file else {}
+    if not isinstance(overrides, dict):
+        raise UserError(f"{config_file}: must hold a JSON object of config sections")
+    if dense and nonzero_frac is not None:
+        raise UserError("train: pass either --dense or --nonzero-frac, not both")
+    sparsity = overrides.setdefault("sparsity", {})
+    trainer = overrides.setdefault("train", {})
+    if dense:
+        sparsity["nonzero_frac"] = 1.0
+    for section, key, value in ((sparsity, "nonzero_frac", nonzero_frac), (trainer, "steps", steps),
+                                (trainer, "lr", lr), (trainer, "batch_size", batch_size),
+                                (trainer, "seed", seed), (trainer, "device", device)):
+        if value is not None:
+            section[key] = value
+    if data_dir:
         overrides["data_dir"] = str(Path(data_dir))
         meta = read_json(Path(data_dir) / "meta.json", "data metadata (run `sparse-circuits data` first)")
         overrides.setdefault("model", {}).setdefault("vocab_size", meta["vocab_size"])
+    if resume:  # the saved config, with what was given on the command line (checked by train)
+        where = f"{out_dir}/config.json with the given options"
+        cfg = run_config_from_dict(merge_overrides(to_dict(load_run_config(out_dir)), overrides), where)
+    else:
         cfg = resolve_run_config(preset, overrides, where=config_file or "config")
     final = run_training(cfg, out_dir, resume=resume)
     summary = {k: final[k] for k in ("step", "train_loss", "val_loss") if k in final}

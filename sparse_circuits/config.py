@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import math
+import re
 import typing
 from dataclasses import dataclass, field
 from typing import Any
@@ -151,8 +153,13 @@ class TrainConfig:
         for name in ("steps", "batch_size", "log_every", "eval_every", "eval_batches", "checkpoint_every"):
             if getattr(self, name) < 1:
                 raise UserError(f"train.{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("lr", "warmup_frac", "beta1", "beta2", "weight_decay", "eps", "grad_clip_rms"):
+            if not math.isfinite(getattr(self, name)):
+                raise UserError(f"train.{name} must be a finite number, got {getattr(self, name)}")
         if self.lr <= 0:
             raise UserError(f"train.lr must be > 0, got {self.lr}")
+        if not re.fullmatch(r"cpu|cuda(:\d+)?|mps", self.device):
+            raise UserError(f"train.device must be cpu, cuda, cuda:N or mps, got {self.device!r}")
         if not 0.0 <= self.warmup_frac < 1.0:
             raise UserError(f"train.warmup_frac must be in [0, 1), got {self.warmup_frac}")
 
@@ -255,11 +262,12 @@ def dataclass_from_dict(cls: type, data: dict, where: str) -> Any:
     return _from_dict(cls, data, where)
 
 
-def _merge(base: dict, override: dict) -> dict:
+def merge_overrides(base: dict, override: dict) -> dict:
+    """`base` (a config dict) with a partial config dict laid over it, section by section."""
     out = dict(base)
     for k, v in override.items():
         if isinstance(v, dict) and isinstance(out.get(k), dict) and k != "activation_topk":
-            out[k] = _merge(out[k], v)
+            out[k] = merge_overrides(out[k], v)
         else:
             out[k] = v
     return out
@@ -276,6 +284,8 @@ def to_dict(obj: Any) -> Any:
 
 
 def run_config_from_dict(data: dict, where: str = "config") -> RunConfig:
+    if not isinstance(data, dict):
+        raise UserError(f"{where}: must hold a JSON object (model, sparsity, train, ...), not {type(data).__name__}")
     model = data.get("model")
     if isinstance(model, dict) and "learned_positions" in model:
         # Run directories written before `positions` existed said `learned_positions: true/false`.
@@ -291,6 +301,6 @@ def run_config_from_dict(data: dict, where: str = "config") -> RunConfig:
 def resolve_run_config(preset: str | Preset, overrides: dict | None = None, where: str = "config") -> RunConfig:
     """Preset values, then user overrides (a partial RunConfig dict), validated."""
     preset = _convert(preset, Preset, "preset")
-    merged = _merge(PRESETS[preset], overrides or {})
+    merged = merge_overrides(PRESETS[preset], overrides or {})
     merged["preset"] = preset.value
     return run_config_from_dict(merged, where)

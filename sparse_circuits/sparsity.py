@@ -136,21 +136,6 @@ def project_(weight: torch.Tensor, frac: float, min_per_unit: int = 4,
     return Projector(min_per_unit, unit_axis)(weight, frac).logical_not()
 
 
-@torch.no_grad()
-def project_naive_(weight: torch.Tensor, frac: float, min_per_unit: int = 4) -> torch.Tensor:
-    """The earlier reimplementation's method, kept only as the benchmark's baseline."""
-    a = weight.abs()
-    k = keep_count(frac, a.numel())
-    mask = torch.zeros(a.numel(), dtype=torch.bool)
-    mask[torch.topk(a.reshape(-1), k).indices] = True
-    mask = mask.view_as(a)
-    if a.dim() >= 2:
-        rows = torch.topk(a, min(min_per_unit, a.shape[1]), dim=1).indices
-        mask.scatter_(1, rows, True)
-    weight.mul_(mask)
-    return mask
-
-
 def nonzero_fraction(frac_target: float, step: int, total_steps: int, cfg: SparsityConfig) -> float:
     """L0 annealing: 1 at step 0, `frac_target` from `anneal_end * total_steps` on."""
     end = cfg.anneal_end * total_steps

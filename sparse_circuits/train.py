@@ -32,8 +32,8 @@ from .checkpoint import (
     save_checkpoint,
     write_run_config,
 )
-from .config import BigramTable, LossReduction, RunConfig
-from .data import TokenData
+from .config import BigramTable, LossReduction, RunConfig, to_dict
+from .data import DataSplit, TokenData
 from .errors import UserError
 from .fileio import write_text
 from .model import GPT, lm_loss
@@ -41,7 +41,19 @@ from .sparsity import Projector, nonzero_fraction, sharkfin_lr
 
 
 class TrainingDiverged(UserError):
-    pass
+    """A non-finite training loss. `explained` words the advice for the run it happened in."""
+
+    def __init__(self, loss: float, step: int, message: str | None = None):
+        super().__init__(message or f"training loss became {loss} at step {step}")
+        self.loss, self.step = loss, step
+
+    def explained(self, out: Path, lr: float, checkpoint_step: int | None) -> "TrainingDiverged":
+        where = (f"the last checkpoint (step {checkpoint_step}) in {out} is intact: lower train.lr (now {lr}) and "
+                 f"resume with --resume --lr LOWER" if checkpoint_step is not None else
+                 f"no checkpoint was written yet: lower train.lr (now {lr}) and start again with --lr LOWER "
+                 f"(the same --out is fine)")
+        return TrainingDiverged(self.loss, self.step,
+                                f"training loss became {self.loss} at step {self.step}; {where}")
 
 
 @dataclass
@@ -115,7 +127,7 @@ def evaluate(model: GPT, data: TokenData, cfg: RunConfig) -> float:
     device = next(model.parameters()).device
     losses = []
     for i in range(t.eval_batches):
-        x, y = data.batch("val", t.batch_size, cfg.model.context, t.seed, i)
+        x, y = data.batch(DataSplit.VAL, t.batch_size, cfg.model.context, t.seed, i)
         losses.append(float(lm_loss(model(x.to(device)), y.to(device))))
     model.train(was_training)
     return sum(losses) / len(losses)
@@ -157,33 +169,222 @@ def full_validation_loss(model: GPT, data: TokenData, context: int, batch_size: 
                        n_windows * context)
 
 
+# -- the run: checks, directory, resume -----------------------------------------------------------
+
+# Options a resumed run may change: extending it, a lower learning rate after a divergence, another
+# device or thread count. Any other difference from the saved config is refused: the run would no
+# longer be one run. Changes are recorded in RUN_DIR/config_history.jsonl.
+RESUMABLE = ("train.steps", "train.lr", "train.device", "train.threads")
+HISTORY_FILE = "config_history.jsonl"
+
+
+def config_changes(saved: RunConfig, wanted: RunConfig) -> dict[str, tuple]:
+    """{"section.key": (saved value, wanted value)} for every config value that differs."""
+    def flat(d: dict, prefix: str = "") -> dict:
+        out = {}
+        for k, v in d.items():
+            out |= flat(v, f"{prefix}{k}.") if isinstance(v, dict) and k != "activation_topk" else {f"{prefix}{k}": v}
+        return out
+
+    a, b = flat(to_dict(saved)), flat(to_dict(wanted))
+    return {k: (a.get(k), b.get(k)) for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)}
+
+
+def check_device(device: str) -> torch.device:
+    """The device, if this machine has it; a one-line error otherwise."""
+    dev = torch.device(device)
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise UserError(f"train.device {device!r}: this PyTorch build or machine has no CUDA device; "
+                            "use --device cpu")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise UserError(f"train.device {device!r}: this machine has {torch.cuda.device_count()} CUDA "
+                            "device(s); use cuda:0 to cuda:{torch.cuda.device_count() - 1}")
+    if dev.type == "mps" and not torch.backends.mps.is_available():
+        raise UserError(f"train.device {device!r}: MPS is not available here; use --device cpu")
+    return dev
+
+
+def _latest_checkpoint_step(out: Path) -> int | None:
+    dirs = checkpoint_dirs(out)
+    return int(dirs[-1].name[5:]) if dirs else None
+
+
+@dataclass
+class RunSetup:
+    """Everything checked before anything is written (a failed start leaves no half-made run)."""
+    cfg: RunConfig
+    out: Path
+    data: TokenData
+    ddp: Distributed
+    device: torch.device
+    resume: bool
+    changes: dict[str, tuple]  # resumed with these changes to the saved config
+
+
+def setup_run(cfg: RunConfig, out: Path, resume: bool) -> RunSetup:
+    """Check the config, data, device and directory; then create or update the run directory."""
+    changes: dict[str, tuple] = {}
+    if resume:
+        if not (out / "config.json").is_file():
+            raise UserError(f"{out}: nothing to resume (no config.json); start a run without --resume")
+        saved = load_run_config(out)
+        changes = config_changes(saved, cfg)
+        refused = [k for k in changes if k not in RESUMABLE]
+        if refused:
+            k = refused[0]
+            raise UserError(f"{out}: a resumed run cannot change {k} ({changes[k][0]!r} -> {changes[k][1]!r}); "
+                            f"only {', '.join(RESUMABLE)} can change on --resume; start a new run for the rest")
+        done = _latest_checkpoint_step(out)
+        if done is not None and cfg.train.steps < done:
+            raise UserError(f"{out}: train.steps {cfg.train.steps} is below the last checkpoint's step {done}; "
+                            "give at least that many steps")
+    elif (out / "config.json").exists() and checkpoint_dirs(out):
+        raise UserError(f"{out}: already holds a run; pass --resume to continue it or choose another --out")
+    # (a directory with a config but no checkpoint is a start that failed: it is started over)
+    data = TokenData(cfg.data_dir)
+    if cfg.model.vocab_size != data.vocab_size:
+        raise UserError(f"model.vocab_size {cfg.model.vocab_size} != the tokenizer's {data.vocab_size} "
+                        f"in {cfg.data_dir}; leave vocab_size out of the config to take the tokenizer's")
+    device = check_device(cfg.train.device)
+    ddp = _init_distributed(cfg.train.device)
+    if cfg.train.batch_size % ddp.world:
+        raise UserError(f"train.batch_size {cfg.train.batch_size} must be divisible by the number of "
+                        f"processes {ddp.world}")
+    if ddp.main:
+        out.mkdir(parents=True, exist_ok=True)
+        if not resume:
+            shutil.copyfile(Path(cfg.data_dir) / "tokenizer.json", out / "tokenizer.json")
+        if not resume or changes:
+            write_run_config(out, cfg)
+        if changes:
+            record = {"resumed_at_step": _latest_checkpoint_step(out) or 0,
+                      "changes": {k: list(v) for k, v in changes.items()}}
+            with open(out / HISTORY_FILE, "a", encoding="utf-8") as f:
+                f.write(json.dumps(record) + "\n")
+    if ddp.world > 1:
+        dist.barrier()
+    return RunSetup(cfg, out, data, ddp, device, resume, changes)
+
+
+class MetricsLog:
+    """metrics.jsonl and the running window of training losses it averages.
+
+    The window may straddle a checkpoint, so its sums are part of the checkpoint's state."""
+
+    def __init__(self, out: Path, main: bool, tokens_per_step: int, world: int, start_step: int,
+                 state: dict | None):
+        self.path = out / "metrics.jsonl"
+        self.tokens_per_step, self.world = tokens_per_step, world
+        self.window_loss = state["window_loss"] if state else 0.0
+        self.window_steps = state["window_steps"] if state else 0
+        self.elapsed_before = state["elapsed_s"] if state else 0.0
+        self.run_start = self.window_start = time.perf_counter()
+        self.last: dict = {}
+        self.file = None
+        if main:
+            _truncate_metrics(self.path, start_step)  # drop what came after the checkpoint
+            self.file = open(self.path, "a", encoding="utf-8")
+
+    @property
+    def elapsed(self) -> float:
+        return self.elapsed_before + time.perf_counter() - self.run_start
+
+    def add(self, loss: float) -> None:
+        self.window_loss += loss
+        self.window_steps += 1
+
+    def close_window(self, step: int, lr: float, frac: float, grad_rms: float) -> dict:
+        seconds = time.perf_counter() - self.window_start
+        record = {"step": step, "train_loss": self.window_loss / self.window_steps, "lr": lr,
+                  "nonzero_frac_target": frac, "grad_rms": grad_rms,
+                  "tokens_per_s": self.window_steps * self.tokens_per_step / seconds,
+                  "tokens": step * self.tokens_per_step, "processes": self.world, "elapsed_s": self.elapsed}
+        self.window_loss, self.window_steps, self.window_start = 0.0, 0, time.perf_counter()
+        return record
+
+    def write(self, record: dict) -> None:
+        if self.file is not None:
+            self.file.write(json.dumps(record) + "\n")
+            self.file.flush()
+        self.last |= record
+
+    def state(self, step: int) -> dict:
+        """What a checkpoint needs to resume this log exactly."""
+        return {"step": step, "window_loss": self.window_loss, "window_steps": self.window_steps,
+                "elapsed_s": self.elapsed}
+
+    def close(self) -> None:
+        if self.file is not None:
+            self.file.close()
+
+
 def _truncate_metrics(path: Path, last_step: int) -> None:
     """Keep the metrics of steps up to the checkpoint we resume from; drop a torn last line."""
     if not path.is_file():
         return
-    kept = []
-    for line in path.read_text(encoding="utf-8").splitlines():
+    kept = [line for line, rec in _metric_lines(path) if rec.get("step", 0) <= last_step]
+    write_text(path, "".join(k + "\n" for k in kept))
+
+
+def _metric_lines(path: Path) -> list[tuple[str, dict]]:
+    """(line, record) for every readable line; a torn line (a run killed mid-write) is skipped."""
+    out = []
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
         try:
             rec = json.loads(line)
         except json.JSONDecodeError:
             continue
-        if rec.get("step", 0) <= last_step:
-            kept.append(line)
-    write_text(path, "".join(k + "\n" for k in kept))
+        if isinstance(rec, dict):
+            out.append((line, rec))
+    return out
 
 
-def prepare_run_dir(cfg: RunConfig, out: Path, resume: bool) -> RunConfig:
-    """Create the run directory, or check that resuming it is possible; returns the config to use."""
-    if resume:
-        if not (out / "config.json").is_file():
-            raise UserError(f"{out}: nothing to resume (no config.json); start a run without --resume")
-        return load_run_config(out)
-    if (out / "config.json").exists() or checkpoint_dirs(out):
-        raise UserError(f"{out}: already holds a run; pass --resume to continue it or choose another --out")
-    out.mkdir(parents=True, exist_ok=True)
-    write_run_config(out, cfg)
-    shutil.copyfile(Path(cfg.data_dir) / "tokenizer.json", out / "tokenizer.json")
-    return cfg
+# -- the loop ---------------------------------------------------------------------------------------
+
+@dataclass
+class Trainer:
+    """The model, its optimizer and the projection: one `step` is one optimizer step."""
+    cfg: RunConfig
+    model: GPT
+    forward: torch.nn.Module  # the model, wrapped for data-parallel training when there are processes
+    opt: torch.optim.AdamW
+    names: dict[int, str]
+    data: TokenData
+    ddp: Distributed
+    device: torch.device
+
+    def __post_init__(self) -> None:
+        sp = self.cfg.sparsity
+        self.sparsified = list(self.model.sparsified_parameters().values())
+        self.projector = Projector(sp.min_per_unit, sp.unit_axis)
+        self.params = list(self.model.parameters())
+        # DDP averages gradients over processes, so the per-process mean times the global token count
+        # gives the gradient of the loss summed over the whole batch.
+        t = self.cfg.train
+        self.backward_scale = t.batch_size * self.cfg.model.context if t.loss_reduction == LossReduction.SUM else 1.0
+
+    def step(self, step: int) -> tuple[float, float, float, float]:
+        """One optimizer step; returns (loss, lr, nonzero fraction, gradient RMS before clipping)."""
+        t, sp = self.cfg.train, self.cfg.sparsity
+        frac = nonzero_fraction(sp.nonzero_frac, step, t.steps, sp)
+        lr = sharkfin_lr(t.lr, step, t.steps, t.warmup_frac, frac)
+        for group in self.opt.param_groups:
+            group["lr"] = lr
+        x, y = self.data.batch(DataSplit.TRAIN, t.batch_size, self.cfg.model.context, t.seed, step,
+                               self.ddp.rows(t.batch_size))
+        loss = lm_loss(self.forward(x.to(self.device)), y.to(self.device))
+        (loss * self.backward_scale).backward()
+        loss_value = float(self.ddp.mean(loss.detach()))
+        if not math.isfinite(loss_value):
+            raise TrainingDiverged(loss_value, step)
+        grad_rms = clip_grad_rms_(self.params, t.grad_clip_rms)
+        self.opt.step()
+        self.opt.zero_grad(set_to_none=True)
+        if not sp.dense:
+            for p in self.sparsified:
+                self.projector(p.data, frac)
+        return loss_value, lr, frac, grad_rms
 
 
 StepCallback = Callable[[int, dict], None]
@@ -191,110 +392,53 @@ StepCallback = Callable[[int, dict], None]
 
 def train(cfg: RunConfig, out_dir: str | os.PathLike, resume: bool = False,
           on_step: StepCallback | None = None, progress: bool = True) -> dict:
-    """Train (or resume) the run in out_dir; returns the final metrics."""
-    out = Path(out_dir)
-    ddp = _init_distributed(cfg.train.device)
-    data = TokenData(cfg.data_dir)
-    if cfg.model.vocab_size != data.vocab_size:
-        raise UserError(f"model.vocab_size {cfg.model.vocab_size} != the tokenizer's {data.vocab_size} "
-                        f"in {cfg.data_dir}; leave vocab_size out of the config to take the tokenizer's")
-    if cfg.train.batch_size % ddp.world:
-        raise UserError(f"train.batch_size {cfg.train.batch_size} must be divisible by the number of "
-                        f"processes {ddp.world}")
-    if ddp.main:
-        cfg = prepare_run_dir(cfg, out, resume)
-    if ddp.world > 1:
-        dist.barrier()
-        cfg = load_run_config(out)
-    if cfg.train.threads:
-        torch.set_num_threads(cfg.train.threads)
-    t, sp = cfg.train, cfg.sparsity
-    device = torch.device(t.device)
+    """Train (or resume) the run in out_dir; returns the final metrics.
 
+    On resume, `cfg` may differ from the saved config only in `RESUMABLE` options."""
+    run = setup_run(cfg, Path(out_dir), resume)
+    cfg, t, ddp, out = run.cfg, run.cfg.train, run.ddp, run.out
+    if t.threads:
+        torch.set_num_threads(t.threads)
     torch.manual_seed(t.seed)
-    bigram = data.bigram_logprobs() if cfg.model.bigram_table != BigramTable.NONE else None
-    model = GPT(cfg.model, bigram).to(device)
+    bigram = run.data.bigram_logprobs() if cfg.model.bigram_table != BigramTable.NONE else None
+    model = GPT(cfg.model, bigram).to(run.device)
     opt, names = build_optimizer(model, cfg)
-    start, window_loss, window_steps, elapsed_before = 0, 0.0, 0, 0.0
-    if resume:
-        state = load_latest_checkpoint(out, model, opt, names)
-        if state is not None:
-            # The logged train loss averages a window that may straddle the checkpoint.
-            start, window_loss, window_steps = state["step"], state["window_loss"], state["window_steps"]
-            elapsed_before = state["elapsed_s"]
-    if ddp.main:
-        _truncate_metrics(out / "metrics.jsonl", start)
-    ddp_model = torch.nn.parallel.DistributedDataParallel(model) if ddp.world > 1 else model
-    sparsified = list(model.sparsified_parameters().values())
-    projector = Projector(sp.min_per_unit, sp.unit_axis)
-    params = list(model.parameters())
-    tokens_per_step = t.batch_size * cfg.model.context
-    # DDP averages gradients over processes, so the per-process mean times the global token count
-    # gives the gradient of the loss summed over the whole batch.
-    backward_scale = tokens_per_step if t.loss_reduction == LossReduction.SUM else 1.0
-
-    metrics_file = open(out / "metrics.jsonl", "a", encoding="utf-8") if ddp.main else None
+    state = load_latest_checkpoint(out, model, opt, names) if resume else None
+    start = state["step"] if state else 0
+    forward = torch.nn.parallel.DistributedDataParallel(model) if ddp.world > 1 else model
+    trainer = Trainer(cfg, model, forward, opt, names, run.data, ddp, run.device)
+    log = MetricsLog(out, ddp.main, t.batch_size * cfg.model.context, ddp.world, start, state)
     bar = tqdm(total=t.steps, initial=start, desc="train", unit="step", disable=not (progress and ddp.main),
                mininterval=2.0, dynamic_ncols=True)
-    last: dict = {}
-    run_start = window_start = time.perf_counter()
     try:
         model.train()
         for step in range(start, t.steps):
-            frac = nonzero_fraction(sp.nonzero_frac, step, t.steps, sp)
-            lr = sharkfin_lr(t.lr, step, t.steps, t.warmup_frac, frac)
-            for group in opt.param_groups:
-                group["lr"] = lr
-            x, y = data.batch("train", t.batch_size, cfg.model.context, t.seed, step, ddp.rows(t.batch_size))
-            loss = lm_loss(ddp_model(x.to(device)), y.to(device))
-            (loss * backward_scale).backward()
-            loss_value = float(ddp.mean(loss.detach()))
-            if not math.isfinite(loss_value):
-                raise TrainingDiverged(
-                    f"training loss became {loss_value} at step {step}; the last checkpoint in {out} is "
-                    f"intact: lower train.lr (now {t.lr}) and resume with --resume, or start over")
-            grad_rms = clip_grad_rms_(params, t.grad_clip_rms)
-            opt.step()
-            opt.zero_grad(set_to_none=True)
-            if not sp.dense:
-                for p in sparsified:
-                    projector(p.data, frac)
-
+            try:
+                loss, lr, frac, grad_rms = trainer.step(step)
+            except TrainingDiverged as e:
+                raise e.explained(out, t.lr, _latest_checkpoint_step(out)) from None
             done = step + 1
-            window_loss += loss_value
-            window_steps += 1
-            record = None
-            if done % t.log_every == 0 or done == t.steps:
-                elapsed = time.perf_counter() - window_start
-                record = {"step": done, "train_loss": window_loss / window_steps, "lr": lr,
-                          "nonzero_frac_target": frac, "grad_rms": grad_rms,
-                          "tokens_per_s": window_steps * tokens_per_step / elapsed, "tokens": done * tokens_per_step,
-                          "processes": ddp.world, "elapsed_s": elapsed_before + time.perf_counter() - run_start}
-                window_loss, window_steps, window_start = 0.0, 0, time.perf_counter()
+            log.add(loss)
+            record = log.close_window(done, lr, frac, grad_rms) if done % t.log_every == 0 or done == t.steps \
+                else None
             if ddp.main and (done % t.eval_every == 0 or done == t.steps):
                 record = (record or {"step": done}) | {
-                    "val_loss": evaluate(model, data, cfg), "nonzero_frac": nonzero_fractions(model)}
-            if record is not None and metrics_file is not None:
-                metrics_file.write(json.dumps(record) + "\n")
-                metrics_file.flush()
-                last |= record
-                bar.set_postfix(loss=f"{last['train_loss']:.3f}" if "train_loss" in last else "",
-                                val=f"{last.get('val_loss', float('nan')):.3f}", refresh=False)
+                    "val_loss": evaluate(model, run.data, cfg), "nonzero_frac": nonzero_fractions(model)}
+            if record is not None and ddp.main:
+                log.write(record)
+                bar.set_postfix(loss=f"{log.last['train_loss']:.3f}" if "train_loss" in log.last else "",
+                                val=f"{log.last.get('val_loss', float('nan')):.3f}", refresh=False)
             if ddp.main and (done % t.checkpoint_every == 0 or done == t.steps):
-                save_checkpoint(out, model, opt, names, {"step": done, "window_loss": window_loss,
-                                                         "window_steps": window_steps,
-                                                         "elapsed_s": elapsed_before + time.perf_counter() - run_start},
-                                keep=t.keep_checkpoints)
+                save_checkpoint(out, model, opt, names, log.state(done), keep=t.keep_checkpoints)
             bar.update(1)
             if on_step is not None:
                 on_step(done, record or {})
     finally:
         bar.close()
-        if metrics_file is not None:
-            metrics_file.close()
+        log.close()
         if ddp.world > 1 and dist.is_initialized():
             dist.destroy_process_group()
-    return last or final_metrics(out)
+    return log.last or final_metrics(out)
 
 
 def final_metrics(run_dir: str | os.PathLike) -> dict:
@@ -302,8 +446,8 @@ def final_metrics(run_dir: str | os.PathLike) -> dict:
     last: dict = {}
     path = Path(run_dir) / "metrics.jsonl"
     if path.is_file():
-        for line in path.read_text(encoding="utf-8").splitlines():
-            last |= json.loads(line)
+        for _, rec in _metric_lines(path):
+            last |= rec
     return last
 
 

@@ -5,6 +5,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
 
 def cli(*args, cwd=None):
@@ -87,6 +88,24 @@ def test_bad_input_gives_one_line_error(tmp_path, corpus_dir, data_dir, case):
         ckpt = run / "checkpoints" / "step_00000002" / "optimizer.safetensors"
         ckpt.write_bytes(b"garbage")
         assert_one_line_error(cli("train", "--out", run, "--resume"), "optimizer state is corrupt")
+
+
+def test_a_failed_start_leaves_the_run_directory_usable(tmp_path, data_dir):
+    run = tmp_path / "run"
+    bad = [("--device", "cuda", "no CUDA device"), ("--device", "bogus", "train.device must be"),
+           ("--lr", "nan", "train.lr must be a finite number")]
+    if torch.cuda.is_available():
+        bad = bad[1:]
+    for option, value, message in bad:
+        assert_one_line_error(cli("train", "--data", data_dir, "--preset", "tiny", "--out", run, option, value),
+                              message)
+        assert not (run / "config.json").exists(), option  # checked before anything was written
+    r = cli("train", "--data", data_dir, "--preset", "tiny", "--out", run, "--steps", 2)
+    assert r.returncode == 0, r.stderr
+    assert_one_line_error(cli("train", "--out", run, "--resume", "--batch-size", 2),
+                          "cannot change train.batch_size")
+    r = cli("train", "--out", run, "--resume", "--steps", 4)  # extending a run is allowed
+    assert r.returncode == 0 and '"step": 4' in r.stdout, r.stderr
 
 
 def test_tasks_commands(tmp_path, data_dir):

@@ -1,4 +1,6 @@
 import math
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -12,10 +14,12 @@ from sparse_circuits.sparsity import (
     kth_largest_sampled,
     nonzero_fraction,
     project_,
-    project_naive_,
     sharkfin_lr,
     topk_mask,
 )
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+from baselines import project_naive_  # noqa: E402  (the benchmark's baseline, outside the library)
 
 
 @pytest.mark.parametrize("shape", [(7,), (33, 17), (300, 400), (1024, 1024)])

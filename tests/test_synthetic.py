@@ -11,7 +11,7 @@ from sparse_circuits.data import TokenData, load_tokenizer, prepare_data
 from sparse_circuits.data.synthetic import generate_programs
 from sparse_circuits.errors import UserError
 from sparse_circuits.tasks.contamination import WindowHashes, contamination_report, sequence_hash
-from sparse_circuits.tasks.core import Split, get_task
+from sparse_circuits.tasks import Split, get_task
 
 PROGRAMS = 400
 

@@ -125,12 +125,57 @@ def test_existing_run_needs_resume(trained):
         train(cfg, out, progress=False)
 
 
-def test_nan_loss_stops_with_a_clear_error_and_keeps_the_checkpoint(tmp_path, data_dir):
+def test_nan_loss_stops_with_a_clear_error_and_the_run_can_go_on(tmp_path, data_dir):
     cfg = tiny_config(data_dir, steps=12, lr=1e30)
     out = tmp_path / "nan"
-    with pytest.raises(TrainingDiverged, match="training loss became nan at step"):
+    # Before the first checkpoint: nothing to resume, and the message must not claim one.
+    with pytest.raises(TrainingDiverged, match=r"at step \d+; no checkpoint was written yet") as e:
         train(cfg, out, progress=False)
-    assert (out / "config.json").is_file()
+    assert "intact" not in str(e.value)
+    train(tiny_config(data_dir, steps=4), out, progress=False)  # the same --out starts over
+    # After a checkpoint: the advice (lower the lr, resume) can be followed.
+    diverging = tiny_config(data_dir, steps=12, checkpoint_every=4, eval_every=4)
+    out = tmp_path / "later"
+    train(tiny_config(data_dir, steps=4, checkpoint_every=4, eval_every=4), out, progress=False)
+    diverging.train.lr = 1e30
+    with pytest.raises(TrainingDiverged, match=r"the last checkpoint \(step 4\) in .* is intact") as e:
+        train(diverging, out, resume=True, progress=False)
+    assert "intact" in str(e.value) and "--resume --lr" in str(e.value)
+    diverging.train.lr = 1e-3
+    assert train(diverging, out, resume=True, progress=False)["step"] == 12
+
+
+def test_resume_may_change_only_steps_lr_device_and_threads(tmp_path, data_dir):
+    from sparse_circuits.train import HISTORY_FILE
+
+    out = tmp_path / "run"
+    base = tiny_config(data_dir, steps=6, checkpoint_every=3, eval_every=3)
+    train(base, out, progress=False)
+    longer = tiny_config(data_dir, steps=9, lr=base.train.lr / 2, checkpoint_every=3, eval_every=3)
+    assert train(longer, out, resume=True, progress=False)["step"] == 9
+    history = [json.loads(line) for line in (out / HISTORY_FILE).read_text().splitlines()]
+    assert history == [{"resumed_at_step": 6, "changes": {"train.lr": [base.train.lr, base.train.lr / 2],
+                                                         "train.steps": [6, 9]}}]
+    assert json.loads((out / "config.json").read_text())["train"]["steps"] == 9
+    other = tiny_config(data_dir, steps=12, batch_size=2, checkpoint_every=3, eval_every=3)
+    with pytest.raises(UserError, match=r"cannot change train.batch_size \(4 -> 2\)"):
+        train(other, out, resume=True, progress=False)
+    with pytest.raises(UserError, match="below the last checkpoint's step 9"):
+        train(tiny_config(data_dir, steps=3, checkpoint_every=3, eval_every=3), out, resume=True, progress=False)
+    assert len(history) == 1 and json.loads((out / "config.json").read_text())["train"]["steps"] == 9
+
+
+def test_a_torn_metrics_line_does_not_break_the_run_summary(tmp_path, trained):
+    import shutil
+
+    from sparse_circuits.train import summarize_run
+
+    out, _ = trained
+    copy = tmp_path / "copy"
+    shutil.copytree(out, copy)
+    with open(copy / "metrics.jsonl", "a") as f:
+        f.write('{"step": 13, "train_lo')  # a run killed mid-write
+    assert summarize_run(copy)["step"] == 12
 
 
 def test_corrupt_checkpoint_is_a_clear_error(tmp_path, trained):

@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from tokenizers import Tokenizer
 
 from ..checkpoint import load_model
+from ..config import RunConfig
 from ..data import load_tokenizer
 from ..errors import UserError
 from ..fileio import sha256_file
 from ..model import GPT
-from ..tasks import Split, all_tasks, get_task
+from ..tasks import Split, TaskDataset, all_tasks, get_task
 from ..nodes import NodeId
 from .circuit import Circuit, SearchRun, TaskSample, check_circuit_model, load_circuit
 from .edges import count_edges
@@ -45,20 +48,31 @@ def ablation_values(model: GPT, run_dir: str | os.PathLike, data_dir: str, task_
     }
 
 
-def _setup(run_dir: str | os.PathLike, task_name: str, split: str, n_pairs: int, seed: int):
+@dataclass
+class TaskSetup:
+    """A run's model and tokenizer with one task's pairs built for it."""
+    model: GPT
+    run_config: RunConfig
+    tokenizer: Tokenizer
+    dataset: TaskDataset
+    tensors: TaskTensors
+
+
+def load_task_setup(run_dir: str | os.PathLike, task_name: str, split: Split, n_pairs: int, seed: int) -> TaskSetup:
     model, run_cfg = load_model(run_dir)
     tok = load_tokenizer(Path(run_dir) / "tokenizer.json")
     ds = get_task(task_name).build(tok, split, n_pairs, seed)
-    return model, run_cfg, tok, ds, TaskTensors.of(ds, model, tok)
+    return TaskSetup(model, run_cfg, tok, ds, TaskTensors.of(ds, model, tok))
 
 
 def prune_task(run_dir: str | os.PathLike, task_name: str, out_dir: str | os.PathLike | None,
                cfg: PruneConfig = PruneConfig(), budget: int = DEFAULT_BUDGET, n_pairs: int = PRUNE_PAIRS,
                seed: int = 0, progress: bool = True) -> tuple[Circuit, list[PruneResult]]:
     """Prune on the task's train split with `budget` runs of the search; write the best circuit."""
-    model, run_cfg, tok, ds, tt = _setup(run_dir, task_name, Split.TRAIN, n_pairs, seed)
-    values = ablation_values(model, run_dir, run_cfg.data_dir, ds.prompt_tokens, progress)
-    best, runs = prune_search(model, tt, values[cfg.ablation], cfg, budget, seed, progress)
+    s = load_task_setup(run_dir, task_name, Split.TRAIN, n_pairs, seed)
+    model = s.model
+    values = ablation_values(model, run_dir, s.run_config.data_dir, s.dataset.prompt_tokens, progress)
+    best, runs = prune_search(model, s.tensors, values[cfg.ablation], cfg, budget, seed, progress)
     if not best.found:
         raise NoCircuit(f"task {task_name!r}: no circuit of {run_dir} reaches task loss {cfg.target_loss} "
                         f"(the whole model with pruning's ablations: {best.loss_curve[-1][1]:.3f}); "
@@ -89,19 +103,20 @@ def validate_circuit(circuit_dir: str | os.PathLike, model_dir: str | os.PathLik
     model_dir = model_dir or circuit.model_dir
     check_circuit_model(circuit, circuit_dir, model_dir)
     seed = circuit.sample.seed
-    model, run_cfg, tok, ds, tt = _setup(model_dir, circuit.task, Split.TEST, n_pairs, seed)
-    train_ds = get_task(circuit.task).build(tok, Split.TRAIN, circuit.sample.pairs, seed)
-    values = ablation_values(model, model_dir, run_cfg.data_dir, train_ds.prompt_tokens, progress)
+    s = load_task_setup(model_dir, circuit.task, Split.TEST, n_pairs, seed)
+    train_ds = get_task(circuit.task).build(s.tokenizer, Split.TRAIN, circuit.sample.pairs, seed)
+    values = ablation_values(s.model, model_dir, s.run_config.data_dir, train_ds.prompt_tokens, progress)
     values[circuit.ablation] = circuit.means
-    keep = circuit.keep_masks({n: s.width for n, s in model.node_sites().items()})
-    result = validate(model, tt, keep, values, circuit.ablation, circuit.config.freeze_norms, n_random=n_random)
+    keep = circuit.keep_masks({n: site.width for n, site in s.model.node_sites().items()})
+    result = validate(s.model, s.tensors, keep, values, circuit.ablation, circuit.config.freeze_norms,
+                      n_random=n_random)
     result.save(circuit_dir)
     return result
 
 
 def full_model_loss(run_dir: str | os.PathLike, task_name: str, n_pairs: int = PRUNE_PAIRS) -> float:
-    model, _, _, _, tt = _setup(run_dir, task_name, Split.TRAIN, n_pairs, 0)
-    return CircuitIntervention.keeping(None, {}).task_loss(model, tt)[0]
+    s = load_task_setup(run_dir, task_name, Split.TRAIN, n_pairs, 0)
+    return CircuitIntervention.keeping(None, {}).task_loss(s.model, s.tensors)[0]
 
 
 def prune_all(run_dir: str | os.PathLike, out_root: str | os.PathLike, cfg: PruneConfig = PruneConfig(),

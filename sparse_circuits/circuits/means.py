@@ -13,7 +13,7 @@ import torch
 from tqdm import tqdm
 
 from ..checkpoint import model_config_hash
-from ..data import TokenData
+from ..data import DataSplit, TokenData
 from ..fileio import read_safetensors, read_safetensors_metadata, sha256_file, write_safetensors
 from ..hooks import Hooks
 from ..model import GPT
@@ -56,7 +56,7 @@ def _accumulate(name: str, sums: dict[str, torch.Tensor]):
 
 def pretraining_batches(data: TokenData, context: int, n_batches: int, batch_size: int = 32, seed: int = 1234):
     # A seed apart from training's, on the training split: the distribution the model was trained on.
-    return [data.batch("train", batch_size, context, seed, i)[0] for i in range(n_batches)]
+    return [data.batch(DataSplit.TRAIN, batch_size, context, seed, i)[0] for i in range(n_batches)]
 
 
 def load_or_compute_means(model: GPT, run_dir: str | os.PathLike, data_dir: str | os.PathLike,

@@ -9,6 +9,7 @@ A data directory holds:
 
 from __future__ import annotations
 
+import enum
 import glob
 import hashlib
 import json
@@ -423,6 +424,12 @@ def prepare_data(sources: str | list[str], out_dir: str | os.PathLike, vocab_siz
     return meta
 
 
+class DataSplit(str, enum.Enum):
+    """The two token splits of a data directory (the tasks have their own, `tasks.Split`)."""
+    TRAIN = "train"
+    VAL = "val"
+
+
 class TokenData:
     """The token arrays of a data directory, and the model's batches drawn from them."""
 
@@ -440,17 +447,18 @@ class TokenData:
         counts = read_safetensors(self.dir / "bigram.safetensors", "bigram counts")["counts"]
         return bigram_logprobs(counts)
 
-    def batch(self, split: str, batch_size: int, context: int, seed: int, index: int,
+    def batch(self, split: DataSplit, batch_size: int, context: int, seed: int, index: int,
               rows: slice = slice(None)) -> tuple[torch.Tensor, torch.Tensor]:
         """Random windows, a pure function of (seed, split, index): resuming needs no RNG state.
 
         `rows` selects this process's share of the global batch in data-parallel training.
         """
-        tokens = self.train if split == "train" else self.val
+        split = DataSplit(split)  # a misspelt split is an error, never a silent fallback
+        tokens = self.train if split == DataSplit.TRAIN else self.val
         if tokens.size < context + 2:
-            raise UserError(f"{self.dir}: the {split} split has {tokens.size} tokens, fewer than the context "
+            raise UserError(f"{self.dir}: the {split.value} split has {tokens.size} tokens, fewer than the context "
                             f"{context} + 2; use a larger corpus or a smaller context")
-        rng = np.random.default_rng([seed, 0 if split == "train" else 1, index])
+        rng = np.random.default_rng([seed, 0 if split == DataSplit.TRAIN else 1, index])
         starts = rng.integers(0, tokens.size - context - 1, size=batch_size)[rows]
         windows = np.stack([tokens[s:s + context + 1] for s in starts]).astype(np.int64)
         w = torch.from_numpy(windows)

@@ -15,7 +15,7 @@ from tokenizers import Tokenizer
 
 from ..circuits.circuit import Circuit
 from ..circuits.intervention import CircuitIntervention
-from ..data import TokenData
+from ..data import DataSplit, TokenData
 from ..hooks import Hooks
 from ..model import GPT, attention_pattern
 from ..nodes import NodeId, NodeLocation, site_name
@@ -62,7 +62,7 @@ def pretraining_windows(data_dir: str, context: int, n_windows: int, seed: int =
     data = TokenData(data_dir)
     rows, i = [], 0
     while sum(len(r) for r in rows) < n_windows:
-        rows.append(data.batch("val", min(32, n_windows), context, seed, i)[0])
+        rows.append(data.batch(DataSplit.VAL, min(32, n_windows), context, seed, i)[0])
         i += 1
     return torch.cat(rows)[:n_windows]
 

@@ -29,7 +29,8 @@ from tokenizers import Tokenizer
 
 from ..data import EOT, load_tokenizer
 from ..fileio import read_json, write_json
-from .core import Split, Task, TaskNotExpressible, all_tasks
+from .core import Split, Task, TaskNotExpressible
+from .registry import all_tasks
 
 CONTAMINATION_FILE = "contamination.json"
 REPORT_VERSION = 1

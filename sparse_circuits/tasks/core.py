@@ -265,17 +265,3 @@ def task(name: str, description: str, candidates: tuple[str, str], control: bool
         TASKS[name] = Task(name, description, candidates, fn, control, corpus_patterns)
         return fn
     return register
-
-
-def get_task(name: str) -> Task:
-    from . import suite  # noqa: F401  (registers the tasks)
-
-    if name not in TASKS:
-        raise UserError(f"unknown task {name!r}; `sparse-circuits tasks list` shows the {len(TASKS)} tasks")
-    return TASKS[name]
-
-
-def all_tasks(include_controls: bool = True) -> list[Task]:
-    from . import suite  # noqa: F401
-
-    return [t for t in TASKS.values() if include_controls or not t.control]

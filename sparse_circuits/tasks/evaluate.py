@@ -142,7 +142,7 @@ def evaluate_run(run_dir: str | os.PathLike, split: Split | str = Split.TEST, n_
     as the JSON that `tasks eval --json` writes."""
     from ..checkpoint import load_model
     from ..data import TokenData, load_tokenizer
-    from .core import all_tasks, get_task
+    from .registry import all_tasks, get_task
 
     model, cfg = load_model(run_dir, step=step)
     tok = load_tokenizer(Path(run_dir) / "tokenizer.json")
