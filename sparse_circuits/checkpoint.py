@@ -5,9 +5,11 @@ RUN_DIR/
   tokenizer.json         the tokenizer the model was trained with
   model.safetensors      latest weights; metadata: format, step, hash of the model config
   metrics.jsonl          one JSON object per log / evaluation
+  config_history.jsonl   options changed on --resume (train.steps, lr, device, threads)
   checkpoints/step_N/    model.safetensors, optimizer.safetensors, state.json: a whole
                          checkpoint, written to a temporary directory and renamed, so a killed
                          run always finds a complete one to resume from
+Every safetensors file carries a digest of its tensors (fileio.CONTENT_DIGEST), checked on load.
 """
 
 from __future__ import annotations
@@ -23,7 +25,14 @@ import torch
 
 from .config import ModelConfig, Positions, RunConfig, run_config_from_dict, to_dict
 from .errors import UserError
-from .fileio import read_json, read_safetensors, read_safetensors_metadata, write_json, write_safetensors
+from .fileio import (
+    fsync_path,
+    read_json,
+    read_safetensors,
+    read_safetensors_metadata,
+    write_json,
+    write_safetensors,
+)
 from .model import GPT
 
 MODEL_FORMAT = "sparse-circuits-model"
@@ -138,6 +147,8 @@ def save_checkpoint(run_dir: Path, model: GPT, opt: torch.optim.Optimizer, names
     step = state["step"]
     root = run_dir / "checkpoints"
     root.mkdir(parents=True, exist_ok=True)
+    for stale in root.glob(".step_*"):  # half-written checkpoints of a killed run
+        shutil.rmtree(stale, ignore_errors=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".step_{step}.", dir=root))
     save_weights(tmp / "model.safetensors", model, step)
     save_optimizer(tmp / "optimizer.safetensors", opt, names)
@@ -146,6 +157,7 @@ def save_checkpoint(run_dir: Path, model: GPT, opt: torch.optim.Optimizer, names
     if final.exists():
         shutil.rmtree(final)
     os.replace(tmp, final)
+    fsync_path(root)
     save_weights(run_dir / "model.safetensors", model, step)
     if keep > 0:
         for old in checkpoint_dirs(run_dir)[:-keep]:

@@ -382,6 +382,8 @@ def view(site_dir, port) -> None:
     """Serve a report on 127.0.0.1 (local only) until interrupted."""
     from .report.serve import address, make_server
 
+    if not 0 <= port <= 65535:
+        raise UserError(f"view: --port must be between 0 and 65535 (0: any free port), got {port}")
     server = make_server(site_dir, port)
     click.echo(f"serving {site_dir} at {address(server)} (Ctrl-C to stop)")
     try:

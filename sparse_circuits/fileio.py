@@ -1,10 +1,11 @@
-"""Atomic writes: every artifact is written to a temporary file next to its target and renamed.
-
-A reader (or a resumed run) therefore sees either the old file or the new one, never half of one.
+"""Atomic writes: every artifact is written to a temporary file next to its target, flushed to
+disk and renamed, so a reader (or a resumed run) sees either the old file or the new one, never
+half of one. Safetensors files carry a digest of their tensors, checked on every read.
 """
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import json
 import os
@@ -13,26 +14,46 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
+import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
 from .errors import UserError
 
 
 @contextmanager
 def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path in the target's directory; rename it onto target on success."""
+    """Yield a temporary path in the target's directory; on success, flush it to disk and rename
+    it onto target. Temporary files a killed earlier write of the same target left are removed."""
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
+    for stale in target.parent.glob(f".{glob.escape(target.name)}.*.tmp"):
+        stale.unlink(missing_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     os.close(fd)
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        fsync_path(tmp_path)
         os.replace(tmp_path, target)
+        fsync_path(target.parent)  # the rename itself
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
+
+
+def fsync_path(path: Path) -> None:
+    """Flush a file's data, or a directory's entries, to the disk (a power cut keeps them)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return  # e.g. directories on Windows: nothing more to do there
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass  # some file systems do not support fsync on directories
+    finally:
+        os.close(fd)
 
 
 def write_text(target: str | os.PathLike, text: str) -> None:
@@ -54,21 +75,44 @@ def read_json(path: str | os.PathLike, what: str) -> Any:
         raise UserError(f"{path}: {what} is not valid JSON ({e}); restore or regenerate it") from None
 
 
+CONTENT_DIGEST = "content_sha256"  # safetensors metadata: a digest of every tensor's name, dtype, shape and bytes
+
+
+def tensor_digest(tensors: dict[str, torch.Tensor]) -> str:
+    h = hashlib.sha256()
+    for name in sorted(tensors):
+        t = tensors[name].detach().contiguous().cpu()
+        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy())
+    return h.hexdigest()
+
+
 def write_safetensors(target: str | os.PathLike, tensors: dict, metadata: dict[str, str] | None = None) -> None:
+    """Tensors to a safetensors file, with a digest of their contents that `read_safetensors` checks."""
     tensors = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
+    metadata = dict(metadata or {}) | {CONTENT_DIGEST: tensor_digest(tensors)}
     with atomic_path(target) as tmp:
         save_file(tensors, str(tmp), metadata=metadata)
 
 
 def read_safetensors(path: str | os.PathLike, what: str) -> dict:
+    """Every tensor of a safetensors file; damaged data (the digest written with it no longer
+    matches) is a one-line error, as is anything that is not a safetensors file."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"{path}: {what} not found")
     try:
-        return load_file(str(path))
-    except (SafetensorError, OSError, ValueError) as e:
+        with safe_open(str(path), framework="pt") as f:
+            metadata = f.metadata() or {}
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+    except (SafetensorError, OSError, ValueError, RuntimeError) as e:
         raise UserError(f"{path}: {what} is corrupt or not a safetensors file ({e}); "
                         "restore it from a backup or retrain") from None
+    expected = metadata.get(CONTENT_DIGEST)
+    if expected is not None and tensor_digest(tensors) != expected:
+        raise UserError(f"{path}: {what} is corrupt (its data no longer matches the checksum written with it); "
+                        "restore it from a backup or retrain")
+    return tensors
 
 
 def sha256_file(path: str | os.PathLike) -> str:
@@ -79,6 +123,9 @@ def sha256_file(path: str | os.PathLike) -> str:
     return h.hexdigest()
 
 
-def read_safetensors_metadata(path: str | os.PathLike) -> dict[str, str]:
-    with safe_open(str(path), framework="pt") as f:
-        return f.metadata() or {}
+def read_safetensors_metadata(path: str | os.PathLike, what: str = "safetensors file") -> dict[str, str]:
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return f.metadata() or {}
+    except (SafetensorError, OSError, ValueError, RuntimeError) as e:
+        raise UserError(f"{path}: {what} is corrupt or not a safetensors file ({e})") from None

@@ -62,9 +62,46 @@ def test_data_with_generated_programs(tmp_path, corpus_dir):
 
 
 @pytest.mark.parametrize("case", ["unknown_key", "empty_corpus", "missing_data", "corrupt_checkpoint",
-                                  "synthetic_share_alone"])
+                                  "synthetic_share_alone", "corrupt_tensor_data", "config_not_an_object",
+                                  "vocab_size", "val_frac", "port", "prune_target"])
 def test_bad_input_gives_one_line_error(tmp_path, corpus_dir, data_dir, case):
-    if case == "unknown_key":
+    if case == "corrupt_tensor_data":
+        # A valid header with overwritten data: caught by the checksum, not trained on.
+        run = tmp_path / "run"
+        cfg = tmp_path / "cfg.json"
+        cfg.write_text(json.dumps({"train": {"checkpoint_every": 2, "threads": 1}}))
+        assert cli("train", "--data", data_dir, "--preset", "tiny", "--out", run, "--steps", 2,
+                   "--config", cfg).returncode == 0
+        weights = run / "checkpoints" / "step_00000002" / "model.safetensors"
+        raw = bytearray(weights.read_bytes())
+        raw[-64:] = bytes(64)
+        weights.write_bytes(bytes(raw))
+        assert_one_line_error(cli("train", "--out", run, "--resume", "--steps", 4), "model weights is corrupt",
+                              "checksum")
+    elif case == "config_not_an_object":
+        run = tmp_path / "run"
+        run.mkdir()
+        for text in ("null", "[1, 2]"):
+            (run / "config.json").write_text(text)
+            assert_one_line_error(cli("info", run), "must hold a JSON object")
+    elif case == "vocab_size":
+        for size in (-5, 0, 70000):
+            r = cli("data", "--corpus", corpus_dir, "--out", tmp_path / "d", "--vocab-size", size)
+            assert_one_line_error(r, "--vocab-size must be between 257")
+        assert not (tmp_path / "d").exists()
+    elif case == "val_frac":
+        for frac in (1.5, 0, -0.1):
+            r = cli("data", "--corpus", corpus_dir, "--out", tmp_path / "d", "--val-frac", frac)
+            assert_one_line_error(r, "--val-frac", "between 0 and 1")
+        assert not (tmp_path / "d").exists()
+    elif case == "port":
+        (tmp_path / "site").mkdir()
+        assert_one_line_error(cli("view", tmp_path / "site", "--port", 99999), "--port must be between 0 and 65535")
+    elif case == "prune_target":
+        r = cli("prune", "--model", tmp_path / "nowhere", "--task", "for_while", "--out", tmp_path / "c",
+                "--target-loss", -1)
+        assert_one_line_error(r, "target_loss = -1.0 is impossible")
+    elif case == "unknown_key":
         cfg = tmp_path / "cfg.json"
         cfg.write_text(json.dumps({"model": {"n_layers": 3}}))
         r = cli("train", "--data", data_dir, "--preset", "tiny", "--out", tmp_path / "r", "--config", cfg)

@@ -126,6 +126,8 @@ def test_batches_are_a_function_of_seed_and_index(data_dir):
     assert torch_equal(x1[:, 1:], y1[:, :-1])
     half, _ = data.batch("train", 4, 16, seed=0, index=5, rows=slice(2, 4))
     assert torch_equal(half, x1[2:])
+    with pytest.raises(ValueError):
+        data.batch("validation", 4, 16, seed=0, index=5)  # a misspelt split is never a silent fallback
 
 
 def torch_equal(a, b):

@@ -65,10 +65,18 @@ def load_task_setup(run_dir: str | os.PathLike, task_name: str, split: Split, n_
     return TaskSetup(model, run_cfg, tok, ds, TaskTensors.of(ds, model, tok))
 
 
+def check_search_size(budget: int, n_pairs: int) -> None:
+    if budget < 1:
+        raise UserError(f"prune: --budget is the number of pruning runs per task and must be >= 1, got {budget}")
+    if n_pairs < 2:
+        raise UserError(f"prune: --pairs must be >= 2 (task pairs to prune and validate on), got {n_pairs}")
+
+
 def prune_task(run_dir: str | os.PathLike, task_name: str, out_dir: str | os.PathLike | None,
                cfg: PruneConfig = PruneConfig(), budget: int = DEFAULT_BUDGET, n_pairs: int = PRUNE_PAIRS,
                seed: int = 0, progress: bool = True) -> tuple[Circuit, list[PruneResult]]:
     """Prune on the task's train split with `budget` runs of the search; write the best circuit."""
+    check_search_size(budget, n_pairs)
     s = load_task_setup(run_dir, task_name, Split.TRAIN, n_pairs, seed)
     model = s.model
     values = ablation_values(model, run_dir, s.run_config.data_dir, s.dataset.prompt_tokens, progress)
@@ -127,6 +135,7 @@ def prune_all(run_dir: str | os.PathLike, out_root: str | os.PathLike, cfg: Prun
 
     The summary is rewritten after every task. With `reuse`, tasks that an earlier call finished
     with the same weights and settings are taken from its summary instead of pruned again."""
+    check_search_size(budget, n_pairs)
     out_root = Path(out_root)
     summary = PruneAllSummary(model=str(run_dir), weights_sha256=sha256_file(Path(run_dir) / "model.safetensors"),
                               config=cfg, budget=budget, pairs=n_pairs, max_full_loss=max_full_loss, tasks={})

@@ -14,6 +14,7 @@ from tqdm import tqdm
 
 from ..checkpoint import model_config_hash
 from ..data import DataSplit, TokenData
+from ..errors import UserError
 from ..fileio import read_safetensors, read_safetensors_metadata, sha256_file, write_safetensors
 from ..hooks import Hooks
 from ..model import GPT
@@ -60,7 +61,8 @@ def pretraining_batches(data: TokenData, context: int, n_batches: int, batch_siz
 
 
 def load_or_compute_means(model: GPT, run_dir: str | os.PathLike, data_dir: str | os.PathLike,
-                          n_batches: int = 64, batch_size: int = 32, progress: bool = True) -> dict[str, torch.Tensor]:
+                          n_batches: int = 64, batch_size: int = 32, progress: bool = True,
+                          log=print) -> dict[str, torch.Tensor]:
     """Pretraining means of a run's model, from the cache when it matches the weights."""
     run_dir = Path(run_dir)
     path = run_dir / MEANS_FILE
@@ -68,9 +70,12 @@ def load_or_compute_means(model: GPT, run_dir: str | os.PathLike, data_dir: str 
     wanted = {"weights_sha256": weights, "model_config_sha": model_config_hash(model.cfg),
               "tokens": str(n_batches * batch_size * model.cfg.context)}
     if path.is_file():
-        meta = read_safetensors_metadata(path)
-        if all(meta.get(k) == v for k, v in wanted.items()):
-            return read_safetensors(path, "node means")
+        try:
+            meta = read_safetensors_metadata(path, "node means cache")
+            if all(meta.get(k) == v for k, v in wanted.items()):
+                return read_safetensors(path, "node means cache")
+        except UserError as e:  # a cache: damaged means recomputing it, not failing
+            log(f"{e}; recomputing it")
     batches = pretraining_batches(TokenData(data_dir), model.cfg.context, n_batches, batch_size)
     means = node_means(model, batches, progress)
     write_safetensors(path, means, metadata=wanted)

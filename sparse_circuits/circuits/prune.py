@@ -22,6 +22,7 @@ from dataclasses import asdict, dataclass, field, replace
 import torch
 from tqdm import tqdm
 
+from ..errors import UserError
 from ..model import GPT
 from ..nodes import NodeId
 from ..tasks.evaluate import TaskTensors, score_logit_diffs, task_loss
@@ -50,6 +51,21 @@ class PruneConfig:
     grad_clip: float = 1.0
     cleanup_tries: int = 48  # after bisection, try dropping this many kept nodes, lowest tau first
     seed: int = 0
+
+    def __post_init__(self) -> None:
+        """Impossible settings fail here, before any search runs."""
+        checks = (("target_loss", self.target_loss > 0), ("steps", self.steps >= 1),
+                  ("batch_pairs", self.batch_pairs >= 1), ("k_coef", self.k_coef >= 0), ("lr", self.lr > 0),
+                  ("weight_decay", self.weight_decay >= 0), ("beta2", 0 <= self.beta2 < 1),
+                  ("warmup_frac", 0 <= self.warmup_frac < 1), ("temperature", self.temperature > 0),
+                  ("init_std", self.init_std >= 0), ("grad_clip", self.grad_clip > 0),
+                  ("cleanup_tries", self.cleanup_tries >= 0))
+        for name, ok in checks:
+            value = getattr(self, name)
+            if not ok or (isinstance(value, float) and not math.isfinite(value)):
+                raise UserError(f"prune config: {name} = {value} is impossible "
+                                f"(target_loss, lr, temperature, grad_clip must be > 0; steps, batch_pairs >= 1; "
+                                f"fractions in [0, 1))")
 
     def as_dict(self) -> dict:
         d = asdict(self)

@@ -303,6 +303,9 @@ class _SyntheticDraw:
         return new
 
 
+MIN_VOCAB, MAX_VOCAB = 257, 1 << 16
+
+
 def prepare_data(sources: str | list[str], out_dir: str | os.PathLike, vocab_size: int = 2048,
                  val_frac: float = 0.05, seed: int = 0, synthetic_share: float | None = None,
                  synthetic_tokens: int | None = None, synthetic_files: int | None = None,
@@ -315,6 +318,12 @@ def prepare_data(sources: str | list[str], out_dir: str | os.PathLike, vocab_siz
     A synthetic-only corpus validates on further generated programs.
     """
     out = Path(out_dir)
+    if not MIN_VOCAB <= vocab_size <= MAX_VOCAB:
+        raise UserError(f"data: --vocab-size must be between {MIN_VOCAB} (the 256 bytes and {EOT}) and "
+                        f"{MAX_VOCAB} (tokens are stored as 16-bit integers), got {vocab_size}")
+    if not 0.0 < val_frac < 1.0:
+        raise UserError(f"data: --val-frac is the fraction of files held out for validation and must be "
+                        f"between 0 and 1 (exclusive), got {val_frac}")
     sources = [sources] if isinstance(sources, str) else list(sources)
     if not sources:
         raise UserError("data: give at least one --corpus source")
