@@ -132,3 +132,26 @@ def test_batches_are_a_function_of_seed_and_index(data_dir):
 
 def torch_equal(a, b):
     return bool((a == b).all())
+
+
+def test_long_texts_are_encoded_in_pieces_with_exactly_the_whole_texts_tokens(data_dir):
+    import random
+
+    from conftest import make_python_file
+    from sparse_circuits.data import PIECE_CHARS, Document, encode_each, load_tokenizer, text_pieces
+
+    tok = load_tokenizer(data_dir / "tokenizer.json")
+    rng = random.Random(0)
+    code = "\n".join(make_python_file(rng, i) for i in range(400))  # ~4 pieces of real-looking code
+    code += "x = '" + "ab cd, 12 " * 20000 + "'\n"  # a 200k-character line: cut at word ends
+    stats: dict = {}
+    pieces = text_pieces(code, stats)
+    assert "".join(pieces) == code and len(pieces) > 5 and max(map(len, pieces)) <= PIECE_CHARS
+    assert stats.get("hard_cuts", 0) == 0
+    whole = tok.encode(code, add_special_tokens=False).ids
+    (encoded,) = encode_each(tok, [Document("f.py", code)])
+    assert encoded[:-1].tolist() == whole and encoded[-1] == tok.token_to_id("<|endoftext|>")
+    # One 300k-character word has no boundary at all: hard cuts, counted.
+    word = "".join(random.Random(1).choices("abcdefghij", k=300_000))
+    pieces = text_pieces(word, stats)
+    assert "".join(pieces) == word and stats["hard_cuts"] >= 1

@@ -16,6 +16,7 @@ import json
 import math
 import os
 import random
+import re
 import sysconfig
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,7 +27,7 @@ from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, train
 from tqdm import tqdm
 
 from ..errors import UserError
-from ..fileio import read_json, read_safetensors, sha256_file, write_json, write_safetensors
+from ..fileio import atomic_path, read_json, read_safetensors, sha256_file, write_json, write_safetensors
 
 EOT = "<|endoftext|>"
 # The paper's pre-tokenization: letters with an optional non-letter prefix, digit runs of 1-3,
@@ -149,7 +150,47 @@ def new_tokenizer() -> Tokenizer:
     return tok
 
 
-def train_tokenizer(texts: list[str], vocab_size: int) -> Tokenizer:
+# Memory bound [ours]: text reaches the tokenizer in pieces of at most PIECE_CHARS characters, cut
+# only where the pre-tokenizer has a boundary anyway: right after a letter or a digit, before a
+# character that is neither (the letter or digit run ends there whatever follows, no pattern looks
+# back, and the first piece does not end in whitespace that a lookahead would read differently).
+# So the tokens are exactly those of the whole text. Newlines are preferred as cut points. A
+# stretch of PIECE_CHARS with no such place (a megabyte of one word) is cut every HARD_CUT_CHARS
+# characters: the only place tokens can differ from the whole text's, counted in meta.json.
+PIECE_CHARS = 1 << 16
+HARD_CUT_CHARS = 1 << 12
+ENCODE_BATCH_CHARS = 1 << 20  # characters per encode call
+_CUT_AT_NEWLINE = re.compile(r"(?<=[^\W_])\n")  # a newline right after a letter or digit
+_CUT_AT_WORD_END = re.compile(r"(?<=[^\W_])\W")  # any non-word character right after one
+
+
+def _last_cut(pattern: re.Pattern, text: str, start: int, end: int) -> int | None:
+    cut = None
+    for m in pattern.finditer(text, start, end):
+        cut = m.start()
+    return cut
+
+
+def text_pieces(text: str, stats: dict | None = None) -> list[str]:
+    """`text` in pieces of at most PIECE_CHARS that tokenize, one after the other, exactly as the
+    whole text does (except at hard cuts, counted in `stats["hard_cuts"]`)."""
+    if len(text) <= PIECE_CHARS:
+        return [text]
+    pieces, pos = [], 0
+    while len(text) - pos > PIECE_CHARS:
+        end = pos + PIECE_CHARS
+        cut = _last_cut(_CUT_AT_NEWLINE, text, pos + 1, end) or _last_cut(_CUT_AT_WORD_END, text, pos + 1, end)
+        if cut is None:
+            cut = pos + HARD_CUT_CHARS
+            if stats is not None:
+                stats["hard_cuts"] = stats.get("hard_cuts", 0) + 1
+        pieces.append(text[pos:cut])
+        pos = cut
+    pieces.append(text[pos:])
+    return pieces
+
+
+def train_tokenizer(texts: list[str], vocab_size: int, progress: bool = True) -> Tokenizer:
     tok = new_tokenizer()
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size,
@@ -157,7 +198,16 @@ def train_tokenizer(texts: list[str], vocab_size: int) -> Tokenizer:
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
-    tok.train_from_iterator(texts, trainer=trainer, length=len(texts))
+    bar = tqdm(total=sum(len(t) for t in texts), desc="tokenizer", unit="char", unit_scale=True, leave=False,
+               disable=not progress)
+
+    def pieces():
+        for text in texts:
+            yield from text_pieces(text)
+            bar.update(len(text))
+
+    tok.train_from_iterator(pieces(), trainer=trainer)
+    bar.close()
     return tok
 
 
@@ -171,19 +221,38 @@ def load_tokenizer(path: str | os.PathLike) -> Tokenizer:
         raise UserError(f"{path}: not a valid tokenizer.json ({e})") from None
 
 
-def encode_each(tok: Tokenizer, docs: list[Document], desc: str = "encode") -> list[np.ndarray]:
-    """Token ids of each document followed by <|endoftext|>, one uint16 array per document."""
-    eot = tok.token_to_id(EOT)
-    out: list[np.ndarray] = []
-    batch = 64
-    for i in tqdm(range(0, len(docs), batch), desc=desc, unit="batch", leave=False):
-        for enc in tok.encode_batch([d.text for d in docs[i:i + batch]], add_special_tokens=False):
-            out.append(np.asarray(enc.ids + [eot], dtype=np.uint16))
-    return out
+def encode_each(tok: Tokenizer, docs: list[Document], desc: str = "encode",
+                stats: dict | None = None) -> list[np.ndarray]:
+    """Token ids of each document followed by <|endoftext|>, one uint16 array per document.
+
+    Documents are encoded piece by piece (`text_pieces`), at most ENCODE_BATCH_CHARS characters per
+    call, so memory stays bounded whatever the size of a file or a line."""
+    eot = np.array([tok.token_to_id(EOT)], dtype=np.uint16)
+    ids: list[list[np.ndarray]] = [[] for _ in docs]
+    batch: list[tuple[int, str]] = []
+    chars = 0
+
+    def flush() -> None:
+        for (i, _), enc in zip(batch, tok.encode_batch([p for _, p in batch], add_special_tokens=False)):
+            ids[i].append(np.asarray(enc.ids, dtype=np.uint16))
+        bar.update(sum(len(p) for _, p in batch))
+        batch.clear()
+
+    bar = tqdm(total=sum(len(d.text) for d in docs), desc=desc, unit="char", unit_scale=True, leave=False)
+    for i, doc in enumerate(docs):
+        for piece in text_pieces(doc.text, stats):
+            batch.append((i, piece))
+            chars += len(piece)
+            if chars >= ENCODE_BATCH_CHARS:
+                flush()
+                chars = 0
+    flush()
+    bar.close()
+    return [np.concatenate(parts + [eot]) for parts in ids]
 
 
-def encode_documents(tok: Tokenizer, docs: list[Document], desc: str) -> np.ndarray:
-    pieces = encode_each(tok, docs, desc)
+def encode_documents(tok: Tokenizer, docs: list[Document], desc: str, stats: dict | None = None) -> np.ndarray:
+    pieces = encode_each(tok, docs, desc, stats)
     return np.concatenate(pieces) if pieces else np.zeros(0, dtype=np.uint16)
 
 
@@ -367,8 +436,9 @@ def prepare_data(sources: str | list[str], out_dir: str | os.PathLike, vocab_siz
         + (f" + generated programs ({budget.as_dict()})" if budget else "")
         + f"; training a {vocab_size}-token BPE")
     tok = train_tokenizer([d.text for d in tokenizer_docs], vocab_size)
-    train_tokens = encode_documents(tok, train_docs, "encode train")
-    val_tokens = encode_documents(tok, val_docs, "encode val")
+    cuts: dict = {}
+    train_tokens = encode_documents(tok, train_docs, "encode train", cuts)
+    val_tokens = encode_documents(tok, val_docs, "encode val", cuts)
     synthetic_meta = None
     if budget is not None:
         pieces = encode_each(tok, draw.docs, "encode generated")
@@ -397,12 +467,11 @@ def prepare_data(sources: str | list[str], out_dir: str | os.PathLike, vocab_siz
     logprobs = bigram_logprobs(torch.from_numpy(counts))
 
     out.mkdir(parents=True, exist_ok=True)
-    tok.save(str(out / "tokenizer.json.tmp"))
-    os.replace(out / "tokenizer.json.tmp", out / "tokenizer.json")
+    with atomic_path(out / "tokenizer.json") as tmp:
+        tok.save(str(tmp))
     for name, arr in (("train.bin", train_tokens), ("val.bin", val_tokens)):
-        tmp = out / f".{name}.tmp"
-        arr.tofile(tmp)
-        os.replace(tmp, out / name)
+        with atomic_path(out / name) as tmp:
+            arr.tofile(tmp)
     write_safetensors(out / "bigram.safetensors", {"counts": torch.from_numpy(counts).to(torch.int32)})
     files = ("tokenizer.json", "train.bin", "val.bin", "bigram.safetensors")
     meta = {
@@ -418,6 +487,7 @@ def prepare_data(sources: str | list[str], out_dir: str | os.PathLike, vocab_siz
                   "skipped_non_utf8": scan.skipped_non_utf8, "skipped_unreadable": scan.skipped_unreadable,
                   "skipped_empty": scan.skipped_empty},
         "tokens": {"train": int(train_tokens.size), "val": int(val_tokens.size)},
+        "hard_cuts": cuts.get("hard_cuts", 0),
         "chars": {"train": sum(len(d.text) for d in train_docs), "val": sum(len(d.text) for d in val_docs)},
         "synthetic": synthetic_meta,
         "baselines_val_loss": {"unigram": unigram_loss(train_tokens, val_tokens, vocab),
