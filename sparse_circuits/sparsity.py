@@ -84,10 +84,6 @@ def drop_mask(a: torch.Tensor, k: int) -> torch.Tensor:
     return drop
 
 
-def topk_mask(a: torch.Tensor, k: int) -> torch.Tensor:
-    return drop_mask(a, k).logical_not()
-
-
 def restore_unit_floor_(drop: torch.Tensor, a: torch.Tensor, j: int, axis: UnitAxis) -> torch.Tensor:
     """Un-drop the j largest entries of every unit (row or column) that keeps fewer than j."""
     if a.dim() < 2 or j <= 0:

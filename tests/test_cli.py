@@ -192,3 +192,18 @@ def test_prune_validate_and_wrong_model(tmp_path, data_dir):
     bad.write_text(json.dumps({"ablation": "median"}))
     assert_one_line_error(cli("prune", "--model", tmp_path / "run", "--task", "for_while", "--out", circuit,
                               "--config", bad), "unknown value 'median'", "mean-pretrain")
+
+
+def test_the_test_command_ends_with_pytests_summary_line(tmp_path):
+    # CI logs must end with the counts: `make test` runs pytest with the project's settings
+    # (addopts "-q"); one more -q in the Makefile would hide the summary line.
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    recipe = (root / "Makefile").read_text().split("\ntest:", 1)[1].split("\n\n", 1)[0]
+    assert "-m pytest" in recipe and "-q" not in recipe
+    (tmp_path / "test_one.py").write_text("def test_one():\n    pass\n")
+    r = subprocess.run([sys.executable, "-m", "pytest", "-c", str(root / "pyproject.toml"), "--rootdir", str(tmp_path),
+                        "-p", "no:cacheprovider", str(tmp_path / "test_one.py")], capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout
+    assert "1 passed in" in r.stdout.strip().splitlines()[-1]
