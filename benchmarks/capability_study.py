@@ -32,11 +32,11 @@ from sparse_circuits.data import TokenData, load_tokenizer, prepare_data  # noqa
 from sparse_circuits.fileio import read_json, write_json, write_text  # noqa: E402
 from sparse_circuits.tasks.contamination import contamination_report  # noqa: E402
 from sparse_circuits.tasks import all_tasks  # noqa: E402
+from sparse_circuits.tasks.evaluate import LEARNED_ACCURACY as LEARNED  # noqa: E402
 from sparse_circuits.tasks.evaluate import evaluate_tasks  # noqa: E402
 from sparse_circuits.train import full_validation_loss, train  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results" / "capability"
-LEARNED = 0.9  # a task is "done" at test accuracy >= 0.9
 
 # Corpora: keyword arguments of `prepare_data` (the CLI's `data` options).
 CORPORA = {

@@ -216,14 +216,14 @@ def tasks_eval(model_dir, split, n_pairs, seed, names, json_out, step) -> None:
     click.echo(f"{model_dir}: {split} split, {n_pairs} pairs per task; chance: loss {CHANCE_LOSS:.3f}, accuracy 0.50")
     click.echo(f"{'task':<28} {'loss':>7} {'acc':>6} {'logit diff':>10} {'bigram loss':>11} {'bigram acc':>10}")
     fmt = lambda v, spec: "-" if v is None else format(v, spec)
-    for s in result["scores"]:
-        if s["error"]:
-            click.echo(f"{s['task']:<28} not expressible with this tokenizer: {s['error']}")
+    for s in result.scores:
+        if s.error:
+            click.echo(f"{s.task:<28} not expressible with this tokenizer: {s.error}")
             continue
-        click.echo(f"{s['task']:<28} {s['loss']:>7.3f} {s['accuracy']:>6.2f} {s['logit_diff']:>10.2f} "
-                   f"{fmt(s['bigram_loss'], '.3f'):>11} {fmt(s['bigram_accuracy'], '.2f'):>10}")
+        click.echo(f"{s.task:<28} {s.loss:>7.3f} {s.accuracy:>6.2f} {s.logit_diff:>10.2f} "
+                   f"{fmt(s.bigram_loss, '.3f'):>11} {fmt(s.bigram_accuracy, '.2f'):>10}")
     if json_out:
-        write_json(json_out, result)
+        write_json(json_out, result.as_dict())
 
 
 @tasks.command("corpus-stats")

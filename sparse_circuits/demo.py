@@ -26,7 +26,7 @@ from .fileio import read_json, write_json
 from .report import build_report
 from .report.site import SNIPPET_WINDOWS
 from .tasks.contamination import contamination_report
-from .tasks.evaluate import load_or_evaluate_run
+from .tasks.evaluate import LEARNED_ACCURACY, load_or_evaluate_run
 from .train import final_metrics, full_validation_loss, train
 
 
@@ -136,9 +136,8 @@ class Demo:
     def task_scores(self) -> str:
         learned = []
         for kind in ("sparse", "dense"):
-            scores = load_or_evaluate_run(self.run_dir(kind), progress=self.progress)["scores"]
-            learned.append(sum(1 for s in scores if not s["error"] and s["accuracy"] >= 0.9))
-        return f"tasks at accuracy >= 0.9: sparse {learned[0]}, dense {learned[1]}"
+            learned.append(len(load_or_evaluate_run(self.run_dir(kind), progress=self.progress).learned(LEARNED_ACCURACY)))
+        return f"tasks at accuracy >= {LEARNED_ACCURACY}: sparse {learned[0]}, dense {learned[1]}"
 
     def prune(self, kind: str) -> str:
         cfg = PruneConfig(steps=self.scale.prune_steps, target_loss=self.scale.prune_target)
@@ -166,15 +165,15 @@ class Demo:
         rows, summaries = {}, {}
         for kind in ("sparse", "dense"):
             run_dir = self.run_dir(kind)
-            scores = {s["task"]: s for s in load_or_evaluate_run(run_dir, progress=False)["scores"]}
+            scores = load_or_evaluate_run(run_dir, progress=False).by_task()
             summaries[kind] = PruneAllSummary.load(run_dir / "circuits")
             for task, score in scores.items():
                 row = rows.setdefault(task, {})
                 c = summaries[kind].tasks.get(task)
-                row[kind] = {"accuracy": score["accuracy"], "loss": score["loss"],
+                row[kind] = {"accuracy": score.accuracy, "loss": score.loss,
                              "nodes": c.num_nodes if c else None, "edges": c.num_edges if c else None,
                              "control": c.control if c else None}
-                row["bigram_decided"] = bigram_decided(score["bigram_accuracy"])
+                row["bigram_decided"] = bigram_decided(score.bigram_accuracy)
         shared = shared_geomean(summaries)
         return {"scale": self.scale.name, "out": str(self.out), "report": str(self.site_dir / "index.html"),
                 "stages": [{"name": r.name, "seconds": r.seconds, "note": r.note} for r in self.results],

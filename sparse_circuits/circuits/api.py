@@ -140,7 +140,7 @@ def prune_all(run_dir: str | os.PathLike, out_root: str | os.PathLike, cfg: Prun
     summary = PruneAllSummary(model=str(run_dir), weights_sha256=sha256_file(Path(run_dir) / "model.safetensors"),
                               config=cfg, budget=budget, pairs=n_pairs, max_full_loss=max_full_loss, tasks={})
     earlier = _earlier_outcomes(out_root, summary) if reuse else {}
-    scores = {s["task"]: s for s in load_or_evaluate_run(run_dir, progress=progress)["scores"]}
+    scores = load_or_evaluate_run(run_dir, progress=progress).by_task()
     for task in all_tasks(include_controls):
         if task.name in earlier:
             outcome = earlier[task.name]
@@ -148,8 +148,8 @@ def prune_all(run_dir: str | os.PathLike, out_root: str | os.PathLike, cfg: Prun
         else:
             outcome = _prune_and_validate(run_dir, out_root, task, cfg, budget, n_pairs, max_full_loss, progress, log)
         score = scores[task.name]
-        outcome.test_accuracy, outcome.bigram_accuracy = score["accuracy"], score["bigram_accuracy"]
-        outcome.bigram_decided = bigram_decided(score["bigram_accuracy"])
+        outcome.test_accuracy, outcome.bigram_accuracy = score.accuracy, score.bigram_accuracy
+        outcome.bigram_decided = bigram_decided(score.bigram_accuracy)
         summary.tasks[task.name] = outcome
         summary.save(out_root)
     return summary

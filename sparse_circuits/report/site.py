@@ -35,7 +35,7 @@ from ..fileio import sha256_file, write_text
 from ..model import GPT
 from ..nodes import NodeLocation
 from ..tasks import Split, get_task
-from ..tasks.evaluate import CHANCE_LOSS, TaskTensors, load_or_evaluate_run
+from ..tasks.evaluate import CHANCE_LOSS, RunScores, TaskTensors, load_or_evaluate_run
 from ..train import summarize_run
 from . import analysis, plots
 
@@ -59,7 +59,7 @@ class RunView:
     summary: dict
     config: dict
     metrics: list[dict]
-    scores: dict
+    scores: RunScores
     prune_summary: PruneAllSummary | None
     weights_sha256: str
     circuits: list[CircuitEntry] = field(default_factory=list)
@@ -221,14 +221,14 @@ def _num(value, digits: int = 3) -> str:
 
 def _task_rows(runs: list[RunView]) -> list[dict]:
     rows = []
-    names = [s["task"] for s in runs[0].scores["scores"]] if runs else []
+    names = [s.task for s in runs[0].scores.scores] if runs else []
     for name in names:
         task = get_task(name)
         per_run = []
         for run in runs:
-            score = next((s for s in run.scores["scores"] if s["task"] == name), None)
+            score = run.scores.by_task().get(name)
             circuit = next((e for e in run.circuits if e.circuit.task == name), None)
-            per_run.append({"score": score, "page": circuit.page if circuit else None})
+            per_run.append({"score": score.as_dict() if score else None, "page": circuit.page if circuit else None})
         rows.append({"name": name, "description": task.description, "candidates": task.candidates,
                      "control": task.control, "runs": per_run})
     return rows

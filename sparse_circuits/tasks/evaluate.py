@@ -23,6 +23,7 @@ from ..model import GPT
 from .core import Split, Task, TaskDataset, TaskNotExpressible
 
 CHANCE_LOSS = math.log(2)
+LEARNED_ACCURACY = 0.9  # a model "does" a task at test accuracy >= this (issue 10's targets count these)
 
 
 @dataclass
@@ -136,10 +137,44 @@ def evaluate_tasks(model: GPT, tokenizer: Tokenizer, tasks: list[Task], split: S
     return scores
 
 
+@dataclass
+class RunScores:
+    """A run's scores on the tasks: what `tasks eval --json` and RUN_DIR/task-scores.json hold."""
+    model: str
+    step: int | None  # a checkpoint's step; None: the final weights
+    split: Split
+    pairs: int
+    seed: int
+    scores: list[TaskScore]
+    weights_sha256: str | None = None  # set in the cache: the weights they were computed from
+
+    def by_task(self) -> dict[str, TaskScore]:
+        return {s.task: s for s in self.scores}
+
+    def learned(self, threshold: float) -> list[str]:
+        """Tasks at test accuracy >= threshold (tasks this tokenizer cannot express never are)."""
+        return [s.task for s in self.scores if s.error is None and s.accuracy >= threshold]
+
+    def as_dict(self) -> dict:
+        return {"model": self.model, "step": self.step, "split": self.split.value, "pairs": self.pairs,
+                "seed": self.seed, "chance_loss": CHANCE_LOSS, "scores": [s.as_dict() for s in self.scores],
+                "weights_sha256": self.weights_sha256}
+
+    @classmethod
+    def from_dict(cls, d: dict, source: str) -> "RunScores":
+        from ..errors import UserError
+
+        try:
+            return cls(d["model"], d["step"], Split(d["split"]), d["pairs"], d["seed"],
+                       [TaskScore(**s) for s in d["scores"]], d.get("weights_sha256"))
+        except (KeyError, TypeError, ValueError) as e:
+            raise UserError(f"{source}: damaged task scores ({type(e).__name__}: {e}); delete it to recompute") \
+                from None
+
+
 def evaluate_run(run_dir: str | os.PathLike, split: Split | str = Split.TEST, n_pairs: int = 128, seed: int = 0,
-                 names: list[str] | None = None, step: int | None = None, progress: bool = True) -> dict:
-    """Scores of a run's model (or of its checkpoint at `step`) on the tasks, with bigram baselines,
-    as the JSON that `tasks eval --json` writes."""
+                 names: list[str] | None = None, step: int | None = None, progress: bool = True) -> RunScores:
+    """Scores of a run's model (or of its checkpoint at `step`) on the tasks, with bigram baselines."""
     from ..checkpoint import load_model
     from ..data import TokenData, load_tokenizer
     from .registry import all_tasks, get_task
@@ -149,25 +184,25 @@ def evaluate_run(run_dir: str | os.PathLike, split: Split | str = Split.TEST, n_
     chosen = [get_task(n) for n in names] if names else all_tasks()
     bigram = TokenData(cfg.data_dir).bigram_logprobs() if (Path(cfg.data_dir) / "meta.json").is_file() else None
     scores = evaluate_tasks(model, tok, chosen, split, n_pairs, seed, bigram, progress)
-    return {"model": str(run_dir), "step": step, "split": Split(split).value, "pairs": n_pairs, "seed": seed,
-            "chance_loss": CHANCE_LOSS, "scores": [s.as_dict() for s in scores]}
+    return RunScores(str(run_dir), step, Split(split), n_pairs, seed, scores)
 
 
 TASK_SCORES_FILE = "task-scores.json"
 
 
-def load_or_evaluate_run(run_dir: str | os.PathLike, n_pairs: int = 128, progress: bool = True) -> dict:
+def load_or_evaluate_run(run_dir: str | os.PathLike, n_pairs: int = 128, progress: bool = True) -> RunScores:
     """Test-split scores of a run's final weights on every task, cached next to the weights."""
     from ..fileio import read_json, sha256_file, write_json
 
     path = Path(run_dir) / TASK_SCORES_FILE
     weights = sha256_file(Path(run_dir) / "model.safetensors")
     if path.is_file():
-        cached = read_json(path, "task scores")
-        if cached.get("weights_sha256") == weights and cached.get("pairs") == n_pairs:
+        cached = RunScores.from_dict(read_json(path, "task scores"), str(path))
+        if cached.weights_sha256 == weights and cached.pairs == n_pairs:
             return cached
-    result = evaluate_run(run_dir, Split.TEST, n_pairs, progress=progress) | {"weights_sha256": weights}
-    write_json(path, result)
+    result = evaluate_run(run_dir, Split.TEST, n_pairs, progress=progress)
+    result.weights_sha256 = weights
+    write_json(path, result.as_dict())
     return result
 
 
