@@ -24,7 +24,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from sparse_circuits.data.prepare import HARD_CUT_CHARS, PIECE_CHARS, stdlib_dir
+from sparse_circuits.data.prepare import HARD_CUT_CHARS, PIECE_CHARS, Document, split_by_file, stdlib_dir
 from sparse_circuits.fileio import read_json, write_json
 
 
@@ -46,6 +46,21 @@ def stdlib_copies(dest: Path, megabytes: float) -> None:
         copy += 1
 
 
+def small_files(dest: Path) -> None:
+    """Ordinary files beside the big one, so that the by-file split can hold one out for validation
+    and the big file goes to training (where the tokenizer is trained): the name is chosen so."""
+    big = next(p for p in dest.iterdir() if p.is_file())
+    names = [f"small{i}.py" for i in range(19)]
+    for attempt in range(100):
+        name = f"big{attempt}.py"
+        train, _ = split_by_file([Document(n, "") for n in names + [name]], 0.05, 0)
+        if name in {d.name for d in train}:
+            break
+    big.rename(dest / name)
+    for n in names:
+        (dest / n).write_text("def f(x):\n    return x + 1\n" * 200, encoding="utf-8")
+
+
 def one_line(dest: Path, megabytes: float, words: bool) -> None:
     rng = random.Random(0)
     dest.mkdir(parents=True)
@@ -57,8 +72,7 @@ def one_line(dest: Path, megabytes: float, words: bool) -> None:
     with open(dest / "big.py", "w", encoding="utf-8") as f:
         for _ in range(n // len(chunk) + 1):
             f.write(chunk)
-    # A second, ordinary file: the split needs a validation file.
-    (dest / "small.py").write_text("def f(x):\n    return x + 1\n" * 200, encoding="utf-8")
+    small_files(dest)
 
 
 def many_lines(dest: Path, megabytes: float) -> None:
@@ -72,7 +86,7 @@ def many_lines(dest: Path, megabytes: float) -> None:
             text = next(stream)
             f.write(text + "\n")
             written += len(text) + 1
-    (dest / "small.py").write_text("def f(x):\n    return x + 1\n" * 200, encoding="utf-8")
+    small_files(dest)
 
 
 # The child reports its own peak resident memory as it exits.
@@ -103,12 +117,15 @@ def main() -> None:
     parser.add_argument("--mb", type=float, default=100.0, help="size of the stdlib corpus in megabytes")
     parser.add_argument("--timeout", type=float, default=1800.0)
     parser.add_argument("--out", default="benchmarks/results/data.json")
+    parser.add_argument("--cases", default="letters,words,lines,stdlib", help="which cases, comma-separated")
     args = parser.parse_args()
 
-    cases = [("one line of letters", lambda d: one_line(d, args.mb / 2, words=False)),
-             ("one line of words", lambda d: one_line(d, args.mb / 2, words=True)),
-             ("many lines", lambda d: many_lines(d, args.mb / 2)),
-             (f"stdlib x{args.mb:g} MB", lambda d: stdlib_copies(d, args.mb))]
+    cases = [("letters", "one line of letters", lambda d: one_line(d, args.mb / 2, words=False)),
+             ("words", "one line of words", lambda d: one_line(d, args.mb / 2, words=True)),
+             ("lines", "many lines", lambda d: many_lines(d, args.mb / 2)),
+             ("stdlib", f"stdlib x{args.mb:g} MB", lambda d: stdlib_copies(d, args.mb))]
+    chosen = args.cases.split(",")
+    cases = [(name, make) for key, name, make in cases if key in chosen]
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for name, make in cases:
