@@ -33,6 +33,7 @@ from .fileio import (
     write_json,
     write_safetensors,
 )
+from .kernels import keep_freed_memory
 from .model import GPT
 
 MODEL_FORMAT = "sparse-circuits-model"
@@ -93,6 +94,7 @@ def load_model(run_dir: str | os.PathLike, device: str = "cpu", step: int | None
     """The trained model of a run directory (or its checkpoint at `step`), in eval mode."""
     run_dir = Path(run_dir)
     cfg = load_run_config(run_dir)
+    keep_freed_memory()
     model = GPT(cfg.model)
     path = run_dir / "model.safetensors" if step is None else run_dir / "checkpoints" / f"step_{step:08d}" / "model.safetensors"
     if step is not None and not path.is_file():

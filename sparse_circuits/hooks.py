@@ -32,8 +32,10 @@ def abs_topk(x: torch.Tensor, k: int) -> torch.Tensor:
     """
     if k >= x.shape[-1]:
         return x
-    threshold = x.abs().topk(k, dim=-1, sorted=False).values.amin(dim=-1, keepdim=True)
-    return x * (x.abs() >= threshold)
+    # The selection carries no gradient: take |x| once, outside autograd.
+    magnitude = x.detach().abs()
+    threshold = magnitude.topk(k, dim=-1, sorted=False).values.amin(dim=-1, keepdim=True)
+    return x.masked_fill(magnitude < threshold, 0.0)
 
 
 class HookSite(nn.Module):

@@ -17,6 +17,7 @@ from torch import nn
 
 from .config import BigramTable, ModelConfig, Positions
 from .hooks import Hooks, HookSite
+from .kernels import head_loss
 from .nodes import NodeLocation, site_name
 
 
@@ -83,18 +84,23 @@ def with_positions(x: torch.Tensor, norm: "RMSNorm | None", pos: torch.Tensor | 
 
 
 def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, sink_logit: torch.Tensor | None) -> torch.Tensor:
-    """Causal attention; the sink is one extra key/value slot with k=0, v=0 and logit sink_logit[h]."""
+    """Causal attention; the sink is one extra key/value slot with k=0, v=0 and logit sink_logit[h].
+
+    [ours] The sink is written so that the fused (flash) kernel still applies, which takes no
+    additive mask: it becomes a real key at position 0 behind one extra channel, where every
+    query holds a 1, the sink's key holds sink_logit / scale and all other keys and values a 0.
+    A dummy query at position 0 keeps the causal mask aligned; its output is dropped.
+    (`attention_pattern` below writes the same probabilities out plainly.)
+    """
     if sink_logit is None:
         return F.scaled_dot_product_attention(q, k, v, is_causal=True)
     B, H, T, D = q.shape
-    zeros = q.new_zeros(B, H, 1, D)
-    k = torch.cat([zeros, k], dim=2)
-    v = torch.cat([zeros, v], dim=2)
-    # q . 0 = 0, so the additive mask alone sets the sink's logit.
-    causal = torch.ones(T, T, dtype=torch.bool, device=q.device).tril()
-    mask = q.new_zeros(T, T).masked_fill(~causal, float("-inf"))
-    mask = torch.cat([sink_logit.view(H, 1, 1).expand(H, T, 1), mask.expand(H, T, T)], dim=2)
-    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+    scale = 1 / math.sqrt(D)
+    q = F.pad(q, (0, 1, 1, 0), value=1.0)
+    k = F.pad(k, (0, 1, 1, 0))
+    k[:, :, 0, D] = sink_logit.view(1, H).to(k.dtype) / scale
+    v = F.pad(v, (0, 1, 1, 0))
+    return F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=scale)[:, :, 1:, :D]
 
 
 def attention_pattern(q: torch.Tensor, k: torch.Tensor, sink_logit: torch.Tensor | None) -> torch.Tensor:
@@ -189,11 +195,13 @@ class GPT(nn.Module):
                     nn.init.zeros_(module.bias)
 
     def forward(self, idx: torch.Tensor, hooks: Hooks | None = None,
-                logits_at: torch.Tensor | None = None) -> torch.Tensor:
-        """Logits (B, T, vocab); with `logits_at` (B,) only at one position per row: (B, vocab).
+                logits_at: torch.Tensor | None = None, targets: torch.Tensor | None = None) -> torch.Tensor:
+        """Logits (B, T, vocab); with `logits_at` (B,) only at one position per row: (B, vocab);
+        with `targets` (B, T) the mean next-token loss instead of the logits.
 
         Tasks read one position per prompt, and the unembedding is the largest matrix product at
-        small d_model, so they ask for just that position.
+        small d_model, so they ask for just that position. Training asks for the loss, which
+        `kernels.head_loss` computes from the same weights without holding all logits at once.
         """
         T = idx.shape[1]
         if T > self.cfg.context:
@@ -208,7 +216,10 @@ class GPT(nn.Module):
         if logits_at is not None:
             rows = torch.arange(idx.shape[0], device=idx.device)
             x, current = x[rows, logits_at], idx[rows, logits_at]
-        logits = self.lm_head(self.ln_f(x, hooks))
+        x = self.ln_f(x, hooks)
+        if targets is not None:
+            return head_loss(x, self.lm_head, self.bigram, current, targets)
+        logits = self.lm_head(x)
         if self.bigram is not None:
             logits = logits + self.bigram[current]
         return logits
@@ -247,7 +258,3 @@ class GPT(nn.Module):
                     out[f"{mod_name}.{p_name}"] = p
         return out
 
-
-def lm_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """Mean next-token cross-entropy in nats."""
-    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), targets.reshape(-1))

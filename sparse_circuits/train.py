@@ -36,7 +36,8 @@ from .config import BigramTable, LossReduction, RunConfig, to_dict
 from .data import DataSplit, TokenData
 from .errors import UserError
 from .fileio import write_text
-from .model import GPT, lm_loss
+from .kernels import keep_freed_memory
+from .model import GPT
 from .sparsity import Projector, nonzero_fraction, sharkfin_lr
 
 
@@ -128,7 +129,7 @@ def evaluate(model: GPT, data: TokenData, cfg: RunConfig) -> float:
     losses = []
     for i in range(t.eval_batches):
         x, y = data.batch(DataSplit.VAL, t.batch_size, cfg.model.context, t.seed, i)
-        losses.append(float(lm_loss(model(x.to(device)), y.to(device))))
+        losses.append(float(model(x.to(device), targets=y.to(device))))
     model.train(was_training)
     return sum(losses) / len(losses)
 
@@ -160,9 +161,7 @@ def full_validation_loss(model: GPT, data: TokenData, context: int, batch_size: 
         rows = torch.arange(start, min(n_windows, start + batch_size)) * context
         offsets = rows[:, None] + torch.arange(context + 1)[None, :]
         windows = tokens[offsets].to(device)
-        logits = model(windows[:, :-1])
-        total += float(torch.nn.functional.cross_entropy(
-            logits.reshape(-1, logits.shape[-1]).float(), windows[:, 1:].reshape(-1), reduction="sum"))
+        total += float(model(windows[:, :-1], targets=windows[:, 1:])) * windows[:, 1:].numel()
     model.train(was_training)
     per_token = total / (n_windows * context)
     return HeldOutLoss(per_token, per_token * data.meta["tokens"]["val"] / data.meta["chars"]["val"],
@@ -373,7 +372,7 @@ class Trainer:
             group["lr"] = lr
         x, y = self.data.batch(DataSplit.TRAIN, t.batch_size, self.cfg.model.context, t.seed, step,
                                self.ddp.rows(t.batch_size))
-        loss = lm_loss(self.forward(x.to(self.device)), y.to(self.device))
+        loss = self.forward(x.to(self.device), targets=y.to(self.device))
         (loss * self.backward_scale).backward()
         loss_value = float(self.ddp.mean(loss.detach()))
         if not math.isfinite(loss_value):
@@ -399,6 +398,7 @@ def train(cfg: RunConfig, out_dir: str | os.PathLike, resume: bool = False,
     cfg, t, ddp, out = run.cfg, run.cfg.train, run.ddp, run.out
     if t.threads:
         torch.set_num_threads(t.threads)
+    keep_freed_memory()
     torch.manual_seed(t.seed)
     bigram = run.data.bigram_logprobs() if cfg.model.bigram_table != BigramTable.NONE else None
     model = GPT(cfg.model, bigram).to(run.device)

@@ -1,0 +1,112 @@
+"""Fast paths of the forward pass: the same arithmetic as the plain code, arranged for a CPU.
+
+Each function here computes exactly what a few lines of plain PyTorch would, and the tests
+compare the two (values and gradients, within float tolerance). They exist because on a laptop
+CPU memory traffic, not arithmetic, bounds a small model (docs/results.md, issue 12):
+
+- `head_loss`: the unembedding, the bigram table and the cross-entropy, fused and taken a block
+  of rows at a time, so that the (tokens x vocabulary) logits never exist in full.
+- `keep_freed_memory`: glibc's allocator otherwise hands every large freed tensor back to the
+  kernel and page-faults it in again on the next step.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import sys
+
+import torch
+
+# [ours] Rows of logits per block: 512 x 2048 floats (4 MB) was the fastest of 128-1024 on a
+# 2-core AMD EPYC (benchmarks/bench_throughput.py measures the whole step).
+HEAD_CHUNK_ROWS = 512
+
+
+class _HeadLoss(torch.autograd.Function):
+    """Mean cross-entropy of logits = h @ W.T + b + table[current], without storing the logits.
+
+    With gradients wanted, each block's gradient (softmax - one-hot) is used at once for the
+    gradients of h, W, b and the table and then dropped; `backward` only scales them.
+    """
+
+    @staticmethod
+    def forward(ctx, h, weight, bias, table, current, targets):
+        n = h.shape[0]
+        want = [ctx.needs_input_grad[i] and t is not None for i, t in enumerate((h, weight, bias, table))]
+        g_h = torch.empty_like(h) if want[0] else None
+        g_w = torch.zeros_like(weight) if want[1] else None
+        g_b = torch.zeros_like(bias) if want[2] else None
+        g_t = torch.zeros_like(table) if want[3] else None
+        total = torch.zeros((), dtype=torch.float64, device=h.device)
+        for s in range(0, n, HEAD_CHUNK_ROWS):
+            e = min(n, s + HEAD_CHUNK_ROWS)
+            h_c, y_c = h[s:e], targets[s:e]
+            if table is not None:
+                base = table.index_select(0, current[s:e])
+                if bias is not None:
+                    base.add_(bias)
+                logits = torch.addmm(base, h_c, weight.t())
+            elif bias is not None:
+                logits = torch.addmm(bias, h_c, weight.t())
+            else:
+                logits = h_c @ weight.t()
+            picked = logits.gather(1, y_c[:, None]).squeeze(1)
+            top = logits.amax(-1)
+            p = logits.sub_(top[:, None]).exp_()  # in place: the logits are not needed again
+            z = p.sum(-1)
+            total += (z.log() + top - picked).sum(dtype=torch.float64)
+            if any(want):
+                g = p.div_(z[:, None])
+                g[torch.arange(e - s, device=g.device), y_c] -= 1
+                g.div_(n)
+                if g_h is not None:
+                    torch.mm(g, weight, out=g_h[s:e])
+                if g_w is not None:
+                    g_w.addmm_(g.t(), h_c)
+                if g_b is not None:
+                    g_b.add_(g.sum(0))
+                if g_t is not None:
+                    g_t.index_add_(0, current[s:e], g)
+        ctx.save_for_backward(*(t if t is not None else torch.empty(0) for t in (g_h, g_w, g_b, g_t)))
+        ctx.have = want
+        return (total / n).to(h.dtype)
+
+    @staticmethod
+    def backward(ctx, grad_loss):
+        saved = ctx.saved_tensors
+        return (*(saved[i] * grad_loss if ctx.have[i] else None for i in range(4)), None, None)
+
+
+def head_loss(h: torch.Tensor, lm_head: torch.nn.Linear, table: torch.Tensor | None,
+              current: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Mean next-token cross-entropy of `lm_head(h) + table[current]` (h: (..., d_model))."""
+    inputs = (h.reshape(-1, h.shape[-1]), lm_head.weight, lm_head.bias, table)
+    if not torch.is_grad_enabled():  # evaluation: no gradient blocks to compute
+        inputs = tuple(t.detach() if t is not None else None for t in inputs)
+    return _HeadLoss.apply(*inputs, current.reshape(-1), targets.reshape(-1))
+
+
+_ALLOCATOR_TUNED = False
+
+
+def keep_freed_memory() -> bool:
+    """Ask glibc to keep freed memory for reuse instead of returning it to the kernel.
+
+    By default every allocation over ~128 KB is its own mmap, unmapped when freed, so each
+    training step page-faults its activations in again: elementwise ops ran 3-5x slower than
+    with this setting on the development machine. The cost: the process's resident memory stays
+    at its peak instead of shrinking after it. Linux with glibc only; elsewhere a no-op.
+    Returns whether the setting took effect.
+    """
+    global _ALLOCATOR_TUNED
+    if _ALLOCATOR_TUNED or not sys.platform.startswith("linux"):
+        return _ALLOCATOR_TUNED
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):
+        return False
+    m_trim_threshold, m_mmap_max = -1, -4  # from glibc's malloc.h
+    _ALLOCATOR_TUNED = bool(mallopt(m_mmap_max, 0)) and bool(mallopt(m_trim_threshold, 1 << 30))
+    return _ALLOCATOR_TUNED

@@ -1,0 +1,56 @@
+"""Every fast path equals the plain computation it replaces, in values and gradients."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from sparse_circuits import kernels
+from sparse_circuits.config import BigramTable
+from sparse_circuits.model import attend, attention_pattern
+
+from test_model import small_model, tokens
+
+
+def plain_loss(model, x, y):
+    """The loss written out: full logits, then cross-entropy."""
+    return F.cross_entropy(model(x).reshape(-1, model.cfg.vocab_size), y.reshape(-1))
+
+
+@pytest.mark.parametrize("table", [BigramTable.FIXED, BigramTable.LEARNABLE, BigramTable.NONE])
+def test_fused_head_loss_equals_plain_loss_and_gradients(table, monkeypatch):
+    monkeypatch.setattr(kernels, "HEAD_CHUNK_ROWS", 7)  # several blocks, the last one short
+    model = small_model(bigram_table=table).train()
+    x, y = tokens(batch=3), tokens(batch=3).roll(1, 0)
+    params = [p for p in model.parameters() if p.requires_grad]
+    ref = plain_loss(model, x, y)
+    ref_grads = torch.autograd.grad(ref, params)
+    fused = model(x, targets=y)
+    fused_grads = torch.autograd.grad(fused * 3.0, params)  # a scaled loss scales every gradient
+    torch.testing.assert_close(fused, ref, rtol=1e-6, atol=1e-6)
+    for p, a, b in zip(params, ref_grads, fused_grads):
+        torch.testing.assert_close(b, 3.0 * a, rtol=1e-5, atol=1e-7)
+    if table == BigramTable.LEARNABLE:
+        assert dict(zip(params, fused_grads))[model.bigram].abs().sum() > 0
+    with torch.no_grad():
+        torch.testing.assert_close(model(x, targets=y), ref.detach(), rtol=1e-6, atol=1e-6)
+
+
+def test_sink_attention_gradients_equal_the_written_out_softmax():
+    g = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(2, 3, 9, 4, generator=g, requires_grad=True) for _ in range(3))
+    sink = torch.tensor([-1.0, 0.0, 3.0], requires_grad=True)
+    probs = attention_pattern(q, k, sink)
+    ref = probs[..., 1:] @ v
+    out = attend(q, k, v, sink)
+    weights = torch.randn(out.shape, generator=g)
+    ref_grads = torch.autograd.grad((ref * weights).sum(), (q, k, v, sink))
+    grads = torch.autograd.grad((out * weights).sum(), (q, k, v, sink))
+    torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-6)
+    for a, b in zip(ref_grads, grads):
+        torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-6)
+
+
+def test_keep_freed_memory_is_harmless_to_call_twice():
+    first = kernels.keep_freed_memory()
+    assert kernels.keep_freed_memory() == first
+    assert torch.ones(1 << 20).sum() == 1 << 20
