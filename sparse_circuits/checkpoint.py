@@ -33,7 +33,7 @@ from .fileio import (
     write_json,
     write_safetensors,
 )
-from .kernels import keep_freed_memory
+from .kernels import SPARSE_DENSITY_THRESHOLD, keep_freed_memory
 from .model import GPT
 
 MODEL_FORMAT = "sparse-circuits-model"
@@ -90,8 +90,13 @@ def load_run_config(run_dir: str | os.PathLike) -> RunConfig:
     return run_config_from_dict(read_json(path, "run config"), where=str(path))
 
 
-def load_model(run_dir: str | os.PathLike, device: str = "cpu", step: int | None = None) -> tuple[GPT, RunConfig]:
-    """The trained model of a run directory (or its checkpoint at `step`), in eval mode."""
+def load_model(run_dir: str | os.PathLike, device: str = "cpu", step: int | None = None,
+               sparse_threshold: float = SPARSE_DENSITY_THRESHOLD) -> tuple[GPT, RunConfig]:
+    """The trained model of a run directory (or its checkpoint at `step`), in eval mode.
+
+    On the CPU, weights with a nonzero fraction below `sparse_threshold` run as sparse matrices
+    (GPT.use_sparse_weights; 0 keeps every product dense). Results equal the dense ones within
+    float tolerance."""
     run_dir = Path(run_dir)
     cfg = load_run_config(run_dir)
     keep_freed_memory()
@@ -101,7 +106,10 @@ def load_model(run_dir: str | os.PathLike, device: str = "cpu", step: int | None
         kept = ", ".join(p.name[5:].lstrip("0") for p in checkpoint_dirs(run_dir)) or "none"
         raise UserError(f"{run_dir}: no checkpoint at step {step} (kept: {kept})")
     load_weights_into(model, path)
-    return model.to(device).eval(), cfg
+    model = model.to(device).eval()
+    if torch.device(device).type == "cpu":
+        model.use_sparse_weights(sparse_threshold)
+    return model, cfg
 
 
 # -- optimizer state ---------------------------------------------------------------------------

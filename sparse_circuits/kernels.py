@@ -15,6 +15,7 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import sys
+import warnings
 
 import torch
 
@@ -110,3 +111,57 @@ def keep_freed_memory() -> bool:
     m_trim_threshold, m_mmap_max = -1, -4  # from glibc's malloc.h
     _ALLOCATOR_TUNED = bool(mallopt(m_mmap_max, 0)) and bool(mallopt(m_trim_threshold, 1 << 30))
     return _ALLOCATOR_TUNED
+
+
+# -- sparse execution of a frozen model -------------------------------------------------------------
+
+# [ours] Below this fraction of nonzero entries a frozen weight runs as a CSR sparse matrix
+# (benchmarks/bench_sparse_exec.py measures the crossover against the dense product on this
+# kind of machine; above it, or while the weight is being trained, the dense product runs).
+SPARSE_DENSITY_THRESHOLD = 0.01
+
+
+class SparseWeight:
+    """A frozen weight as CSR, with its transpose for the backward pass to the layer's input.
+
+    Made once per weight; `version` remembers the weight's in-place version counter, so that a
+    weight edited afterwards is noticed (the layer then runs dense again)."""
+
+    def __init__(self, weight: torch.Tensor):
+        w = weight.detach()
+        self.version = weight._version
+        with warnings.catch_warnings():  # PyTorch calls CSR support "beta"; the tests check our use of it
+            warnings.simplefilter("ignore", UserWarning)
+            self.csr = w.to_sparse_csr()
+            self.csr_t = w.t().contiguous().to_sparse_csr()
+        self.density = self.csr.values().numel() / max(1, w.numel())
+
+    def matches(self, weight: torch.Tensor) -> bool:
+        return weight._version == self.version and weight.device == self.csr.device
+
+
+class _SparseLinear(torch.autograd.Function):
+    """y = x @ W.T + b with W sparse and frozen: gradients flow to x and b, never to W."""
+
+    @staticmethod
+    def forward(ctx, x, bias, sparse: SparseWeight):
+        rows = x.reshape(-1, x.shape[-1])
+        y = (sparse.csr @ rows.t()).t()
+        if bias is not None:
+            y = y + bias
+        ctx.sparse, ctx.has_bias = sparse, bias is not None
+        return y.reshape(*x.shape[:-1], y.shape[-1])
+
+    @staticmethod
+    def backward(ctx, grad_y):
+        rows = grad_y.reshape(-1, grad_y.shape[-1])
+        grad_x = grad_b = None
+        if ctx.needs_input_grad[0]:
+            grad_x = (ctx.sparse.csr_t @ rows.t()).t().reshape(*grad_y.shape[:-1], -1)
+        if ctx.has_bias and ctx.needs_input_grad[1]:
+            grad_b = rows.sum(0)
+        return grad_x, grad_b, None
+
+
+def sparse_linear(x: torch.Tensor, sparse: SparseWeight, bias: torch.Tensor | None) -> torch.Tensor:
+    return _SparseLinear.apply(x, bias, sparse)

@@ -17,12 +17,30 @@ from torch import nn
 
 from .config import BigramTable, ModelConfig, Positions
 from .hooks import Hooks, HookSite
-from .kernels import head_loss
+from .kernels import SPARSE_DENSITY_THRESHOLD, SparseWeight, head_loss, sparse_linear
 from .nodes import NodeLocation, site_name
 
 
 def _site(cfg: ModelConfig, layer: int, loc: NodeLocation, width: int) -> HookSite:
     return HookSite(site_name(layer, loc), width, cfg.activation_topk.get(loc))
+
+
+class Linear(nn.Linear):
+    """nn.Linear that can also run from a frozen sparse copy of its weight.
+
+    Evaluation, means, pruning and the report never change a trained model's weights, and a
+    weight-sparse model's are almost all zero, so `GPT.use_sparse_weights` gives the sparse
+    ones a CSR copy (kernels.SparseWeight) that skips the zeros. The dense product runs whenever
+    the weight is being trained or was changed after the copy was made.
+    """
+
+    sparse: SparseWeight | None = None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        s = self.sparse
+        if s is not None and s.matches(self.weight) and not (self.weight.requires_grad and torch.is_grad_enabled()):
+            return sparse_linear(x, s, self.bias)
+        return super().forward(x)
 
 
 class RMSNorm(nn.Module):
@@ -48,9 +66,9 @@ class Attention(nn.Module):
         d_in = d + read_only_width(cfg)
         self.n_head, self.d_head = cfg.n_head, cfg.d_head
         # Separate q/k/v projections so every output row is one channel (one "unit").
-        self.c_q, self.c_k, self.c_v = nn.Linear(d_in, d), nn.Linear(d_in, d), nn.Linear(d_in, d)
+        self.c_q, self.c_k, self.c_v = Linear(d_in, d), Linear(d_in, d), Linear(d_in, d)
         self.ln_pos = RMSNorm(cfg.d_pos, f"{layer}.ln_pos_1") if d_in > d else None
-        self.c_proj = nn.Linear(d, d)
+        self.c_proj = Linear(d, d)
         self.act_in = _site(cfg, layer, NodeLocation.ATTN_IN, d)
         self.q = _site(cfg, layer, NodeLocation.ATTN_Q, d)
         self.k = _site(cfg, layer, NodeLocation.ATTN_K, d)
@@ -117,9 +135,9 @@ def attention_pattern(q: torch.Tensor, k: torch.Tensor, sink_logit: torch.Tensor
 class MLP(nn.Module):
     def __init__(self, cfg: ModelConfig, layer: int):
         super().__init__()
-        self.c_fc = nn.Linear(cfg.d_model + read_only_width(cfg), cfg.d_mlp)
+        self.c_fc = Linear(cfg.d_model + read_only_width(cfg), cfg.d_mlp)
         self.ln_pos = RMSNorm(cfg.d_pos, f"{layer}.ln_pos_2") if read_only_width(cfg) else None
-        self.c_proj = nn.Linear(cfg.d_mlp, cfg.d_model)
+        self.c_proj = Linear(cfg.d_mlp, cfg.d_model)
         self.act_in = _site(cfg, layer, NodeLocation.MLP_IN, cfg.d_model)
         self.post_act = _site(cfg, layer, NodeLocation.MLP_NEURON, cfg.d_mlp)
         self.resid_delta = _site(cfg, layer, NodeLocation.MLP_OUT, cfg.d_model)
@@ -173,7 +191,7 @@ class GPT(nn.Module):
                              if cfg.positions == Positions.CONCAT else None)
         self.blocks = nn.ModuleList(Block(cfg, i) for i in range(cfg.n_layer))
         self.ln_f = RMSNorm(cfg.d_model, "ln_f")
-        self.lm_head = nn.Linear(cfg.d_model, cfg.vocab_size)
+        self.lm_head = Linear(cfg.d_model, cfg.vocab_size)
         self._init_weights()
         table = torch.zeros(cfg.vocab_size, cfg.vocab_size)
         if bigram_logprobs is not None:
@@ -245,6 +263,19 @@ class GPT(nn.Module):
         hooks = hooks if hooks is not None else Hooks()
         hooks.record(list(self.node_sites()) if names is None else names, cache)
         return self.run_with_hooks(idx, hooks), cache
+
+    @torch.no_grad()
+    def use_sparse_weights(self, threshold: float = SPARSE_DENSITY_THRESHOLD) -> list[str]:
+        """From now on run every linear layer whose weight has a nonzero fraction below
+        `threshold` from a sparse copy (for a frozen model; 0 turns it off). Returns their names."""
+        chosen = []
+        for name, module in self.named_modules():
+            if isinstance(module, Linear):
+                density = float(torch.count_nonzero(module.weight)) / module.weight.numel()
+                module.sparse = SparseWeight(module.weight) if density < threshold else None
+                if module.sparse is not None:
+                    chosen.append(name)
+        return chosen
 
     def sparsified_parameters(self) -> dict[str, nn.Parameter]:
         """Every tensor the weight projection acts on: linear weights and biases, embeddings.

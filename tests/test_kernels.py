@@ -54,3 +54,54 @@ def test_keep_freed_memory_is_harmless_to_call_twice():
     first = kernels.keep_freed_memory()
     assert kernels.keep_freed_memory() == first
     assert torch.ones(1 << 20).sum() == 1 << 20
+
+
+def sparse_model():
+    from sparse_circuits.sparsity import project_
+    model = small_model()
+    with torch.no_grad():
+        for p in model.sparsified_parameters().values():
+            if p.dim() == 2:
+                project_(p, 0.05, min_per_unit=1)
+    return model
+
+
+def test_sparse_execution_equals_dense_forward_and_backward_to_activations():
+    model = sparse_model()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    x = tokens()
+    gates = {name: torch.ones(site.width, requires_grad=True) for name, site in model.node_sites().items()}
+
+    def run():
+        from sparse_circuits.hooks import Hooks
+        hooks = Hooks()
+        for name, gate in gates.items():
+            hooks.add(name, lambda t, g=gate: t * g)
+        logits = model(x, hooks)
+        return logits, torch.autograd.grad(logits.pow(2).mean(), list(gates.values()))
+
+    dense_logits, dense_grads = run()
+    chosen = model.use_sparse_weights(threshold=0.5)
+    assert "blocks.0.mlp.c_fc" in chosen and "lm_head" in chosen
+    sparse_logits, sparse_grads = run()
+    torch.testing.assert_close(sparse_logits, dense_logits, rtol=1e-5, atol=1e-5)
+    for a, b in zip(dense_grads, sparse_grads):
+        torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-6)
+    assert model.use_sparse_weights(threshold=0.0) == []  # and off again
+
+
+def test_sparse_execution_steps_aside_for_training_and_edited_weights():
+    model = sparse_model()
+    model.use_sparse_weights(threshold=0.5)
+    x = tokens()
+    # Trainable weights: the dense product runs, so the weights get gradients.
+    model(x).sum().backward()
+    assert model.blocks[0].mlp.c_fc.weight.grad is not None
+    # A weight changed after the sparse copy was made is used as it is now.
+    with torch.no_grad():
+        model.lm_head.weight.mul_(2.0)
+        edited = model(x)
+        model.use_sparse_weights(threshold=0.0)
+        torch.testing.assert_close(edited, model(x), rtol=1e-5, atol=1e-5)
+

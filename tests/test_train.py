@@ -349,3 +349,13 @@ def test_writes_clean_up_what_a_killed_write_left(tmp_path, trained):
     save_checkpoint(copy, model, opt, names, {"step": 14, "window_loss": 0.0, "window_steps": 0, "elapsed_s": 0.0})
     assert not (copy / "checkpoints" / ".step_14.xyz").exists()
     assert (copy / "checkpoints" / "step_00000014" / "state.json").is_file()
+
+
+def test_load_model_runs_sparse_weights_sparsely(trained, data_dir):
+    out, _ = trained
+    model, _ = load_model(out, sparse_threshold=1.0)
+    dense, _ = load_model(out, sparse_threshold=0.0)
+    assert model.lm_head.sparse is not None and dense.lm_head.sparse is None
+    x, _ = TokenData(data_dir).batch("val", 2, 16, seed=0, index=0)
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), dense(x), rtol=1e-5, atol=1e-5)
