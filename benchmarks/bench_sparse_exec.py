@@ -108,7 +108,7 @@ def model_rows(name: str, spec: dict, n_prompts: int, length: int, repeats: int)
     tt = synthetic_task(n_prompts, length)
     means = {site: torch.zeros(s.width) for site, s in model.node_sites().items()}
     gates = {site: torch.ones(s.width, requires_grad=True) for site, s in model.node_sites().items()}
-    cfg = PruneConfig(steps=1, batch_pairs=n_prompts // 2, ablation=Ablation.MEAN)
+    cfg = PruneConfig(steps=1, batch_pairs=n_prompts // 2, ablation=Ablation.MEAN_TASK)
 
     def forward():
         with torch.no_grad():
