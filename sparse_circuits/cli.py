@@ -75,16 +75,18 @@ def data(sources, out_dir, vocab_size, val_frac, seed, synthetic_share, syntheti
 @click.option("--batch-size", type=int)
 @click.option("--seed", type=int)
 @click.option("--device", help="cpu, cuda, cuda:1, ...")
+@click.option("--threads", type=int,
+              help="CPU threads (0: torch's default, one per core); 1 degrades best while other work runs")
 @click.option("--resume", is_flag=True, help="continue the run in --out from its last checkpoint")
 @click.option("--resume-if-exists", is_flag=True,
               help="resume when --out already holds a run, start one otherwise (for scripts)")
 @_user_errors
 def train(data_dir, preset, out_dir, config_file, nonzero_frac, dense, steps, lr, batch_size, seed, device,
-          resume, resume_if_exists) -> None:
+          threads, resume, resume_if_exists) -> None:
     """Train a weight-sparse GPT (or its dense baseline).
 
     With --resume, the run continues from its last checkpoint with its saved config; --steps
-    (to extend it), --lr and --device may change it (recorded in RUN_DIR/config_history.jsonl),
+    (to extend it), --lr, --device and --threads may change it (recorded in RUN_DIR/config_history.jsonl),
     any other option that differs is an error."""
     from .checkpoint import load_run_config
     from .config import merge_overrides, run_config_from_dict, to_dict
@@ -104,7 +106,8 @@ def train(data_dir, preset, out_dir, config_file, nonzero_frac, dense, steps, lr
         sparsity["nonzero_frac"] = 1.0
     for section, key, value in ((sparsity, "nonzero_frac", nonzero_frac), (trainer, "steps", steps),
                                 (trainer, "lr", lr), (trainer, "batch_size", batch_size),
-                                (trainer, "seed", seed), (trainer, "device", device)):
+                                (trainer, "seed", seed), (trainer, "device", device),
+                                (trainer, "threads", threads)):
         if value is not None:
             section[key] = value
     if data_dir:

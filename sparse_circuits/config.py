@@ -158,6 +158,8 @@ class TrainConfig:
                 raise UserError(f"train.{name} must be a finite number, got {getattr(self, name)}")
         if self.lr <= 0:
             raise UserError(f"train.lr must be > 0, got {self.lr}")
+        if self.threads < 0:
+            raise UserError(f"train.threads must be >= 0 (0: torch's default), got {self.threads}")
         if not re.fullmatch(r"cpu|cuda(:\d+)?|mps", self.device):
             raise UserError(f"train.device must be cpu, cuda, cuda:N or mps, got {self.device!r}")
         if not 0.0 <= self.warmup_frac < 1.0:

@@ -39,6 +39,7 @@ def test_round_trip_through_json_dict():
     ({"sparsity": {"nonzero_frac": 0}}, "nonzero_frac must be in"),
     ({"train": {"steps": "10"}}, "expected an integer"),
     ({"model": {"attention_sink": 1}}, "expected true or false"),
+    ({"train": {"threads": -1}}, "train.threads must be >= 0"),
 ])
 def test_bad_config_is_a_clear_error(overrides, message):
     with pytest.raises(UserError, match=message):
