@@ -16,7 +16,6 @@ Every ratio is measured in one run, dense and sparse alternated. Writes sparse_e
 from __future__ import annotations
 
 import argparse
-import platform
 import statistics
 import time
 from pathlib import Path
@@ -27,12 +26,13 @@ import torch.nn.functional as F
 from sparse_circuits.circuits.masks import Ablation
 from sparse_circuits.circuits.prune import PruneConfig, train_masks
 from sparse_circuits.config import ModelConfig
-from sparse_circuits.fileio import write_json
 from sparse_circuits.kernels import SPARSE_DENSITY_THRESHOLD, SparseWeight, keep_freed_memory, sparse_linear
 from sparse_circuits.model import GPT, Linear
 from sparse_circuits.nodes import NodeLocation
 from sparse_circuits.sparsity import project_
 from sparse_circuits.tasks.evaluate import TaskTensors
+
+from common import machine, write_result  # benchmarks/ (this script's directory)
 
 SHAPES = {
     "8x2048 (csp_yolo2, 1/1000)": dict(n_layer=8, d_model=2048, d_mlp=8192, frac=1 / 1000),
@@ -165,12 +165,9 @@ def main() -> None:
             continue
         print(f"\n2. {name}: {args.prompts} prompts x {args.prompt_len} tokens")
         models.append(model_rows(name, spec, args.prompts, args.prompt_len, args.repeats))
-    result = {"machine": {"platform": platform.platform(), "processor": platform.processor(),
-                          "torch": torch.__version__, "threads": args.threads},
+    result = {"machine": machine(args.threads),
               "threshold_in_code": SPARSE_DENSITY_THRESHOLD, "crossover": cross, "models": models}
-    out = Path(args.out) / "sparse_exec.json"
-    write_json(out, result)
-    print(f"\nwrote {out}")
+    write_result(Path(args.out) / "sparse_exec.json", result)
 
 
 if __name__ == "__main__":

@@ -24,7 +24,6 @@ import argparse
 import contextlib
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -237,24 +236,20 @@ def main() -> None:
               f"(difference {d:+.4f}; allowed 0.01)")
 
     sys.path.insert(0, str(REPO))
-    import torch
-    from sparse_circuits.fileio import write_json
+    from common import machine, write_result  # benchmarks/ (this script's directory)
     baseline_sha = subprocess.run(["git", "-C", str(REPO), "rev-parse", args.baseline], capture_output=True,
                                   text=True).stdout.strip()
     this_sha = subprocess.run(["git", "-C", str(REPO), "rev-parse", "HEAD"], capture_output=True,
                               text=True).stdout.strip()
     dirty = bool(subprocess.run(["git", "-C", str(REPO), "status", "--porcelain", "sparse_circuits"],
                                 capture_output=True, text=True).stdout.strip())
-    result = {"machine": {"platform": platform.platform(), "processor": platform.processor(),
-                          "cpus": os.cpu_count(), "torch": torch.__version__},
+    result = {"machine": machine(args.threads),
               "baseline": baseline_sha, "this": this_sha + ("+uncommitted" if dirty else ""),
               "threads": args.threads, "steps_per_measurement": args.steps, "repeats": args.repeats,
               "matmul_peak_gflops": peak, "matmul_peaks": peaks, "throughput": rows,
               "busy_core": {k: statistics.median(v) for k, v in busy.items()},
               "busy_core_rounds": busy, "equivalence": equivalence}
-    out = Path(args.out) / "throughput.json"
-    write_json(out, result)
-    print(f"\nwrote {out}")
+    write_result(Path(args.out) / "throughput.json", result)
 
 
 if __name__ == "__main__":

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import statistics
 import subprocess
 import sys
@@ -23,11 +22,11 @@ from pathlib import Path
 import torch
 
 from sparse_circuits.config import resolve_run_config, to_dict
-from sparse_circuits.fileio import write_json
 from sparse_circuits.sparsity import Projector
 from sparse_circuits.train import train
 
 from baselines import project_naive_  # benchmarks/ (this script's directory)
+from common import machine, write_result
 
 
 def run_config(data_dir: str, preset: str, dense: bool, steps: int):
@@ -137,13 +136,10 @@ def main() -> None:
     for kind, m in mem.items():
         print(f"   {kind:>6}: peak {m['peak_rss_mb']:.0f}  (before training {m['rss_before_mb']:.0f})")
 
-    result = {"machine": {"platform": platform.platform(), "torch": torch.__version__,
-                          "threads": torch.get_num_threads()},
+    result = {"machine": machine(),
               "config": to_dict(run_config(args.data, args.preset, False, args.steps)),
               "throughput": tp, "projection": proj, "memory": mem}
-    out = Path(args.out) / "training.json"
-    write_json(out, result)
-    print(f"\nwrote {out}")
+    write_result(Path(args.out) / "training.json", result)
 
 
 if __name__ == "__main__":

@@ -43,15 +43,10 @@ class _HeadLoss(torch.autograd.Function):
         for s in range(0, n, HEAD_CHUNK_ROWS):
             e = min(n, s + HEAD_CHUNK_ROWS)
             h_c, y_c = h[s:e], targets[s:e]
-            if table is not None:
-                base = table.index_select(0, current[s:e])
-                if bias is not None:
-                    base.add_(bias)
-                logits = torch.addmm(base, h_c, weight.t())
-            elif bias is not None:
-                logits = torch.addmm(bias, h_c, weight.t())
-            else:
-                logits = h_c @ weight.t()
+            base = table.index_select(0, current[s:e]) if table is not None else None
+            if bias is not None:
+                base = bias if base is None else base.add_(bias)
+            logits = torch.addmm(base, h_c, weight.t()) if base is not None else h_c @ weight.t()
             picked = logits.gather(1, y_c[:, None]).squeeze(1)
             top = logits.amax(-1)
             p = logits.sub_(top[:, None]).exp_()  # in place: the logits are not needed again
