@@ -35,7 +35,8 @@ def abs_topk(x: torch.Tensor, k: int) -> torch.Tensor:
     # The selection carries no gradient: take |x| once, outside autograd.
     magnitude = x.detach().abs()
     threshold = magnitude.topk(k, dim=-1, sorted=False).values.amin(dim=-1, keepdim=True)
-    return x.masked_fill(magnitude < threshold, 0.0)
+    # `where` writes the output in one pass (masked_fill copies x first): ~10% of this op at 8192 wide.
+    return torch.where(magnitude >= threshold, x, 0.0)
 
 
 class HookSite(nn.Module):

@@ -35,6 +35,10 @@ def test_abs_topk_keeps_k_largest_magnitudes():
     largest_dropped = x.abs().masked_fill(kept, 0.0).amax(-1)
     assert (smallest_kept >= largest_dropped).all()
     assert torch.equal(abs_topk(x, 40), x)
+    # The gradient passes through the kept entries only, unchanged.
+    xg = x.clone().requires_grad_()
+    abs_topk(xg, 10).mul(torch.arange(40.0)).sum().backward()
+    assert torch.equal(xg.grad, kept * torch.arange(40.0))
 
 
 def test_activation_sparsity_at_every_site():
