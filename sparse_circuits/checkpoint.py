@@ -44,22 +44,38 @@ def model_config_hash(cfg: ModelConfig) -> str:
     return hashlib.sha256(json.dumps(to_dict(cfg), sort_keys=True).encode()).hexdigest()[:16]
 
 
+# Model config keys added later, with the value every model saved before them had.
+_LATER_KEYS = {"norm_eps": 1e-5, "positions_at_input_site": False}
+
+
 def _hashes_accepted(cfg: ModelConfig) -> set[str]:
-    """This config's hash, and the one weights saved before `positions` replaced
-    `learned_positions: bool` carry (the same model, so they still load)."""
-    accepted = {model_config_hash(cfg)}
+    """This config's hash, and the ones weights saved by earlier versions carry for the same
+    model: before the keys of _LATER_KEYS existed, and before `positions` replaced
+    `learned_positions: bool`."""
+    digest = lambda d: hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
+    current = to_dict(cfg)
+    accepted = {digest(current)}
+    if any(current[k] != v for k, v in _LATER_KEYS.items()):
+        return accepted
+    older = {k: v for k, v in current.items() if k not in _LATER_KEYS}
+    accepted.add(digest(older))
     if cfg.positions != Positions.CONCAT:
-        legacy = to_dict(cfg)
+        legacy = dict(older)
         legacy["learned_positions"] = legacy.pop("positions") == Positions.LEARNED.value
         del legacy["d_pos"]
-        accepted.add(hashlib.sha256(json.dumps(legacy, sort_keys=True).encode()).hexdigest()[:16])
+        accepted.add(digest(legacy))
     return accepted
 
 
 def save_weights(path: Path, model: GPT, step: int) -> None:
+    save_state_dict(path, model.state_dict(), model.cfg, step)
+
+
+def save_state_dict(path: Path, tensors: dict[str, torch.Tensor], cfg: ModelConfig, step: int) -> None:
+    """A GPT state dict for `cfg` as our model file (for writers that never build the GPT)."""
     meta = {"format": MODEL_FORMAT, "format_version": MODEL_FORMAT_VERSION, "step": str(step),
-            "model_config_sha": model_config_hash(model.cfg)}
-    write_safetensors(path, model.state_dict(), metadata=meta)
+            "model_config_sha": model_config_hash(cfg)}
+    write_safetensors(path, tensors, metadata=meta)
 
 
 def load_weights_into(model: GPT, path: Path) -> int:

@@ -46,16 +46,18 @@ def main() -> None:
 @click.option("--synthetic-seed", default=0, show_default=True, help="seed of the program generator")
 @click.option("--contamination/--no-contamination", default=True, show_default=True,
               help="write contamination.json: task test prompts found verbatim in the training tokens")
+@click.option("--tokenizer", type=click.Path(dir_okay=False),
+              help="encode with this tokenizer.json instead of training one (e.g. an imported model's)")
 @_user_errors
 def data(sources, out_dir, vocab_size, val_frac, seed, synthetic_share, synthetic_tokens, synthetic_files,
-         synthetic_seed, contamination) -> None:
+         synthetic_seed, contamination, tokenizer) -> None:
     """Read a corpus (real code, generated programs, or a mix), split it by file, train the BPE
-    tokenizer and write token arrays."""
+    tokenizer (or take --tokenizer) and write token arrays."""
     from .data import prepare_data
 
     prepare_data(list(sources), out_dir, vocab_size=vocab_size, val_frac=val_frac, seed=seed,
                  synthetic_share=synthetic_share, synthetic_tokens=synthetic_tokens,
-                 synthetic_files=synthetic_files, synthetic_seed=synthetic_seed)
+                 synthetic_files=synthetic_files, synthetic_seed=synthetic_seed, tokenizer=tokenizer)
     if contamination:
         from .tasks.contamination import contamination_report
 
@@ -409,6 +411,35 @@ def demo(out_dir, quick) -> None:
 
     summary = run_demo(out_dir, quick=quick, log=click.echo)
     click.echo("\n" + summary_table(summary))
+
+
+@main.command("import-openai")
+@click.argument("src_dir", type=click.Path(file_okay=False))
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="run directory to write")
+@click.option("--tokenizer", "tokenizer_dir", type=click.Path(),
+              help="directory with encoder.json + vocab.bpe (tinypython_2k), or a tokenizer.json; "
+                   "default: those files in SRC_DIR")
+@click.option("--data", "data_dir", type=click.Path(file_okay=False),
+              help="data directory encoded with the model's tokenizer (`data --tokenizer`), for means and the report")
+@_user_errors
+def import_openai_cmd(src_dir, out_dir, tokenizer_dir, data_dir) -> None:
+    """Open one of OpenAI's released models (beeg_config.json + final_model.pt) as a run directory
+    that every command accepts. Weights-only loading: no pickled code runs."""
+    from .interop import import_openai
+
+    import_openai(src_dir, out_dir, tokenizer_dir=tokenizer_dir, data_dir=data_dir, log=click.echo)
+
+
+@main.command("export-openai")
+@click.argument("run_dir", type=click.Path(file_okay=False))
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="directory to write")
+@_user_errors
+def export_openai_cmd(run_dir, out_dir) -> None:
+    """Write a run's model in the release's format (beeg_config.json, final_model.pt, encoder.json,
+    vocab.bpe), to open with their `load_model(dir, flash=True)`."""
+    from .interop import export_openai
+
+    export_openai(run_dir, out_dir, log=click.echo)
 
 
 @main.command("config")

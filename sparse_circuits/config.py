@@ -12,6 +12,7 @@ import dataclasses
 import enum
 import math
 import re
+import types
 import typing
 from dataclasses import dataclass, field
 from typing import Any
@@ -87,6 +88,13 @@ class ModelConfig:
     # AbsTopK fraction per node location; locations not listed are not sparsified.
     activation_topk: dict[NodeLocation, float] = field(default_factory=lambda: dict(ALL_LOCATIONS_QUARTER))
     init_std: float = 0.02
+    # RMSNorm epsilon; null: the machine epsilon of the activations' dtype (torch.nn.RMSNorm's
+    # default, which OpenAI's released models use; ~1.2e-7 in float32).
+    norm_eps: float | None = 1e-5
+    # With positions 'concat': whether the position channels pass through the attention and MLP
+    # input sites with the block input (AbsTopK then selects over [x, positions] and they become
+    # nodes), as in OpenAI's released models, instead of joining after the site as read-only inputs.
+    positions_at_input_site: bool = False
 
     @property
     def n_head(self) -> int:
@@ -105,6 +113,10 @@ class ModelConfig:
         for loc, frac in self.activation_topk.items():
             if not 0.0 < frac <= 1.0:
                 raise UserError(f"model.activation_topk[{loc.value}] must be in (0, 1], got {frac}")
+        if self.norm_eps is not None and not (math.isfinite(self.norm_eps) and self.norm_eps > 0):
+            raise UserError(f"model.norm_eps must be a positive number or null, got {self.norm_eps}")
+        if self.positions_at_input_site and self.positions != Positions.CONCAT:
+            raise UserError("model.positions_at_input_site needs positions 'concat'; set it to false")
 
 
 @dataclass
@@ -215,6 +227,9 @@ PRESETS: dict[Preset, dict[str, Any]] = {
 
 def _convert(value: Any, typ: Any, where: str) -> Any:
     origin = typing.get_origin(typ)
+    if origin in (typing.Union, types.UnionType):  # `X | None`
+        (inner,) = [t for t in typing.get_args(typ) if t is not type(None)]
+        return None if value is None else _convert(value, inner, where)
     if dataclasses.is_dataclass(typ):
         if not isinstance(value, dict):
             raise UserError(f"{where}: expected an object, got {type(value).__name__}")

@@ -48,14 +48,15 @@ class RMSNorm(nn.Module):
     (`L.ln_1.scale`, `L.ln_2.scale`, `ln_f.scale`, width 1), so that pruning can freeze it to
     its value in the unpruned model (SPEC section 7, norm cheating)."""
 
-    def __init__(self, d: int, name: str, eps: float = 1e-5):
+    def __init__(self, d: int, name: str, eps: float | None = 1e-5):
         super().__init__()
         self.weight = nn.Parameter(torch.ones(d))
-        self.eps = eps
+        self.eps = eps  # None: the dtype's machine epsilon, as torch.nn.RMSNorm (OpenAI's release)
         self.scale = HookSite(f"{name}.scale", 1, None, node=False)
 
     def forward(self, x: torch.Tensor, hooks: Hooks | None) -> torch.Tensor:
-        scale = torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps)
+        eps = torch.finfo(x.dtype).eps if self.eps is None else self.eps
+        scale = torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps)
         return x * self.scale(scale, hooks) * self.weight
 
 
@@ -67,9 +68,9 @@ class Attention(nn.Module):
         self.n_head, self.d_head = cfg.n_head, cfg.d_head
         # Separate q/k/v projections so every output row is one channel (one "unit").
         self.c_q, self.c_k, self.c_v = Linear(d_in, d), Linear(d_in, d), Linear(d_in, d)
-        self.ln_pos = RMSNorm(cfg.d_pos, f"{layer}.ln_pos_1") if d_in > d else None
+        self.ln_pos = RMSNorm(cfg.d_pos, f"{layer}.ln_pos_1", cfg.norm_eps) if d_in > d else None
         self.c_proj = Linear(d, d)
-        self.act_in = _site(cfg, layer, NodeLocation.ATTN_IN, d)
+        self.act_in = _site(cfg, layer, NodeLocation.ATTN_IN, input_site_width(cfg))
         self.q = _site(cfg, layer, NodeLocation.ATTN_Q, d)
         self.k = _site(cfg, layer, NodeLocation.ATTN_K, d)
         self.v = _site(cfg, layer, NodeLocation.ATTN_V, d)
@@ -78,7 +79,7 @@ class Attention(nn.Module):
 
     def forward(self, x: torch.Tensor, hooks: Hooks | None, pos: torch.Tensor | None = None) -> torch.Tensor:
         B, T, _ = x.shape
-        x = with_positions(self.act_in(x, hooks), self.ln_pos, pos, hooks)
+        x = input_site(x, self.act_in, self.ln_pos, pos, hooks)
         q = self.q(self.c_q(x), hooks)
         k = self.k(self.c_k(x), hooks)
         v = self.v(self.c_v(x), hooks)
@@ -93,12 +94,23 @@ def read_only_width(cfg: ModelConfig) -> int:
     return cfg.d_pos if cfg.positions == Positions.CONCAT else 0
 
 
-def with_positions(x: torch.Tensor, norm: "RMSNorm | None", pos: torch.Tensor | None,
-                   hooks: Hooks | None) -> torch.Tensor:
-    """x (the post-AbsTopK block input) with the normalised position channels appended."""
+def input_site_width(cfg: ModelConfig) -> int:
+    """Width of the attention / MLP input sites: d_model, plus the position channels when they
+    pass through the site (`positions_at_input_site`, OpenAI's released models)."""
+    return cfg.d_model + (read_only_width(cfg) if cfg.positions_at_input_site else 0)
+
+
+def input_site(x: torch.Tensor, site: HookSite, norm: "RMSNorm | None", pos: torch.Tensor | None,
+               hooks: Hooks | None) -> torch.Tensor:
+    """The block input through its site, with the normalised position channels appended: after
+    the site (ours: read-only inputs), or before it when the site is wider than d_model
+    (`positions_at_input_site`: AbsTopK selects over both, as in OpenAI's release)."""
     if norm is None:
-        return x
-    return torch.cat([x, norm(pos, hooks).expand(x.shape[0], -1, -1)], dim=-1)
+        return site(x, hooks)
+    p = norm(pos, hooks).expand(x.shape[0], -1, -1)
+    if site.width > x.shape[-1]:
+        return site(torch.cat([x, p], dim=-1), hooks)
+    return torch.cat([site(x, hooks), p], dim=-1)
 
 
 def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, sink_logit: torch.Tensor | None) -> torch.Tensor:
@@ -136,14 +148,14 @@ class MLP(nn.Module):
     def __init__(self, cfg: ModelConfig, layer: int):
         super().__init__()
         self.c_fc = Linear(cfg.d_model + read_only_width(cfg), cfg.d_mlp)
-        self.ln_pos = RMSNorm(cfg.d_pos, f"{layer}.ln_pos_2") if read_only_width(cfg) else None
+        self.ln_pos = RMSNorm(cfg.d_pos, f"{layer}.ln_pos_2", cfg.norm_eps) if read_only_width(cfg) else None
         self.c_proj = Linear(cfg.d_mlp, cfg.d_model)
-        self.act_in = _site(cfg, layer, NodeLocation.MLP_IN, cfg.d_model)
+        self.act_in = _site(cfg, layer, NodeLocation.MLP_IN, input_site_width(cfg))
         self.post_act = _site(cfg, layer, NodeLocation.MLP_NEURON, cfg.d_mlp)
         self.resid_delta = _site(cfg, layer, NodeLocation.MLP_OUT, cfg.d_model)
 
     def forward(self, x: torch.Tensor, hooks: Hooks | None, pos: torch.Tensor | None = None) -> torch.Tensor:
-        x = with_positions(self.act_in(x, hooks), self.ln_pos, pos, hooks)
+        x = input_site(x, self.act_in, self.ln_pos, pos, hooks)
         x = self.post_act(F.gelu(self.c_fc(x)), hooks)
         return self.resid_delta(self.c_proj(x), hooks)
 
@@ -165,9 +177,9 @@ class Block(nn.Module):
 
     def __init__(self, cfg: ModelConfig, layer: int):
         super().__init__()
-        self.ln_1 = RMSNorm(cfg.d_model, f"{layer}.ln_1")
+        self.ln_1 = RMSNorm(cfg.d_model, f"{layer}.ln_1", cfg.norm_eps)
         self.attn = Attention(cfg, layer)
-        self.ln_2 = RMSNorm(cfg.d_model, f"{layer}.ln_2")
+        self.ln_2 = RMSNorm(cfg.d_model, f"{layer}.ln_2", cfg.norm_eps)
         self.mlp = MLP(cfg, layer)
 
     def forward(self, x: torch.Tensor, hooks: Hooks | None, pos: torch.Tensor | None = None) -> torch.Tensor:
@@ -190,7 +202,7 @@ class GPT(nn.Module):
         self.pos_channels = (nn.Parameter(torch.randn(cfg.context, cfg.d_pos) * cfg.init_std)
                              if cfg.positions == Positions.CONCAT else None)
         self.blocks = nn.ModuleList(Block(cfg, i) for i in range(cfg.n_layer))
-        self.ln_f = RMSNorm(cfg.d_model, "ln_f")
+        self.ln_f = RMSNorm(cfg.d_model, "ln_f", cfg.norm_eps)
         self.lm_head = Linear(cfg.d_model, cfg.vocab_size)
         self._init_weights()
         table = torch.zeros(cfg.vocab_size, cfg.vocab_size)

@@ -271,7 +271,8 @@ def test_weights_saved_before_positions_existed_still_load(tmp_path, trained):
     shutil.copytree(out, old)
     legacy = to_dict(cfg.model)
     legacy["learned_positions"] = legacy.pop("positions") == "learned"
-    del legacy["d_pos"]
+    for later in ("d_pos", "norm_eps", "positions_at_input_site"):  # keys those versions did not have
+        del legacy[later]
     meta = read_safetensors_metadata(old / "model.safetensors")
     meta["model_config_sha"] = hashlib.sha256(json.dumps(legacy, sort_keys=True).encode()).hexdigest()[:16]
     write_safetensors(old / "model.safetensors", read_safetensors(old / "model.safetensors", "w"), metadata=meta)

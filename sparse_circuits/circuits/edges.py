@@ -67,6 +67,8 @@ def count_edges(model: GPT, keep: dict[str, torch.Tensor]) -> EdgeCount:
             continue
         for r_layer, r_loc in order[i + 1:]:
             if r_loc.reads_residual:
-                for c in (mask(w_layer, w_loc) & mask(r_layer, r_loc)).nonzero().squeeze(1).tolist():
+                w, r = mask(w_layer, w_loc), mask(r_layer, r_loc)
+                n = min(len(w), len(r))  # input sites may carry position channels past d_model: no writer
+                for c in (w[:n] & r[:n]).nonzero().squeeze(1).tolist():
                     out.residual.append(Edge(NodeId(w_layer, w_loc, c), NodeId(r_layer, r_loc, c)))
     return out

@@ -326,12 +326,14 @@ class SyntheticBudget:
 
 
 def _fingerprint(docs: list[Document], vocab_size: int, val_frac: float, seed: int,
-                 synthetic: SyntheticBudget | None = None) -> str:
+                 synthetic: SyntheticBudget | None = None, tokenizer_sha: str | None = None) -> str:
     from .synthetic import GENERATOR_VERSION
 
     settings: list = [DATA_FORMAT_VERSION, PRETOKENIZE_REGEX, vocab_size, val_frac, seed]
     if synthetic is not None:
         settings.append({"synthetic": synthetic.as_dict(), "generator": GENERATOR_VERSION})
+    if tokenizer_sha is not None:
+        settings.append({"given_tokenizer": tokenizer_sha})
     h = hashlib.sha256(json.dumps(settings).encode())
     for d in sorted(docs, key=lambda d: d.name):
         h.update(d.name.encode("utf-8", "surrogateescape") + b"\0" + d.text.encode("utf-8") + b"\0")
@@ -378,15 +380,21 @@ MIN_VOCAB, MAX_VOCAB = 257, 1 << 16
 def prepare_data(sources: str | list[str], out_dir: str | os.PathLike, vocab_size: int = 2048,
                  val_frac: float = 0.05, seed: int = 0, synthetic_share: float | None = None,
                  synthetic_tokens: int | None = None, synthetic_files: int | None = None,
-                 synthetic_seed: int = 0, log=print) -> dict:
+                 synthetic_seed: int = 0, tokenizer: str | os.PathLike | None = None, log=print) -> dict:
     """Build (or reuse) a data directory; returns its metadata.
 
     `sources`: 'stdlib', directories, globs, .txt/.jsonl files, and 'synthetic' (generated simple
     programs, synthetic.py). Real code is split by file; generated programs all go to the
     training split, so the validation split, and with it "pretraining loss", stays real code.
-    A synthetic-only corpus validates on further generated programs.
+    A synthetic-only corpus validates on further generated programs. `tokenizer`: a tokenizer.json
+    to encode with instead of training one (e.g. an imported model's; vocab_size is then its size).
     """
     out = Path(out_dir)
+    given_tok = load_tokenizer(tokenizer) if tokenizer is not None else None
+    if given_tok is not None:
+        if given_tok.token_to_id(EOT) is None:
+            raise UserError(f"{tokenizer}: has no {EOT} token to separate documents")
+        vocab_size = given_tok.get_vocab_size()
     if not MIN_VOCAB <= vocab_size <= MAX_VOCAB:
         raise UserError(f"data: --vocab-size must be between {MIN_VOCAB} (the 256 bytes and {EOT}) and "
                         f"{MAX_VOCAB} (tokens are stored as 16-bit integers), got {vocab_size}")
@@ -407,7 +415,8 @@ def prepare_data(sources: str | list[str], out_dir: str | os.PathLike, vocab_siz
         raise UserError("data: a synthetic budget was given but 'synthetic' is not a --corpus source; "
                         "add --corpus synthetic")
     scan = read_sources(real) if real else CorpusScan([], 0, 0, 0)
-    fingerprint = _fingerprint(scan.documents, vocab_size, val_frac, seed, budget)
+    fingerprint = _fingerprint(scan.documents, vocab_size, val_frac, seed, budget,
+                               sha256_file(tokenizer) if tokenizer is not None else None)
     meta_path = out / "meta.json"
     if meta_path.is_file():
         meta = read_json(meta_path, "data metadata")
@@ -434,8 +443,8 @@ def prepare_data(sources: str | list[str], out_dir: str | os.PathLike, vocab_siz
     tokenizer_docs = train_docs + (draw.docs if draw else [])
     log(f"data: {len(scan.documents)} documents from {real or 'no real-code source'}"
         + (f" + generated programs ({budget.as_dict()})" if budget else "")
-        + f"; training a {vocab_size}-token BPE")
-    tok = train_tokenizer([d.text for d in tokenizer_docs], vocab_size)
+        + (f"; encoding with {tokenizer}" if given_tok else f"; training a {vocab_size}-token BPE"))
+    tok = given_tok or train_tokenizer([d.text for d in tokenizer_docs], vocab_size)
     cuts: dict = {}
     train_tokens = encode_documents(tok, train_docs, "encode train", cuts)
     val_tokens = encode_documents(tok, val_docs, "encode val", cuts)
