@@ -78,8 +78,9 @@ def save_state_dict(path: Path, tensors: dict[str, torch.Tensor], cfg: ModelConf
     write_safetensors(path, tensors, metadata=meta)
 
 
-def load_weights_into(model: GPT, path: Path) -> int:
-    """Strict load: every key present, no extra key, every shape equal. Returns the saved step."""
+def load_weights_into(model: GPT, path: Path, assign: bool = False) -> int:
+    """Strict load: every key present, no extra key, every shape equal. Returns the saved step.
+    `assign`: the model's tensors become the loaded ones (for a model built on the meta device)."""
     tensors = read_safetensors(path, "model weights")
     meta = read_safetensors_metadata(path)
     if meta.get("format") != MODEL_FORMAT:
@@ -97,7 +98,7 @@ def load_weights_into(model: GPT, path: Path) -> int:
         if t.shape != expected[name].shape:
             raise UserError(f"{path}: tensor {name} has shape {tuple(t.shape)}, the model expects "
                             f"{tuple(expected[name].shape)}; use the config.json it was saved with")
-    model.load_state_dict(tensors, strict=True)
+    model.load_state_dict(tensors, strict=True, assign=assign)
     return int(meta.get("step", 0))
 
 
@@ -116,12 +117,13 @@ def load_model(run_dir: str | os.PathLike, device: str = "cpu", step: int | None
     run_dir = Path(run_dir)
     cfg = load_run_config(run_dir)
     keep_freed_memory()
-    model = GPT(cfg.model)
+    with torch.device("meta"):  # no random init: the weights come from the file (half the peak memory)
+        model = GPT(cfg.model)
     path = run_dir / "model.safetensors" if step is None else run_dir / "checkpoints" / f"step_{step:08d}" / "model.safetensors"
     if step is not None and not path.is_file():
         kept = ", ".join(p.name[5:].lstrip("0") for p in checkpoint_dirs(run_dir)) or "none"
         raise UserError(f"{run_dir}: no checkpoint at step {step} (kept: {kept})")
-    load_weights_into(model, path)
+    load_weights_into(model, path, assign=True)
     model = model.to(device).eval()
     if torch.device(device).type == "cpu":
         model.use_sparse_weights(sparse_threshold)
