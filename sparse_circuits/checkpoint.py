@@ -171,7 +171,9 @@ def checkpoint_dirs(run_dir: Path) -> list[Path]:
 
 
 def save_checkpoint(run_dir: Path, model: GPT, opt: torch.optim.Optimizer, names: dict[int, str],
-                    state: dict, keep: int = 2) -> None:
+                    state: dict, keep: int = 2, extra: dict[str, torch.nn.Module] | None = None) -> None:
+    """Weights, optimizer and loop state in one directory renamed into place; `extra` modules
+    trained with the model (bridges) are saved beside it as NAME.safetensors."""
     step = state["step"]
     root = run_dir / "checkpoints"
     root.mkdir(parents=True, exist_ok=True)
@@ -180,6 +182,8 @@ def save_checkpoint(run_dir: Path, model: GPT, opt: torch.optim.Optimizer, names
     tmp = Path(tempfile.mkdtemp(prefix=f".step_{step}.", dir=root))
     save_weights(tmp / "model.safetensors", model, step)
     save_optimizer(tmp / "optimizer.safetensors", opt, names)
+    for name, module in (extra or {}).items():
+        write_safetensors(tmp / f"{name}.safetensors", module.state_dict())
     write_json(tmp / "state.json", state)
     final = root / f"step_{step:08d}"
     if final.exists():
@@ -187,13 +191,15 @@ def save_checkpoint(run_dir: Path, model: GPT, opt: torch.optim.Optimizer, names
     os.replace(tmp, final)
     fsync_path(root)
     save_weights(run_dir / "model.safetensors", model, step)
+    for name, module in (extra or {}).items():
+        write_safetensors(run_dir / f"{name}.safetensors", module.state_dict())
     if keep > 0:
         for old in checkpoint_dirs(run_dir)[:-keep]:
             shutil.rmtree(old)
 
 
 def load_latest_checkpoint(run_dir: Path, model: GPT, opt: torch.optim.Optimizer,
-                           names: dict[int, str]) -> dict | None:
+                           names: dict[int, str], extra: dict[str, torch.nn.Module] | None = None) -> dict | None:
     dirs = checkpoint_dirs(run_dir)
     if not dirs:
         return None
@@ -203,8 +209,19 @@ def load_latest_checkpoint(run_dir: Path, model: GPT, opt: torch.optim.Optimizer
     if step != state.get("step"):
         raise UserError(f"{latest}: weights are from step {step} but state.json says {state.get('step')}; "
                         "delete this checkpoint directory to resume from the previous one")
+    for name, module in (extra or {}).items():
+        load_module(module, latest / f"{name}.safetensors", name)
     load_optimizer(latest / "optimizer.safetensors", opt, names)
     return state
+
+
+def load_module(module: torch.nn.Module, path: Path, what: str) -> None:
+    """Strict load of a module's tensors from a safetensors file; a mismatch is a one-line error."""
+    tensors = read_safetensors(path, what)
+    expected = module.state_dict()
+    if set(tensors) != set(expected) or any(tensors[k].shape != expected[k].shape for k in expected):
+        raise UserError(f"{path}: {what} do not match this run's shapes; the file belongs to another run")
+    module.load_state_dict(tensors, strict=True)
 
 
 def write_run_config(run_dir: Path, cfg: RunConfig) -> None:

@@ -64,35 +64,37 @@ def data(sources, out_dir, vocab_size, val_frac, seed, synthetic_share, syntheti
         contamination_report(out_dir)
 
 
-@main.command()
-@click.option("--data", "data_dir", type=click.Path(file_okay=False), help="data directory from `data`")
-@click.option("--preset", type=click.Choice([p.value for p in Preset]), default="micro", show_default=True)
-@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="run directory")
-@click.option("--config", "config_file", type=click.Path(dir_okay=False),
-              help="JSON file of config overrides, e.g. {\"model\": {\"n_layer\": 3}}")
-@click.option("--nonzero-frac", type=float, help="target fraction of nonzero weights per tensor")
-@click.option("--dense", is_flag=True, help="train the dense baseline (nonzero fraction 1)")
-@click.option("--steps", type=int)
-@click.option("--lr", type=float)
-@click.option("--batch-size", type=int)
-@click.option("--seed", type=int)
-@click.option("--device", help="cpu, cuda, cuda:1, ...")
-@click.option("--threads", type=int,
-              help="CPU threads (0: torch's default, one per core); 1 degrades best while other work runs")
-@click.option("--resume", is_flag=True, help="continue the run in --out from its last checkpoint")
-@click.option("--resume-if-exists", is_flag=True,
-              help="resume when --out already holds a run, start one otherwise (for scripts)")
-@_user_errors
-def train(data_dir, preset, out_dir, config_file, nonzero_frac, dense, steps, lr, batch_size, seed, device,
-          threads, resume, resume_if_exists) -> None:
-    """Train a weight-sparse GPT (or its dense baseline).
+def _training_options(fn):
+    options = [
+        click.option("--data", "data_dir", type=click.Path(file_okay=False), help="data directory from `data`"),
+        click.option("--preset", type=click.Choice([p.value for p in Preset]), default="micro", show_default=True),
+        click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="run directory"),
+        click.option("--config", "config_file", type=click.Path(dir_okay=False),
+                     help="JSON file of config overrides, e.g. {\"model\": {\"n_layer\": 3}}"),
+        click.option("--nonzero-frac", type=float, help="target fraction of nonzero weights per tensor"),
+        click.option("--dense", is_flag=True, help="train the dense baseline (nonzero fraction 1)"),
+        click.option("--steps", type=int),
+        click.option("--lr", type=float),
+        click.option("--batch-size", type=int),
+        click.option("--seed", type=int),
+        click.option("--device", help="cpu, cuda, cuda:1, ..."),
+        click.option("--threads", type=int,
+                     help="CPU threads (0: torch's default, one per core); 1 degrades best while other work runs"),
+        click.option("--resume", is_flag=True, help="continue the run in --out from its last checkpoint"),
+        click.option("--resume-if-exists", is_flag=True,
+                     help="resume when --out already holds a run, start one otherwise (for scripts)"),
+    ]
+    for option in reversed(options):
+        fn = option(fn)
+    return fn
 
-    With --resume, the run continues from its last checkpoint with its saved config; --steps
-    (to extend it), --lr, --device and --threads may change it (recorded in RUN_DIR/config_history.jsonl),
-    any other option that differs is an error."""
+
+def _training_config(data_dir, preset, out_dir, config_file, nonzero_frac, dense, steps, lr, batch_size, seed,
+                     device, threads, resume, resume_if_exists, model_defaults: dict | None = None):
+    """(RunConfig, resume) from the training options: preset, --config overrides, then flags; on
+    --resume the saved config with the given options laid over it."""
     from .checkpoint import load_run_config
     from .config import merge_overrides, run_config_from_dict, to_dict
-    from .train import train as run_training
 
     resume = resume or (resume_if_exists and (Path(out_dir) / "config.json").is_file())
     if not resume and not data_dir:
@@ -116,11 +118,28 @@ def train(data_dir, preset, out_dir, config_file, nonzero_frac, dense, steps, lr
         overrides["data_dir"] = str(Path(data_dir))
         meta = read_json(Path(data_dir) / "meta.json", "data metadata (run `sparse-circuits data` first)")
         overrides.setdefault("model", {}).setdefault("vocab_size", meta["vocab_size"])
+    for key, value in (model_defaults or {}).items():
+        overrides.setdefault("model", {}).setdefault(key, value)
     if resume:  # the saved config, with what was given on the command line (checked by train)
         where = f"{out_dir}/config.json with the given options"
-        cfg = run_config_from_dict(merge_overrides(to_dict(load_run_config(out_dir)), overrides), where)
-    else:
-        cfg = resolve_run_config(preset, overrides, where=config_file or "config")
+        return run_config_from_dict(merge_overrides(to_dict(load_run_config(out_dir)), overrides), where), True
+    return resolve_run_config(preset, overrides, where=config_file or "config"), False
+
+
+@main.command()
+@_training_options
+@_user_errors
+def train(data_dir, preset, out_dir, config_file, nonzero_frac, dense, steps, lr, batch_size, seed, device,
+          threads, resume, resume_if_exists) -> None:
+    """Train a weight-sparse GPT (or its dense baseline).
+
+    With --resume, the run continues from its last checkpoint with its saved config; --steps
+    (to extend it), --lr, --device and --threads may change it (recorded in RUN_DIR/config_history.jsonl),
+    any other option that differs is an error."""
+    from .train import train as run_training
+
+    cfg, resume = _training_config(data_dir, preset, out_dir, config_file, nonzero_frac, dense, steps, lr,
+                                   batch_size, seed, device, threads, resume, resume_if_exists)
     final = run_training(cfg, out_dir, resume=resume)
     summary = {k: final[k] for k in ("step", "train_loss", "val_loss") if k in final}
     click.echo(f"trained {out_dir}: " + json.dumps(summary))
@@ -411,6 +430,97 @@ def demo(out_dir, quick) -> None:
 
     summary = run_demo(out_dir, quick=quick, log=click.echo)
     click.echo("\n" + summary_table(summary))
+
+
+@main.command()
+@click.option("--dense-run", "dense_dir", required=True, type=click.Path(file_okay=False),
+              help="the trained dense run to bridge to (frozen)")
+@_training_options
+@click.option("--bridge-config", "bridge_file", type=click.Path(dir_okay=False),
+              help="JSON of bridge options: encoder_topk, nmse_coef, kl_coef, switches_per_step, eval_batches")
+@_user_errors
+def bridge(dense_dir, data_dir, preset, out_dir, config_file, nonzero_frac, dense, steps, lr, batch_size, seed, device,
+           threads, resume, resume_if_exists, bridge_file) -> None:
+    """Train a weight-sparse model jointly with bridges to a frozen dense run (same layers, same
+    tokenizer): LM loss + NMSE both ways + KL of every hybrid forward (docs/bridges.md)."""
+    from .bridges import BridgeConfig, train_bridged
+    from .checkpoint import load_run_config
+    from .config import dataclass_from_dict
+
+    if dense:
+        raise UserError("bridge: the bridged model is the sparse one; --dense does not apply (give --nonzero-frac)")
+    dense_cfg = load_run_config(dense_dir)
+    cfg, resume = _training_config(data_dir, preset, out_dir, config_file, nonzero_frac, False, steps, lr,
+                                   batch_size, seed, device, threads, resume, resume_if_exists,
+                                   model_defaults={"n_layer": dense_cfg.model.n_layer})
+    raw = read_json(bridge_file, "bridge config") if bridge_file else {}
+    if not isinstance(raw, dict):
+        raise UserError(f"{bridge_file}: must hold a JSON object of bridge options")
+    bcfg = dataclass_from_dict(BridgeConfig, raw, bridge_file or "bridge config")
+    final = train_bridged(cfg, dense_dir, out_dir, bcfg, resume=resume)
+    summary = {k: final[k] for k in ("step", "train_loss", "val_loss") if k in final}
+    click.echo(f"bridged {out_dir} to {dense_dir}: " + json.dumps(summary))
+
+
+@main.command()
+@click.option("--model", "run_dir", required=True, type=click.Path(file_okay=False), help="a bridged run")
+@click.option("--task", "task_name", required=True)
+@click.option("--node", required=True, help="a residual channel of the sparse model, e.g. 1.attn.resid_delta:5")
+@click.option("--pairs", "n_pairs", default=32, show_default=True)
+@click.option("--seed", default=0, show_default=True)
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), help="default: RUN_DIR/steering")
+@_user_errors
+def steer(run_dir, task_name, node, n_pairs, seed, out_dir) -> None:
+    """Move one sparse channel from its actual to its counterfactual value, through the bridge
+    decoder into the dense model; the dense model's answer probabilities against strength, with a
+    random-direction control (JSON + PNG)."""
+    from .bridges import BridgedPair
+    from .bridges.steer import steer as run_steer
+    from .bridges.steer import steering_plot
+    from .fileio import write_json
+    from .nodes import NodeId
+
+    if n_pairs < 1:
+        raise UserError(f"steer: --pairs must be >= 1, got {n_pairs}")
+    node_id = NodeId.parse(node)
+    pair = BridgedPair.load(run_dir)
+    res = run_steer(pair, task_name, node_id, n_pairs, seed)
+    out = Path(out_dir) if out_dir else Path(run_dir) / "steering"
+    stem = f"{task_name}--{str(node_id).replace(':', '_')}"
+    write_json(out / f"{stem}.json", res.as_dict())
+    steering_plot(res, out / f"{stem}.png")
+    click.echo(f"{task_name}, {node_id} via {res.site}, {res.pairs_used} pairs ({res.pairs_skipped} skipped: "
+               "prompts of different lengths)")
+    click.echo(f"{'strength':>8} {'P(cf)':>9} {'P(actual)':>9} {'ctrl P(cf)':>10} {'ctrl P(act)':>11}")
+    for j, st in enumerate(res.strengths):
+        click.echo(f"{st:8.2f} {res.p_counterfactual_answer[j]:9.4f} {res.p_actual_answer[j]:9.4f} "
+                   f"{res.control_p_counterfactual_answer[j]:10.4f} {res.control_p_actual_answer[j]:11.4f}")
+    click.echo(f"-> {out / stem}.json, .png")
+
+
+@main.command("through-bridge")
+@click.option("--model", "run_dir", required=True, type=click.Path(file_okay=False), help="a bridged run")
+@click.argument("circuit_dir", type=click.Path(file_okay=False))
+@click.option("--pairs", "n_pairs", default=64, show_default=True)
+@_user_errors
+def through_bridge(run_dir, circuit_dir, n_pairs) -> None:
+    """How much of the dense model's task behaviour the sparse circuit carries: the dense task loss
+    with its residual at each site replaced by dec(sparse residual), whole sparse model vs circuit."""
+    from .bridges import BridgedPair
+    from .bridges.steer import circuit_through_bridge
+    from .circuits.circuit import load_circuit
+    from .fileio import sha256_file, write_json
+
+    pair = BridgedPair.load(run_dir)
+    circuit = load_circuit(circuit_dir)
+    if circuit.model_sha256 != sha256_file(Path(run_dir) / "model.safetensors"):
+        raise UserError(f"{circuit_dir}: pruned from another model than {run_dir}'s sparse model")
+    res = circuit_through_bridge(pair, circuit, n_pairs)
+    write_json(Path(circuit_dir) / "through_bridge.json", res.as_dict())
+    click.echo(f"{res.task}: task loss dense {res.dense_loss:.3f}, sparse {res.sparse_loss:.3f}, "
+               f"circuit {res.circuit_loss:.3f}")
+    for site, v in res.by_site.items():
+        click.echo(f"  dense with dec(sparse) at {site:>12}: whole {v['whole_sparse']:.3f}, circuit {v['circuit']:.3f}")
 
 
 @main.command("import-openai")

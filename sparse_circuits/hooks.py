@@ -12,6 +12,7 @@ Site names follow the public release: `{layer}.attn.act_in`, `{layer}.attn.q`, `
 
 from __future__ import annotations
 
+import enum
 import math
 from collections import defaultdict
 from typing import Callable, Iterable
@@ -39,14 +40,20 @@ def abs_topk(x: torch.Tensor, k: int) -> torch.Tensor:
     return torch.where(magnitude >= threshold, x, 0.0)
 
 
-class HookSite(nn.Module):
-    """`node`: one of the eight node locations (False for the norm-scale sites)."""
+class SiteKind(str, enum.Enum):
+    """What passes through a hook site."""
 
-    def __init__(self, name: str, width: int, topk_frac: float | None, node: bool = True):
+    NODE = "node"  # one of the eight node locations: its channels are the circuit's nodes
+    NORM_SCALE = "norm_scale"  # a norm's per-token 1/rms factor (width 1), frozen by pruning's option
+    RESIDUAL = "residual"  # the residual stream before an attention or MLP block (bridges read and write it)
+
+
+class HookSite(nn.Module):
+    def __init__(self, name: str, width: int, topk_frac: float | None, kind: SiteKind = SiteKind.NODE):
         super().__init__()
         self.name = name
         self.width = width
-        self.node = node
+        self.kind = kind
         self.topk_k = None if topk_frac is None else max(1, math.floor(topk_frac * width))
 
     def forward(self, x: torch.Tensor, hooks: "Hooks | None") -> torch.Tensor:

@@ -4,7 +4,9 @@ Pre-norm decoder-only transformer (SPEC section 2): RMSNorm, untied embeddings, 
 linear layer, small heads (d_head 16), an optional attention sink per head, an optional bigram
 table added to the logits, optional positions (none, a learned table added to the embedding, or
 read-only channels concatenated to every attention and MLP input). Each of the eight node
-locations of a block passes through a `HookSite`, which applies AbsTopK and then the caller's `Hooks`.
+locations of a block passes through a `HookSite`, which applies AbsTopK and then the caller's `Hooks`;
+so do each norm's 1/rms factor and the residual stream before each attention and MLP (where
+bridges read and write, sparse_circuits/bridges).
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .config import BigramTable, ModelConfig, Positions
-from .hooks import Hooks, HookSite
+from .hooks import Hooks, HookSite, SiteKind
 from .kernels import SPARSE_DENSITY_THRESHOLD, SparseWeight, head_loss, sparse_linear
 from .nodes import NodeLocation, site_name
 
@@ -52,7 +54,7 @@ class RMSNorm(nn.Module):
         super().__init__()
         self.weight = nn.Parameter(torch.ones(d))
         self.eps = eps  # None: the dtype's machine epsilon, as torch.nn.RMSNorm (OpenAI's release)
-        self.scale = HookSite(f"{name}.scale", 1, None, node=False)
+        self.scale = HookSite(f"{name}.scale", 1, None, SiteKind.NORM_SCALE)
 
     def forward(self, x: torch.Tensor, hooks: Hooks | None) -> torch.Tensor:
         eps = torch.finfo(x.dtype).eps if self.eps is None else self.eps
@@ -177,13 +179,17 @@ class Block(nn.Module):
 
     def __init__(self, cfg: ModelConfig, layer: int):
         super().__init__()
+        self.resid_pre = HookSite(f"{layer}.resid_pre", cfg.d_model, None, SiteKind.RESIDUAL)
+        self.resid_mid = HookSite(f"{layer}.resid_mid", cfg.d_model, None, SiteKind.RESIDUAL)
         self.ln_1 = RMSNorm(cfg.d_model, f"{layer}.ln_1", cfg.norm_eps)
         self.attn = Attention(cfg, layer)
         self.ln_2 = RMSNorm(cfg.d_model, f"{layer}.ln_2", cfg.norm_eps)
         self.mlp = MLP(cfg, layer)
 
     def forward(self, x: torch.Tensor, hooks: Hooks | None, pos: torch.Tensor | None = None) -> torch.Tensor:
+        x = self.resid_pre(x, hooks)
         x = x + self.attn(self.ln_1(x, hooks), hooks, pos)
+        x = self.resid_mid(x, hooks)
         return x + self.mlp(self.ln_2(x, hooks), hooks, pos)
 
     def wiring(self) -> list[tuple[torch.Tensor, NodeLocation, NodeLocation]]:
@@ -257,12 +263,24 @@ class GPT(nn.Module):
     # -- introspection -------------------------------------------------------------------------
 
     def hook_sites(self) -> dict[str, HookSite]:
-        """Every hook site: the node locations, then the norm scales."""
+        """Every hook site (node locations, norm scales, residual stream), in module order."""
         return {m.name: m for m in self.modules() if isinstance(m, HookSite)}
 
     def node_sites(self) -> dict[str, HookSite]:
         """The eight node locations of every layer, in forward order."""
-        return {name: site for name, site in self.hook_sites().items() if site.node}
+        return self._sites(SiteKind.NODE)
+
+    def norm_sites(self) -> dict[str, HookSite]:
+        """The per-token 1/rms factor of every norm (`L.ln_1.scale`, ..., `ln_f.scale`)."""
+        return self._sites(SiteKind.NORM_SCALE)
+
+    def residual_sites(self) -> dict[str, HookSite]:
+        """The residual stream before each attention (`L.resid_pre`; 0.resid_pre is the embedding)
+        and before each MLP (`L.resid_mid`), in forward order: where bridges attach."""
+        return self._sites(SiteKind.RESIDUAL)
+
+    def _sites(self, kind: SiteKind) -> dict[str, HookSite]:
+        return {name: site for name, site in self.hook_sites().items() if site.kind == kind}
 
     def run_with_hooks(self, idx: torch.Tensor, hooks: Hooks) -> torch.Tensor:
         hooks.check_names(self.hook_sites())

@@ -23,6 +23,7 @@ from typing import Callable
 import numpy as np
 import torch
 import torch.distributed as dist
+from torch import nn
 from tqdm import tqdm
 
 from .checkpoint import (
@@ -87,13 +88,19 @@ def _init_distributed(device: str) -> Distributed:
     return Distributed(dist.get_rank(), dist.get_world_size())
 
 
-def build_optimizer(model: GPT, cfg: RunConfig) -> tuple[torch.optim.AdamW, dict[int, str]]:
-    """AdamW; weight decay on sparsified matrices and embeddings only (not biases, gains, sinks, bigram)."""
+def build_optimizer(model: GPT, cfg: RunConfig, extra: dict[str, nn.Module] | None = None
+                    ) -> tuple[torch.optim.AdamW, dict[int, str]]:
+    """AdamW; weight decay on sparsified matrices and embeddings only (not biases, gains, sinks, bigram).
+    `extra` modules trained with the model (bridges): their matrices decay, their biases not [ours]."""
     sparsified = model.sparsified_parameters()
     decay, no_decay, order = [], [], []
     for name, p in model.named_parameters():
         (decay if name in sparsified and p.dim() >= 2 else no_decay).append(p)
     named = {id(p): n for n, p in model.named_parameters()}
+    for prefix, module in (extra or {}).items():
+        for name, p in module.named_parameters():
+            (decay if p.dim() >= 2 else no_decay).append(p)
+            named[id(p)] = f"{prefix}.{name}"
     t = cfg.train
     opt = torch.optim.AdamW(
         [{"params": decay, "weight_decay": t.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
@@ -353,11 +360,13 @@ class Trainer:
     ddp: Distributed
     device: torch.device
 
+    objective: "Objective | None" = None  # trained with the model (bridges); its forward gives the loss
+
     def __post_init__(self) -> None:
         sp = self.cfg.sparsity
         self.sparsified = list(self.model.sparsified_parameters().values())
         self.projector = Projector(sp.min_per_unit, sp.unit_axis)
-        self.params = list(self.model.parameters())
+        self.params = [p for p in self.forward.parameters() if p.requires_grad]
         # DDP averages gradients over processes, so the per-process mean times the global token count
         # gives the gradient of the loss summed over the whole batch.
         t = self.cfg.train
@@ -372,6 +381,8 @@ class Trainer:
             group["lr"] = lr
         x, y = self.data.batch(DataSplit.TRAIN, t.batch_size, self.cfg.model.context, t.seed, step,
                                self.ddp.rows(t.batch_size))
+        if self.objective is not None:
+            self.objective.step_index = step
         loss = self.forward(x.to(self.device), targets=y.to(self.device))
         (loss * self.backward_scale).backward()
         loss_value = float(self.ddp.mean(loss.detach()))
@@ -389,11 +400,28 @@ class Trainer:
 StepCallback = Callable[[int, dict], None]
 
 
+class Objective(nn.Module):
+    """What a later stage trains together with the model (bridges.Bridged): `forward(x, targets)`
+    gives the loss; `extra_modules` are trained, checkpointed and saved beside the model as
+    NAME.safetensors; `eval_metrics` is logged at every evaluation. The model itself is still
+    projected, evaluated and saved as in plain training."""
+
+    step_index: int = 0
+
+    def extra_modules(self) -> dict[str, nn.Module]:
+        raise NotImplementedError
+
+    def eval_metrics(self, data: TokenData, cfg: RunConfig) -> dict:
+        raise NotImplementedError
+
+
 def train(cfg: RunConfig, out_dir: str | os.PathLike, resume: bool = False,
-          on_step: StepCallback | None = None, progress: bool = True) -> dict:
+          on_step: StepCallback | None = None, progress: bool = True,
+          couple: Callable[[GPT], Objective] | None = None) -> dict:
     """Train (or resume) the run in out_dir; returns the final metrics.
 
-    On resume, `cfg` may differ from the saved config only in `RESUMABLE` options."""
+    On resume, `cfg` may differ from the saved config only in `RESUMABLE` options. `couple`
+    builds an `Objective` around the freshly made model (bridges to a dense model)."""
     run = setup_run(cfg, Path(out_dir), resume)
     cfg, t, ddp, out = run.cfg, run.cfg.train, run.ddp, run.out
     if t.threads:
@@ -402,11 +430,16 @@ def train(cfg: RunConfig, out_dir: str | os.PathLike, resume: bool = False,
     torch.manual_seed(t.seed)
     bigram = run.data.bigram_logprobs() if cfg.model.bigram_table != BigramTable.NONE else None
     model = GPT(cfg.model, bigram).to(run.device)
-    opt, names = build_optimizer(model, cfg)
-    state = load_latest_checkpoint(out, model, opt, names) if resume else None
+    objective = couple(model).to(run.device) if couple is not None else None
+    extra = objective.extra_modules() if objective is not None else {}
+    opt, names = build_optimizer(model, cfg, extra)
+    state = load_latest_checkpoint(out, model, opt, names, extra) if resume else None
     start = state["step"] if state else 0
-    forward = torch.nn.parallel.DistributedDataParallel(model) if ddp.world > 1 else model
-    trainer = Trainer(cfg, model, forward, opt, names, run.data, ddp, run.device)
+    core = objective if objective is not None else model
+    # An objective may leave modules out of a step (bridges: switch points drawn per step).
+    forward = torch.nn.parallel.DistributedDataParallel(core, find_unused_parameters=objective is not None) \
+        if ddp.world > 1 else core
+    trainer = Trainer(cfg, model, forward, opt, names, run.data, ddp, run.device, objective)
     log = MetricsLog(out, ddp.main, t.batch_size * cfg.model.context, ddp.world, start, state)
     bar = tqdm(total=t.steps, initial=start, desc="train", unit="step", disable=not (progress and ddp.main),
                mininterval=2.0, dynamic_ncols=True)
@@ -424,12 +457,14 @@ def train(cfg: RunConfig, out_dir: str | os.PathLike, resume: bool = False,
             if ddp.main and (done % t.eval_every == 0 or done == t.steps):
                 record = (record or {"step": done}) | {
                     "val_loss": evaluate(model, run.data, cfg), "nonzero_frac": nonzero_fractions(model)}
+                if objective is not None:
+                    record |= objective.eval_metrics(run.data, cfg)
             if record is not None and ddp.main:
                 log.write(record)
                 bar.set_postfix(loss=f"{log.last['train_loss']:.3f}" if "train_loss" in log.last else "",
                                 val=f"{log.last.get('val_loss', float('nan')):.3f}", refresh=False)
             if ddp.main and (done % t.checkpoint_every == 0 or done == t.steps):
-                save_checkpoint(out, model, opt, names, log.state(done), keep=t.keep_checkpoints)
+                save_checkpoint(out, model, opt, names, log.state(done), keep=t.keep_checkpoints, extra=extra)
             bar.update(1)
             if on_step is not None:
                 on_step(done, record or {})

@@ -55,7 +55,9 @@ def test_sites_follow_public_names():
     expected = {f"{layer}.{loc.value}" for layer in range(2) for loc in NodeLocation}
     assert set(model.node_sites()) == expected
     norms = {"0.ln_1.scale", "0.ln_2.scale", "1.ln_1.scale", "1.ln_2.scale", "ln_f.scale"}
-    assert set(model.hook_sites()) == expected | norms
+    residual = {"0.resid_pre", "0.resid_mid", "1.resid_pre", "1.resid_mid"}
+    assert set(model.norm_sites()) == norms and set(model.residual_sites()) == residual
+    assert set(model.hook_sites()) == expected | norms | residual
     assert {"0.attn.act_in", "1.mlp.post_act", "1.attn.resid_delta"} <= expected
 
 

@@ -116,7 +116,7 @@ def frozen_norm_hooks(model: GPT, idx: torch.Tensor, hooks: Hooks | None = None,
                       logits_at: torch.Tensor | None = None) -> Hooks:
     """Hooks that fix every norm's 1/rms factor to its value in the unpruned model on `idx`
     (`logits_at` as in the forward they will serve)."""
-    norm_sites = [name for name in model.hook_sites() if name not in model.node_sites()]
+    norm_sites = list(model.norm_sites())
     store: dict[str, torch.Tensor] = {}
     with torch.no_grad():
         model(idx, Hooks().record(norm_sites, store), logits_at=logits_at)

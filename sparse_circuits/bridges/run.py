@@ -1,0 +1,123 @@
+"""A bridged run: a weight-sparse model trained with bridges to a frozen dense run.
+
+RUN_DIR/ is an ordinary run directory (the sparse model works with every command) plus
+  bridges.json            the bridge config, the dense run and the digest of its weights
+  bridges.safetensors     the encoders and decoders (also in every checkpoint)
+  bridge_quality.json     NMSE per site both ways, hybrid KL and loss per switch point (validation)
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..checkpoint import load_model, load_module, load_run_config
+from ..config import RunConfig, dataclass_from_dict, to_dict
+from ..data import load_tokenizer
+from ..errors import UserError
+from ..fileio import read_json, sha256_file, write_json
+from ..model import GPT
+from ..train import train
+from .core import BRIDGES_NAME, BridgeConfig, Bridged, Bridges
+
+BRIDGE_RECORD = "bridges.json"
+QUALITY_FILE = "bridge_quality.json"
+
+
+def load_dense(dense_dir: str | os.PathLike, device: str = "cpu") -> GPT:
+    """The dense run's model, frozen."""
+    dense, _ = load_model(dense_dir, device=device, sparse_threshold=0.0)
+    for p in dense.parameters():
+        p.requires_grad_(False)
+    return dense
+
+
+def check_pair(cfg: RunConfig, dense_dir: Path, dense: GPT) -> None:
+    """The two models must share the number of layers and the tokenizer; one-line errors otherwise."""
+    dcfg = dense.cfg
+    if cfg.model.n_layer != dcfg.n_layer:
+        raise UserError(f"bridge: the sparse model has {cfg.model.n_layer} layers and the dense run {dense_dir} has "
+                        f"{dcfg.n_layer}; bridges pair the layers one to one, so give model.n_layer {dcfg.n_layer}")
+    if cfg.model.context > dcfg.context:
+        raise UserError(f"bridge: model.context {cfg.model.context} exceeds the dense model's {dcfg.context}")
+    theirs = load_tokenizer(dense_dir / "tokenizer.json").get_vocab()
+    ours = load_tokenizer(Path(cfg.data_dir) / "tokenizer.json").get_vocab()
+    if theirs != ours:
+        raise UserError(f"bridge: the data directory {cfg.data_dir} was tokenized differently from the dense run "
+                        f"{dense_dir}; use the data directory the dense model was trained on")
+
+
+def bridge_sites(model: GPT) -> list[str]:
+    return list(model.residual_sites())
+
+
+def coupling(dense: GPT, bcfg: BridgeConfig, seed: int):
+    def couple(sparse: GPT) -> Bridged:
+        bridges = Bridges(bridge_sites(sparse), dense.cfg.d_model, sparse.cfg.d_model, bcfg.encoder_topk)
+        return Bridged(sparse, bridges, dense, bcfg, seed)
+    return couple
+
+
+def train_bridged(cfg: RunConfig, dense_dir: str | os.PathLike, out_dir: str | os.PathLike,
+                  bcfg: BridgeConfig | None = None, resume: bool = False, progress: bool = True) -> dict:
+    """Train `cfg`'s sparse model with bridges to the dense run; returns the final metrics."""
+    dense_dir, out = Path(dense_dir), Path(out_dir)
+    bcfg = (bcfg or BridgeConfig()).validate()
+    dense = load_dense(dense_dir, cfg.train.device)
+    check_pair(cfg, dense_dir, dense)
+    record = {"bridge": to_dict(bcfg), "dense_run": str(dense_dir.resolve()),
+              "dense_weights_sha256": sha256_file(dense_dir / "model.safetensors")}
+    if resume and (out / BRIDGE_RECORD).is_file():
+        saved = read_json(out / BRIDGE_RECORD, "bridge record")
+        for key in ("bridge", "dense_weights_sha256"):
+            if saved.get(key) != record[key]:
+                raise UserError(f"{out}: a resumed bridged run cannot change its {key.replace('_', ' ')} "
+                                f"(saved {saved.get(key)!r}); start a new run")
+    final = train(cfg, out, resume=resume, progress=progress, couple=coupling(dense, bcfg, cfg.train.seed))
+    write_json(out / BRIDGE_RECORD, record)
+    if "bridges" in final:
+        write_json(out / QUALITY_FILE, final["bridges"])
+    return final
+
+
+@dataclass
+class BridgedPair:
+    """A finished bridged run, loaded: the sparse model, its bridges and the dense model."""
+
+    sparse: GPT
+    bridges: Bridges
+    dense: GPT
+    config: BridgeConfig
+    run_dir: Path
+
+    @classmethod
+    def load(cls, run_dir: str | os.PathLike, device: str = "cpu") -> "BridgedPair":
+        run_dir = Path(run_dir)
+        if not (run_dir / BRIDGE_RECORD).is_file():
+            raise UserError(f"{run_dir}: not a bridged run (no {BRIDGE_RECORD}); train one with `sparse-circuits bridge`")
+        record = read_json(run_dir / BRIDGE_RECORD, "bridge record")
+        bcfg = dataclass_from_dict(BridgeConfig, record.get("bridge", {}), f"{run_dir / BRIDGE_RECORD}: bridge")
+        dense_dir = Path(record["dense_run"])
+        if not (dense_dir / "model.safetensors").is_file():
+            raise UserError(f"{run_dir}: its dense run {dense_dir} is gone; restore it there")
+        if sha256_file(dense_dir / "model.safetensors") != record["dense_weights_sha256"]:
+            raise UserError(f"{run_dir}: the dense run {dense_dir} has changed since the bridges were trained")
+        sparse, _ = load_model(run_dir, device=device)
+        dense = load_dense(dense_dir, device)
+        bridges = Bridges(bridge_sites(sparse), dense.cfg.d_model, sparse.cfg.d_model, bcfg.encoder_topk)
+        load_module(bridges, run_dir / f"{BRIDGES_NAME}.safetensors", "bridge weights")
+        bridges.to(device).eval()
+        return cls(sparse, bridges, dense, bcfg, run_dir)
+
+
+def sparse_alone_comparison(bridged_dir: str | os.PathLike, alone_dir: str | os.PathLike) -> dict:
+    """Validation loss of the bridged sparse model against the same config trained alone."""
+    from ..train import final_metrics
+    a, b = load_run_config(alone_dir), load_run_config(bridged_dir)
+    if to_dict(a.model) != to_dict(b.model) or a.train.steps != b.train.steps:
+        raise UserError(f"{alone_dir}: not the same model config and steps as {bridged_dir}; train the comparison run "
+                        "with the bridged run's config.json")
+    la, lb = final_metrics(alone_dir), final_metrics(bridged_dir)
+    return {"alone_val_loss": la.get("val_loss"), "bridged_val_loss": lb.get("val_loss"),
+            "cost": (lb.get("val_loss") or float("nan")) - (la.get("val_loss") or float("nan"))}
