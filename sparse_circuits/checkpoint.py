@@ -6,6 +6,8 @@ RUN_DIR/
   model.safetensors      latest weights; metadata: format, step, hash of the model config
   metrics.jsonl          one JSON object per log / evaluation
   config_history.jsonl   options changed on --resume (train.steps, lr, device, threads)
+  bridges.json, bridges.safetensors, bridge_quality.json, steering/
+                         a bridged run's extras (sparse_circuits/bridges, docs/bridges.md)
   checkpoints/step_N/    model.safetensors, optimizer.safetensors, state.json: a whole
                          checkpoint, written to a temporary directory and renamed, so a killed
                          run always finds a complete one to resume from
@@ -37,6 +39,9 @@ from .kernels import SPARSE_DENSITY_THRESHOLD, keep_freed_memory
 from .model import GPT
 
 MODEL_FORMAT = "sparse-circuits-model"
+BRIDGE_RECORD = "bridges.json"  # a bridged run: bridge config, dense run, digest of its weights
+BRIDGE_QUALITY_FILE = "bridge_quality.json"
+STEERING_DIR = "steering"
 MODEL_FORMAT_VERSION = "1"
 
 

@@ -477,6 +477,7 @@ def steer(run_dir, task_name, node, n_pairs, seed, out_dir) -> None:
     from .bridges import BridgedPair
     from .bridges.steer import steer as run_steer
     from .bridges.steer import steering_plot
+    from .checkpoint import STEERING_DIR
     from .fileio import write_json
     from .nodes import NodeId
 
@@ -485,7 +486,7 @@ def steer(run_dir, task_name, node, n_pairs, seed, out_dir) -> None:
     node_id = NodeId.parse(node)
     pair = BridgedPair.load(run_dir)
     res = run_steer(pair, task_name, node_id, n_pairs, seed)
-    out = Path(out_dir) if out_dir else Path(run_dir) / "steering"
+    out = Path(out_dir) if out_dir else Path(run_dir) / STEERING_DIR
     stem = f"{task_name}--{str(node_id).replace(':', '_')}"
     write_json(out / f"{stem}.json", res.as_dict())
     steering_plot(res, out / f"{stem}.png")

@@ -261,6 +261,10 @@ def test_bridge_steer_and_through_bridge_commands(tmp_path, data_dir, dense_run)
     assert r.returncode == 0, r.stderr
     through = json.loads((circuit / "through_bridge.json").read_text())
     assert set(through["by_site"]) == {"0.resid_pre", "0.resid_mid", "1.resid_pre", "1.resid_mid"}
+    r = cli("report", "--model", run, circuit, "--out", tmp_path / "site", "--windows", 8)
+    assert r.returncode == 0, r.stderr
+    index = (tmp_path / "site" / "index.html").read_text()
+    assert "<h2>Bridges</h2>" in index and "0.resid_mid" in index and 'alt="steering for_while' in index
     assert_one_line_error(cli("steer", "--model", dense_run, "--task", "for_while", "--node", "0.attn.q:1"),
                           "not a bridged run")
     assert_one_line_error(cli("bridge", "--dense-run", dense_run, "--data", data_dir, "--preset", "tiny",

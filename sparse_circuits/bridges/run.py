@@ -12,7 +12,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..checkpoint import load_model, load_module, load_run_config
+from ..checkpoint import BRIDGE_QUALITY_FILE, BRIDGE_RECORD, load_model, load_module, load_run_config
 from ..config import RunConfig, dataclass_from_dict, to_dict
 from ..data import load_tokenizer
 from ..errors import UserError
@@ -21,8 +21,6 @@ from ..model import GPT
 from ..train import train
 from .core import BRIDGES_NAME, BridgeConfig, Bridged, Bridges
 
-BRIDGE_RECORD = "bridges.json"
-QUALITY_FILE = "bridge_quality.json"
 
 
 def load_dense(dense_dir: str | os.PathLike, device: str = "cpu") -> GPT:
@@ -74,10 +72,11 @@ def train_bridged(cfg: RunConfig, dense_dir: str | os.PathLike, out_dir: str | o
             if saved.get(key) != record[key]:
                 raise UserError(f"{out}: a resumed bridged run cannot change its {key.replace('_', ' ')} "
                                 f"(saved {saved.get(key)!r}); start a new run")
+    if not (out / BRIDGE_RECORD).is_file():  # written first: a killed run resumes against the same record
+        write_json(out / BRIDGE_RECORD, record)
     final = train(cfg, out, resume=resume, progress=progress, couple=coupling(dense, bcfg, cfg.train.seed))
-    write_json(out / BRIDGE_RECORD, record)
     if "bridges" in final:
-        write_json(out / QUALITY_FILE, final["bridges"])
+        write_json(out / BRIDGE_QUALITY_FILE, final["bridges"])
     return final
 
 

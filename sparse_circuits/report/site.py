@@ -11,6 +11,7 @@ templates with autoescaping on.
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import re
@@ -24,14 +25,14 @@ import torch
 from tokenizers import Tokenizer
 from tqdm import tqdm
 
-from ..checkpoint import load_model, load_run_config
+from ..checkpoint import BRIDGE_QUALITY_FILE, BRIDGE_RECORD, STEERING_DIR, load_model, load_run_config
 from ..circuits.circuit import Circuit, load_circuit
 from ..circuits.summary import SUMMARY_FILE, PruneAllSummary, TaskStatus
 from ..circuits.validate import VALIDATION_FILE, Validation
 from ..config import to_dict
 from ..data import load_tokenizer
 from ..errors import UserError
-from ..fileio import sha256_file, write_text
+from ..fileio import read_json, sha256_file, write_text
 from ..model import GPT
 from ..nodes import NodeLocation
 from ..tasks import Split, get_task
@@ -63,6 +64,24 @@ class RunView:
     prune_summary: PruneAllSummary | None
     weights_sha256: str
     circuits: list[CircuitEntry] = field(default_factory=list)
+    bridges: dict | None = None  # a bridged run's bridge_quality.json, with its dense run
+    steering: list[dict] = field(default_factory=list)  # {"title", "png" (data URI), "result"} per steer run
+
+
+def _bridge_view(run_dir: Path) -> tuple[dict | None, list[dict]]:
+    """Bridge quality and steering results of a bridged run (docs/bridges.md), if any."""
+    if not (run_dir / BRIDGE_RECORD).is_file():
+        return None, []
+    record = read_json(run_dir / BRIDGE_RECORD, "bridge record")
+    quality = read_json(run_dir / BRIDGE_QUALITY_FILE, "bridge quality") if (run_dir / BRIDGE_QUALITY_FILE).is_file() else None
+    steering = []
+    for path in sorted((run_dir / STEERING_DIR).glob("*.json")) if (run_dir / STEERING_DIR).is_dir() else []:
+        png = path.with_suffix(".png")
+        result = read_json(path, "steering result")
+        steering.append({"title": f"{result['task']}: {result['node']} via {result['site']}", "result": result,
+                         "png": "data:image/png;base64," + base64.b64encode(png.read_bytes()).decode("ascii")
+                         if png.is_file() else None})
+    return {"dense_run": record.get("dense_run"), "config": record.get("bridge"), "quality": quality}, steering
 
 
 def _kind(config: dict) -> str:
@@ -90,7 +109,9 @@ def load_run_view(run_dir: Path, taken: set[str], progress: bool) -> RunView:
     cfg = load_run_config(run_dir)
     config = to_dict(cfg)
     circuits_dir = run_dir / "circuits"
-    return RunView(run_dir=run_dir, label=_unique_label(run_dir, taken), kind=_kind(config),
+    bridges, steering = _bridge_view(run_dir)
+    return RunView(run_dir=run_dir, label=_unique_label(run_dir, taken), kind=_kind(config), bridges=bridges,
+                   steering=steering,
                    summary=summarize_run(run_dir), config=config, metrics=_read_metrics(run_dir),
                    scores=load_or_evaluate_run(run_dir, progress=progress),
                    prune_summary=PruneAllSummary.load(circuits_dir) if (circuits_dir / SUMMARY_FILE).is_file() else None,
