@@ -88,24 +88,23 @@ def _init_distributed(device: str) -> Distributed:
     return Distributed(dist.get_rank(), dist.get_world_size())
 
 
-def build_optimizer(model: GPT, cfg: RunConfig, extra: dict[str, nn.Module] | None = None
-                    ) -> tuple[torch.optim.AdamW, dict[int, str]]:
+def build_optimizer(model: GPT, cfg: RunConfig, extra: dict[str, nn.Module] | None = None,
+                    lr_mults: dict[str, float] | None = None) -> tuple[torch.optim.AdamW, dict[int, str]]:
     """AdamW; weight decay on sparsified matrices and embeddings only (not biases, gains, sinks, bigram).
-    `extra` modules trained with the model (bridges): their matrices decay, their biases not [ours]."""
+    `extra` modules trained with the model (bridges) get one group each, without weight decay and
+    at `lr_mults[name]` times the model's learning rate [ours]."""
     sparsified = model.sparsified_parameters()
     decay, no_decay, order = [], [], []
     for name, p in model.named_parameters():
         (decay if name in sparsified and p.dim() >= 2 else no_decay).append(p)
     named = {id(p): n for n, p in model.named_parameters()}
-    for prefix, module in (extra or {}).items():
-        for name, p in module.named_parameters():
-            (decay if p.dim() >= 2 else no_decay).append(p)
-            named[id(p)] = f"{prefix}.{name}"
     t = cfg.train
-    opt = torch.optim.AdamW(
-        [{"params": decay, "weight_decay": t.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-        lr=t.lr, betas=(t.beta1, t.beta2), eps=t.eps,
-    )
+    groups = [{"params": decay, "weight_decay": t.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    for prefix, module in (extra or {}).items():
+        groups.append({"params": list(module.parameters()), "weight_decay": 0.0,
+                       "lr_mult": (lr_mults or {}).get(prefix, 1.0)})
+        named |= {id(p): f"{prefix}.{name}" for name, p in module.named_parameters()}
+    opt = torch.optim.AdamW(groups, lr=t.lr, betas=(t.beta1, t.beta2), eps=t.eps)
     for group in opt.param_groups:
         order.extend(named[id(p)] for p in group["params"])
     return opt, dict(enumerate(order))
@@ -114,6 +113,8 @@ def build_optimizer(model: GPT, cfg: RunConfig, extra: dict[str, nn.Module] | No
 def clip_grad_rms_(params: list[torch.nn.Parameter], max_rms: float) -> float:
     """Scale all gradients together so their root-mean-square is at most max_rms; returns the RMS."""
     grads = [p.grad for p in params if p.grad is not None]
+    if not grads:
+        return 0.0
     sq = torch.stack([g.pow(2).sum() for g in grads]).sum()
     rms = float(torch.sqrt(sq / sum(g.numel() for g in grads)))
     if rms > max_rms:
@@ -367,6 +368,12 @@ class Trainer:
         self.sparsified = list(self.model.sparsified_parameters().values())
         self.projector = Projector(sp.min_per_unit, sp.unit_axis)
         self.params = [p for p in self.forward.parameters() if p.requires_grad]
+        # [ours] the model's gradient and each extra module's are clipped separately, so that a
+        # module's large early gradients cannot shrink the model's share (bridges: by ~100x at first).
+        extra = self.objective.extra_modules() if self.objective is not None else {}
+        extra_ids = {id(p) for m in extra.values() for p in m.parameters()}
+        self.clip_groups = [[p for p in self.params if id(p) not in extra_ids]] + \
+            [[p for p in m.parameters() if p.requires_grad] for m in extra.values()]
         # DDP averages gradients over processes, so the per-process mean times the global token count
         # gives the gradient of the loss summed over the whole batch.
         t = self.cfg.train
@@ -378,7 +385,7 @@ class Trainer:
         frac = nonzero_fraction(sp.nonzero_frac, step, t.steps, sp)
         lr = sharkfin_lr(t.lr, step, t.steps, t.warmup_frac, frac)
         for group in self.opt.param_groups:
-            group["lr"] = lr
+            group["lr"] = lr * group.get("lr_mult", 1.0)
         x, y = self.data.batch(DataSplit.TRAIN, t.batch_size, self.cfg.model.context, t.seed, step,
                                self.ddp.rows(t.batch_size))
         if self.objective is not None:
@@ -388,7 +395,7 @@ class Trainer:
         loss_value = float(self.ddp.mean(loss.detach()))
         if not math.isfinite(loss_value):
             raise TrainingDiverged(loss_value, step)
-        grad_rms = clip_grad_rms_(self.params, t.grad_clip_rms)
+        grad_rms = [clip_grad_rms_(group, t.grad_clip_rms) for group in self.clip_groups][0]
         self.opt.step()
         self.opt.zero_grad(set_to_none=True)
         if not sp.dense:
@@ -411,6 +418,10 @@ class Objective(nn.Module):
     def extra_modules(self) -> dict[str, nn.Module]:
         raise NotImplementedError
 
+    def lr_mults(self) -> dict[str, float]:
+        """Learning rate of each extra module over the model's."""
+        return {}
+
     def eval_metrics(self, data: TokenData, cfg: RunConfig) -> dict:
         raise NotImplementedError
 
@@ -432,7 +443,7 @@ def train(cfg: RunConfig, out_dir: str | os.PathLike, resume: bool = False,
     model = GPT(cfg.model, bigram).to(run.device)
     objective = couple(model).to(run.device) if couple is not None else None
     extra = objective.extra_modules() if objective is not None else {}
-    opt, names = build_optimizer(model, cfg, extra)
+    opt, names = build_optimizer(model, cfg, extra, objective.lr_mults() if objective is not None else None)
     state = load_latest_checkpoint(out, model, opt, names, extra) if resume else None
     start = state["step"] if state else 0
     core = objective if objective is not None else model
