@@ -269,3 +269,25 @@ def test_bridge_steer_and_through_bridge_commands(tmp_path, data_dir, dense_run)
                           "not a bridged run")
     assert_one_line_error(cli("bridge", "--dense-run", dense_run, "--data", data_dir, "--preset", "tiny",
                               "--out", tmp_path / "z", "--bridge-config", opts), "unknown key")
+
+
+def test_bridges_train_in_their_own_group_and_clip(data_dir):
+    """Bridges: their own learning rate (lr_mult x the model's) and their own gradient clip, so that
+    their large early gradients leave the model's LM gradient alone."""
+    from sparse_circuits.data import TokenData
+    from sparse_circuits.train import Distributed, Trainer, build_optimizer
+
+    cfg = tiny_config(data_dir, steps=4)
+    data = TokenData(cfg.data_dir)
+    torch.manual_seed(0)
+    sparse = GPT(cfg.model, data.bigram_logprobs())
+    dense = frozen(GPT(cfg.model, data.bigram_logprobs()))
+    bridged = Bridged(sparse, Bridges(list(sparse.residual_sites()), 32, 32, 0.25), dense, BridgeConfig(lr_mult=7.0))
+    opt, names = build_optimizer(sparse, cfg, bridged.extra_modules(), bridged.lr_mults())
+    trainer = Trainer(cfg, sparse, bridged, opt, names, data, Distributed(), torch.device("cpu"), bridged)
+    assert len(trainer.clip_groups) == 2 and len(trainer.clip_groups[1]) == len(list(bridged.bridges.parameters()))
+    assert all(float(p.detach().abs().sum()) == 0 for p in bridged.bridges.parameters())  # bridges start at zero
+    trainer.step(1)
+    assert opt.param_groups[2]["lr"] == pytest.approx(7.0 * opt.param_groups[0]["lr"])
+    assert opt.param_groups[2]["weight_decay"] == 0.0
+    assert any(float(p.detach().abs().sum()) > 0 for p in bridged.bridges.parameters())
