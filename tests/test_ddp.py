@@ -41,3 +41,39 @@ def test_two_process_ddp_matches_single_process(tmp_path, data_dir):
     assert [m["step"] for m in ms] == [m["step"] for m in md]
     assert ms[-1]["processes"] == 1 and md[-1]["processes"] == 2
     assert abs(ms[-1]["train_loss"] - md[-1]["train_loss"]) < 1e-3
+
+
+def test_bridged_training_runs_data_parallel(tmp_path, data_dir):
+    """Bridges under torchrun: two processes train the sparse model and the bridges together. The
+    NMSE normaliser is each process's own half batch, so the result is close to one process's, not equal."""
+    from sparse_circuits.bridges import BridgeConfig, train_bridged
+    from sparse_circuits.fileio import read_safetensors
+
+    dense_cfg = tiny_config(data_dir, steps=3, batch_size=4)
+    dense_cfg.sparsity.nonzero_frac = 1.0
+    dense = tmp_path / "dense"
+    train(dense_cfg, dense, progress=False)
+    cfg = tiny_config(data_dir, steps=4, batch_size=4, checkpoint_every=2, eval_every=2)
+    single = tmp_path / "single"
+    train_bridged(cfg, dense, single, BridgeConfig(eval_batches=1), progress=False)
+
+    cfg_file, bridge_file = tmp_path / "cfg.json", tmp_path / "bridge.json"
+    overrides = to_dict(cfg)
+    overrides.pop("preset")
+    cfg_file.write_text(json.dumps(overrides))
+    bridge_file.write_text(json.dumps({"eval_batches": 1}))
+    ddp = tmp_path / "ddp"
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    r = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+         "-m", "sparse_circuits.cli", "bridge", "--dense-run", str(dense), "--data", str(data_dir), "--preset", "tiny",
+         "--config", str(cfg_file), "--bridge-config", str(bridge_file), "--out", str(ddp)],
+        capture_output=True, text=True, timeout=600, env=env)
+    assert r.returncode == 0, r.stderr[-3000:]
+    a, b = read_safetensors(single / "bridges.safetensors", "a"), read_safetensors(ddp / "bridges.safetensors", "b")
+    assert a.keys() == b.keys()
+    for name in a:  # moved from zero by the same updates, up to the per-process normaliser
+        assert float(a[name].abs().sum()) > 0
+        torch.testing.assert_close(a[name], b[name], rtol=0.1, atol=2e-2, msg=name)
+    md = [json.loads(l) for l in (ddp / "metrics.jsonl").read_text().splitlines()]
+    assert md[-1]["processes"] == 2 and "bridges" in md[-1]
