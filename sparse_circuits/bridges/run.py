@@ -14,7 +14,7 @@ from pathlib import Path
 
 from ..checkpoint import BRIDGE_QUALITY_FILE, BRIDGE_RECORD, load_model, load_module, load_run_config
 from ..config import RunConfig, dataclass_from_dict, to_dict
-from ..data import load_tokenizer
+from ..data import check_same_tokenizer, load_tokenizer
 from ..errors import UserError
 from ..fileio import read_json, sha256_file, write_json
 from ..model import GPT
@@ -39,11 +39,7 @@ def check_pair(cfg: RunConfig, dense_dir: Path, dense: GPT) -> None:
                         f"{dcfg.n_layer}; bridges pair the layers one to one, so give model.n_layer {dcfg.n_layer}")
     if cfg.model.context > dcfg.context:
         raise UserError(f"bridge: model.context {cfg.model.context} exceeds the dense model's {dcfg.context}")
-    theirs = load_tokenizer(dense_dir / "tokenizer.json").get_vocab()
-    ours = load_tokenizer(Path(cfg.data_dir) / "tokenizer.json").get_vocab()
-    if theirs != ours:
-        raise UserError(f"bridge: the data directory {cfg.data_dir} was tokenized differently from the dense run "
-                        f"{dense_dir}; use the data directory the dense model was trained on")
+    check_same_tokenizer(cfg.data_dir, load_tokenizer(dense_dir / "tokenizer.json"), f"the dense run {dense_dir}")
 
 
 def bridge_sites(model: GPT) -> list[str]:

@@ -83,9 +83,7 @@ def _aligned_pairs(tt: TaskTensors) -> tuple[list[int], int]:
 
 
 def _record(model, idx: torch.Tensor, site: str) -> torch.Tensor:
-    store: dict[str, torch.Tensor] = {}
-    model(idx, Hooks().record([site], store))
-    return store[site]
+    return model.run_with_cache(idx, [site])[1][site]
 
 
 def _rms(x: torch.Tensor) -> torch.Tensor:

@@ -211,6 +211,17 @@ def train_tokenizer(texts: list[str], vocab_size: int, progress: bool = True) ->
     return tok
 
 
+def check_same_tokenizer(data_dir: str | os.PathLike, tok: Tokenizer, owner: str) -> None:
+    """A data directory must be encoded with `owner`'s tokenizer `tok`; a one-line error otherwise."""
+    path = Path(data_dir) / "tokenizer.json"
+    if not path.is_file():
+        raise UserError(f"{data_dir}: no tokenizer.json; make the data directory with "
+                        f"`sparse-circuits data --tokenizer` and {owner}'s tokenizer.json")
+    if load_tokenizer(path).get_vocab() != tok.get_vocab():
+        raise UserError(f"{data_dir}: tokenized differently from {owner}; use data encoded with its tokenizer "
+                        "(the data it was trained on, or `sparse-circuits data --tokenizer`)")
+
+
 def load_tokenizer(path: str | os.PathLike) -> Tokenizer:
     path = Path(path)
     if not path.is_file():

@@ -23,14 +23,17 @@ ENCODER_FILE = "encoder.json"
 MERGES_FILE = "vocab.bpe"
 
 
+# Bytes that stand for themselves in byte-level BPE files: printable Latin-1 other than space.
+_OWN_BYTES = [b for b in range(256) if chr(b).isprintable() and b != 0x20]
+
+
 def byte_chars() -> list[str]:
     """The printable character that stands for each byte in byte-level BPE files (index = byte):
-    printable Latin-1 characters other than space stand for themselves, every other byte for
-    chr(256 + n), n counting those bytes in order."""
-    own = [b for b in range(256) if chr(b).isprintable() and b != 0x20]
+    the `_OWN_BYTES` stand for themselves, every other byte for chr(256 + n), n counting those
+    bytes in order."""
     chars, n = [""] * 256, 0
     for b in range(256):
-        if b in own:
+        if b in _OWN_BYTES:
             chars[b] = chr(b)
         else:
             chars[b] = chr(256 + n)
@@ -40,8 +43,7 @@ def byte_chars() -> list[str]:
 
 def byte_rank_order() -> list[int]:
     """Bytes in the order of their token ids in a data-gym BPE (tiktoken's rule)."""
-    own = [b for b in range(256) if chr(b).isprintable() and b != 0x20]
-    return own + [b for b in range(256) if b not in own]
+    return _OWN_BYTES + [b for b in range(256) if b not in _OWN_BYTES]
 
 
 def load_bpe(directory: str | os.PathLike) -> Tokenizer:

@@ -24,7 +24,6 @@ AbsTopK on the residual stream) are refused with a one-line error, never approxi
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import pickle
 from dataclasses import dataclass
@@ -34,7 +33,7 @@ import torch
 
 from ..checkpoint import load_model, load_run_config, save_state_dict, write_run_config
 from ..config import BigramTable, ModelConfig, Positions, RunConfig, SparsityConfig, to_dict
-from ..data import load_tokenizer
+from ..data import check_same_tokenizer, load_tokenizer
 from ..errors import UserError
 from ..fileio import atomic_path, read_json, sha256_file, write_json
 from ..model import GPT, RMSNorm
@@ -271,7 +270,7 @@ def import_openai(src_dir: str | os.PathLike, out_dir: str | os.PathLike,
         raise UserError(f"tokenizer {tok_source} has {tok.get_vocab_size()} tokens but the model's vocab_size is "
                         f"{rel.vocab_size}; pass the model's own tokenizer")
     if data_dir is not None:
-        _check_data_tokenizer(Path(data_dir), tok)
+        check_same_tokenizer(data_dir, tok, "the imported model")
     # Our own exports say what the format cannot: the RMSNorm epsilon, and whether concatenated
     # positions joined before or after the input sites (the same forward when those are not sparsified).
     sidecar = read_json(src / EXPORT_SIDECAR, "export record") if (src / EXPORT_SIDECAR).is_file() else {}
@@ -382,17 +381,6 @@ def _to_ours(sd: dict[str, torch.Tensor], rel: ReleaseConfig, cfg: ModelConfig) 
             ours[q + "attn.ln_pos.weight"] = f32(sd[p + "ln_p1.weight"])
             ours[q + "mlp.ln_pos.weight"] = f32(sd[p + "ln_p2.weight"])
     return ours
-
-
-def _check_data_tokenizer(data_dir: Path, tok) -> None:
-    path = data_dir / "tokenizer.json"
-    if not path.is_file():
-        raise UserError(f"{data_dir}: no tokenizer.json; make the data directory with "
-                        "`sparse-circuits data --tokenizer RUN_DIR/tokenizer.json`")
-    theirs = load_tokenizer(path)
-    if theirs.get_vocab() != tok.get_vocab():
-        raise UserError(f"{data_dir}: its tokenizer differs from the model's; make it with "
-                        "`sparse-circuits data --tokenizer` and the model's tokenizer")
 
 
 # -- export ------------------------------------------------------------------------------------
