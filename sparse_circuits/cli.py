@@ -345,8 +345,9 @@ def prune_all_cmd(model_dir, out_dir, reuse, target_loss, ablation, freeze_norms
     click.echo(f"{'task':<28} {'nodes':>6} {'edges':>6} {'loss':>6} {'test':>6} {'necess.':>7} {'random':>6}")
     for name, r in s.tasks.items():
         if not r.has_circuit:
-            reason = f"not attempted: whole-model loss {r.full_model_loss:.3f}" \
-                if r.status == TaskStatus.NOT_ATTEMPTED else "no circuit at the target"
+            reason = {TaskStatus.NOT_ATTEMPTED: f"not attempted: whole-model loss {r.full_model_loss:.3f}",
+                      TaskStatus.NOT_EXPRESSIBLE: "not expressible with this tokenizer"}.get(
+                r.status, "no circuit at the target")
             click.echo(f"{name:<28} {'-':>6} {'-':>6}  {reason}")
             continue
         mark = "  bigram-decided" if r.bigram_decided else ""
@@ -388,14 +389,76 @@ def validate_cmd(circuit_dir, model_dir, n_pairs, n_random) -> None:
 @click.argument("circuit_dirs", nargs=-1, type=click.Path(file_okay=False))
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="site directory to write")
 @click.option("--windows", type=int, help="held-out pretraining windows searched for snippets (default 256)")
+@click.option("--sweep", "sweep_dir", type=click.Path(file_okay=False),
+              help="also show the frontier of this sweep directory (`sparse-circuits sweep`)")
 @_user_errors
-def report(model_dirs, circuit_dirs, out_dir, windows) -> None:
+def report(model_dirs, circuit_dirs, out_dir, windows, sweep_dir) -> None:
     """Write a static report site: models, tasks, circuits (default: every RUN_DIR/circuits/*)."""
     from .report import build_report
     from .report.site import SNIPPET_WINDOWS
 
     build_report(list(model_dirs), list(circuit_dirs), out_dir, snippet_windows=windows or SNIPPET_WINDOWS,
-                 log=click.echo)
+                 log=click.echo, sweep_dir=sweep_dir)
+
+
+@main.command()
+@click.option("--grid", "grid_spec", default="default", show_default=True,
+              help="'default' (~8 h on 2 CPU cores), 'quick' (a minute, tiny models) or a grid JSON file")
+@click.option("--data", "data_dir", required=True, type=click.Path(file_okay=False), help="data directory from `data`")
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="sweep directory")
+@click.option("--device", help="train on this device (cpu, cuda, cuda:1, ...); pruning runs on the CPU")
+@click.option("--shard", help="K/N: this process takes every N-th model from the K-th (one process per GPU)")
+@click.option("--show", is_flag=True, help="print the grid's models and exit")
+@_user_errors
+def sweep(grid_spec, data_dir, out_dir, device, shard, show) -> None:
+    """Train a grid of sparse and dense models, prune every task each does, and write the table
+    (OUT/sweep.json, OUT/sweep.csv). Re-running resumes; `frontier OUT` draws the figures."""
+    from .sweep import Shard, load_grid, run_sweep
+
+    grid = load_grid(grid_spec)
+    if show:
+        for spec in grid.models():
+            click.echo(spec.name)
+        return
+    table = run_sweep(grid, data_dir, out_dir, device=device, shard=Shard.parse(shard) if shard else None,
+                      log=click.echo)
+    click.echo(f"{len(table.rows)} models -> {Path(out_dir) / 'sweep.csv'}; figures: sparse-circuits frontier {out_dir}")
+
+
+@main.command()
+@click.argument("sweep_dir", type=click.Path(file_okay=False))
+@_user_errors
+def frontier(sweep_dir) -> None:
+    """Draw a sweep's frontier: loss against circuit size, the dense/sparse ratio at matched loss,
+    task loss against circuit size, circuits across training (SWEEP_DIR/frontier/)."""
+    from .report.frontier import write_frontier
+
+    result = write_frontier(sweep_dir, log=click.echo)
+    for s in result["frontier"].spread:
+        ratio = "no ratio" if s.mean is None else f"{s.mean:.1f}x" + (f" +- {s.std:.1f}" if s.std is not None else "")
+        click.echo(f"  width {s.width}, nonzero fraction {s.nonzero_frac:g}: dense/sparse at matched loss {ratio} "
+                   f"({s.n} seeds with a ratio, {s.without_ratio} without)")
+
+
+@main.command("circuit-history")
+@click.option("--model", "model_dir", required=True, type=click.Path(file_okay=False),
+              help="a run directory with several kept checkpoints")
+@click.option("--task", "task_name", required=True)
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), help="default: RUN_DIR/history/TASK")
+@click.option("--at-step", "checkpoint_steps", type=int, multiple=True, help="only this checkpoint (repeatable)")
+@_prune_options
+@_user_errors
+def circuit_history_cmd(model_dir, task_name, out_dir, checkpoint_steps, target_loss, ablation, freeze_norms, tie_qk,
+                        steps, budget, n_pairs, config_file) -> None:
+    """Prune one task at each kept checkpoint of a run: circuit size and task loss against tokens."""
+    from .circuits.api import DEFAULT_BUDGET, PRUNE_PAIRS
+    from .circuits.history import circuit_history
+
+    cfg = _prune_config(target_loss, ablation, freeze_norms, tie_qk, steps, config_file)
+    out = out_dir or str(Path(model_dir) / "history" / task_name)
+    circuit_history(model_dir, task_name, out, cfg, budget or DEFAULT_BUDGET, n_pairs or PRUNE_PAIRS,
+                    steps=list(checkpoint_steps), log=click.echo)
+    click.echo(f"-> {out}/history.json")
 
 
 @main.command()

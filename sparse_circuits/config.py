@@ -240,6 +240,15 @@ def _convert(value: Any, typ: Any, where: str) -> Any:
         except ValueError:
             allowed = ", ".join(m.value for m in typ)
             raise UserError(f"{where}: unknown value {value!r} (allowed: {allowed})") from None
+    if typ is dict:  # a partial config laid over another one; checked where it is resolved
+        if not isinstance(value, dict):
+            raise UserError(f"{where}: expected an object, got {type(value).__name__}")
+        return value
+    if origin is list:
+        (item_type,) = typing.get_args(typ)
+        if not isinstance(value, list):
+            raise UserError(f"{where}: expected a list, got {type(value).__name__}")
+        return [_convert(v, item_type, f"{where}[{i}]") for i, v in enumerate(value)]
     if origin is dict:
         key_type, value_type = typing.get_args(typ)
         if not isinstance(value, dict):

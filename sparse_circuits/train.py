@@ -487,13 +487,17 @@ def train(cfg: RunConfig, out_dir: str | os.PathLike, resume: bool = False,
     return log.last or final_metrics(out)
 
 
+def metric_records(run_dir: str | os.PathLike) -> list[dict]:
+    """Every readable record of a run's metrics.jsonl, in order ([] when there is none)."""
+    path = Path(run_dir) / "metrics.jsonl"
+    return [rec for _, rec in _metric_lines(path)] if path.is_file() else []
+
+
 def final_metrics(run_dir: str | os.PathLike) -> dict:
     """The last values of every metric of a run (e.g. of one that had nothing left to train)."""
     last: dict = {}
-    path = Path(run_dir) / "metrics.jsonl"
-    if path.is_file():
-        for _, rec in _metric_lines(path):
-            last |= rec
+    for rec in metric_records(run_dir):
+        last |= rec
     return last
 
 

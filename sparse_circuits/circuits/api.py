@@ -130,11 +130,12 @@ def full_model_loss(run_dir: str | os.PathLike, task_name: str, n_pairs: int = P
 def prune_all(run_dir: str | os.PathLike, out_root: str | os.PathLike, cfg: PruneConfig = PruneConfig(),
               budget: int = DEFAULT_BUDGET, n_pairs: int = PRUNE_PAIRS, include_controls: bool = True,
               max_full_loss: float = MAX_FULL_LOSS, progress: bool = True, log=print,
-              reuse: bool = False) -> PruneAllSummary:
+              reuse: bool = False, only: list[str] | None = None) -> PruneAllSummary:
     """Prune every task the model does (and the controls); the rest are reported, not fatal.
 
     The summary is rewritten after every task. With `reuse`, tasks that an earlier call finished
-    with the same weights and settings are taken from its summary instead of pruned again."""
+    with the same weights and settings are taken from its summary instead of pruned again. `only`
+    limits the tasks to those named."""
     check_search_size(budget, n_pairs)
     out_root = Path(out_root)
     summary = PruneAllSummary(model=str(run_dir), weights_sha256=sha256_file(Path(run_dir) / "model.safetensors"),
@@ -142,9 +143,14 @@ def prune_all(run_dir: str | os.PathLike, out_root: str | os.PathLike, cfg: Prun
     earlier = _earlier_outcomes(out_root, summary) if reuse else {}
     scores = load_or_evaluate_run(run_dir, progress=progress).by_task()
     for task in all_tasks(include_controls):
+        if only is not None and task.name not in only:
+            continue
         if task.name in earlier:
             outcome = earlier[task.name]
             log(f"{task.name}: reused")
+        elif scores[task.name].error is not None:
+            outcome = TaskOutcome(TaskStatus.NOT_EXPRESSIBLE, task.control, None, error=scores[task.name].error)
+            log(f"{task.name}: not expressible with this tokenizer")
         else:
             outcome = _prune_and_validate(run_dir, out_root, task, cfg, budget, n_pairs, max_full_loss, progress, log)
         score = scores[task.name]

@@ -26,13 +26,14 @@ class TaskStatus(str, enum.Enum):
     CIRCUIT = "circuit"  # pruned to the target and validated
     NO_CIRCUIT = "no-circuit"  # attempted; no circuit reached the target
     NOT_ATTEMPTED = "not-attempted"  # the whole model's task loss is above prune-all's limit
+    NOT_EXPRESSIBLE = "not-expressible"  # the run's tokenizer cannot express the task's pairs
 
 
 @dataclass
 class TaskOutcome:
     status: TaskStatus
     control: bool
-    full_model_loss: float  # the whole model's task loss on the pruning pairs
+    full_model_loss: float | None  # the whole model's task loss on the pruning pairs (None: not expressible)
     num_nodes: int | None = None
     num_edges: int | None = None
     loss: float | None = None  # the circuit's task loss on the pruning pairs

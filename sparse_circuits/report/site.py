@@ -37,7 +37,7 @@ from ..model import GPT
 from ..nodes import NodeLocation
 from ..tasks import Split, get_task
 from ..tasks.evaluate import CHANCE_LOSS, RunScores, TaskTensors, load_or_evaluate_run
-from ..train import summarize_run
+from ..train import metric_records, summarize_run
 from . import analysis, plots
 
 PAGE_PAIRS = 64  # test-split pairs whose activations a circuit page shows
@@ -88,12 +88,6 @@ def _kind(config: dict) -> str:
     return "dense" if config["sparsity"]["nonzero_frac"] >= 1.0 else "sparse"
 
 
-def _read_metrics(run_dir: Path) -> list[dict]:
-    path = run_dir / "metrics.jsonl"
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()] \
-        if path.is_file() else []
-
-
 def _unique_label(run_dir: Path, taken: set[str]) -> str:
     base = re.sub(r"[^A-Za-z0-9_.-]+", "-", run_dir.resolve().name) or "model"
     label, n = base, 2
@@ -112,7 +106,7 @@ def load_run_view(run_dir: Path, taken: set[str], progress: bool) -> RunView:
     bridges, steering = _bridge_view(run_dir)
     return RunView(run_dir=run_dir, label=_unique_label(run_dir, taken), kind=_kind(config), bridges=bridges,
                    steering=steering,
-                   summary=summarize_run(run_dir), config=config, metrics=_read_metrics(run_dir),
+                   summary=summarize_run(run_dir), config=config, metrics=metric_records(run_dir),
                    scores=load_or_evaluate_run(run_dir, progress=progress),
                    prune_summary=PruneAllSummary.load(circuits_dir) if (circuits_dir / SUMMARY_FILE).is_file() else None,
                    weights_sha256=sha256_file(run_dir / "model.safetensors"))
@@ -301,12 +295,21 @@ def _sizes_plot(runs: list[RunView]) -> str | None:
 
 
 def build_report(model_dirs: list[str | os.PathLike], circuit_dirs: list[str | os.PathLike], out_dir: str | os.PathLike,
-                 progress: bool = True, snippet_windows: int = SNIPPET_WINDOWS, log=print) -> dict:
-    """Write the site; returns {pages: {path: bytes}, seconds}."""
+                 progress: bool = True, snippet_windows: int = SNIPPET_WINDOWS, log=print,
+                 sweep_dir: str | os.PathLike | None = None) -> dict:
+    """Write the site; returns {pages: {path: bytes}, seconds}. With `sweep_dir`, the index also
+    shows that sweep's frontier (report/frontier.py)."""
     start = time.perf_counter()
     if not model_dirs:
         raise UserError("report: pass at least one --model RUN_DIR")
     out = Path(out_dir)
+    frontier = None
+    if sweep_dir is not None:  # first: a missing or damaged sweep fails before any work
+        from .frontier import figure_pngs, section_context
+        from ..sweep.frontier import load_frontier
+
+        fr = load_frontier(sweep_dir)
+        frontier = section_context(fr, figure_pngs(fr)) | {"sweep_dir": str(sweep_dir)}
     taken: set[str] = set()
     runs = [load_run_view(Path(d), taken, progress) for d in model_dirs]
     attach_circuits(runs, [Path(d) for d in circuit_dirs])
@@ -341,7 +344,7 @@ def build_report(model_dirs: list[str | os.PathLike], circuit_dirs: list[str | o
                                      "baselines": r.summary.get("baselines_val_loss", {})} for r in runs])
     write("index.html", env.get_template("index.html.j2").render(
         title="sparse-circuits report", runs=runs, curves=curves, sizes=_sizes_plot(runs), tasks=_task_rows(runs),
-        circuits=_circuit_rows(runs), chance=CHANCE_LOSS,
+        circuits=_circuit_rows(runs), chance=CHANCE_LOSS, frontier=frontier,
         configs={r.label: json.dumps(r.config, indent=1) for r in runs}))
     seconds = time.perf_counter() - start
     log(f"report: {len(pages)} pages, {sum(pages.values()) / 1e6:.2f} MB in {seconds:.1f} s -> {out / 'index.html'}")

@@ -1,0 +1,273 @@
+"""`sparse-circuits sweep`: train a grid of models, score their tasks, prune every task each model
+does, and write one table.
+
+DIR/grid.json                     the resolved grid and data directory
+DIR/models/NAME/                  an ordinary run directory per model (resumable; `info`, `report` work on it)
+DIR/models/NAME/circuits/         prune-all at the grid's target (summary.json, one circuit per task)
+DIR/models/NAME/sweep_row.json    written last: the model is finished
+DIR/sweep.json, DIR/sweep.csv     the table (rewritten after every model)
+DIR/matched.json                  the target-loss sweep of matched sparse/dense pairs (Fig. 2)
+DIR/history/NAME/                 a task's circuit across the checkpoints of one model
+
+Every stage reuses what an earlier call finished: training resumes from the last checkpoint,
+task scores and circuits are cached by weight hash, so a killed sweep loses at most the model in
+progress (and of that, only the steps after its last checkpoint). Models run one at a time (on
+2 CPU cores two trainings at once are ~10x slower, not 2x); on several GPUs, start one process
+per device with `--shard K/N --device cuda:K`, then run the sweep once more without `--shard`
+for the table and the matched and history stages.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from ..checkpoint import load_model, load_run_config
+from ..circuits.api import prune_all
+from ..circuits.history import circuit_history
+from ..circuits.summary import PruneAllSummary, TaskStatus
+from ..config import RunConfig, to_dict
+from ..data import TokenData
+from ..errors import UserError
+from ..fileio import read_json, sha256_file, write_json
+from ..tasks import all_tasks
+from ..tasks.evaluate import LEARNED_ACCURACY, load_or_evaluate_run
+from ..train import final_metrics, full_validation_loss, train
+from .grid import GridConfig, ModelKind, ModelSpec
+from .table import ROW_FILE, ModelRow, SweepTable, task_set
+
+GRID_FILE = "grid.json"
+MATCHED_FILE = "matched.json"
+HISTORY_DIR = "history"
+
+
+@dataclass
+class MatchedPoint:
+    model: str
+    task: str
+    target_loss: float
+    edges: int | None  # None: no circuit reached this target
+    loss: float | None  # the circuit's task loss on the pruning pairs
+    test_loss: float | None  # on the held-out test split (sufficiency)
+
+
+@dataclass
+class MatchedPair:
+    """A sparse model and the dense model nearest it in pretraining loss, pruned at every target."""
+    seed: int
+    sparse: str
+    dense: str
+    sparse_val_loss: float
+    dense_val_loss: float
+    tasks: list[str]  # the tasks both have a counted circuit for at the grid's target
+    points: list[MatchedPoint]
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "MatchedPair":
+        return cls(**d | {"points": [MatchedPoint(**p) for p in d["points"]]})
+
+
+@dataclass
+class Shard:
+    index: int
+    count: int
+
+    @classmethod
+    def parse(cls, text: str) -> "Shard":
+        k, sep, n = text.partition("/")
+        if not sep or not k.isdigit() or not n.isdigit() or not 0 <= int(k) < int(n):
+            raise UserError(f"sweep: --shard {text!r} must be K/N with 0 <= K < N (e.g. 0/4)")
+        return cls(int(k), int(n))
+
+
+@dataclass
+class Sweep:
+    grid: GridConfig
+    data_dir: Path
+    out: Path
+    device: str | None = None
+    shard: Shard | None = None
+    progress: bool = True
+    log: Callable[[str], None] = print
+    configs: dict[str, RunConfig] = field(default_factory=dict)
+
+    def run_dir(self, spec: ModelSpec) -> Path:
+        return self.out / "models" / spec.name
+
+    def prune_settings(self) -> dict:
+        return to_dict(self.grid.prune)
+
+    def run(self) -> SweepTable:
+        specs = self.grid.models()
+        # Everything is checked before anything is written: every model's config and the data.
+        for spec in specs:
+            cfg = self.grid.run_config(spec, self.data_dir)
+            if self.device:
+                cfg.train.device = self.device
+                cfg.validate()
+            self.configs[spec.name] = cfg
+        TokenData(self.data_dir)
+        mine = [s for i, s in enumerate(specs) if self.shard is None or i % self.shard.count == self.shard.index]
+        self._check_out()
+        for i, spec in enumerate(mine, 1):
+            self.log(f"[{i}/{len(mine)}] {spec.name}")
+            self.model(spec)
+            self.table(specs).save(self.out)
+        table = self.table(specs)
+        table.save(self.out)
+        if len(table.rows) < len(specs):
+            self.log(f"{len(table.rows)} of {len(specs)} models finished (other shards?); run `sweep` again "
+                     "without --shard when they are, for the matched and history stages")
+            return table
+        if self.shard is None or self.shard.index == 0:
+            if self.grid.matched is not None:
+                self.matched(table)
+            if self.grid.history is not None:
+                self.history()
+        return table
+
+    def _check_out(self) -> None:
+        record = {"grid": self.grid.as_dict(), "data_dir": str(self.data_dir)}
+        path = self.out / GRID_FILE
+        if path.is_file():
+            earlier = read_json(path, "sweep grid")
+            if earlier.get("data_dir") != record["data_dir"]:
+                raise UserError(f"{self.out}: holds a sweep on other data ({earlier.get('data_dir')}); "
+                                "use another --out")
+            if earlier != record:
+                self.log(f"{self.out}: the grid changed; finished models with the same config and prune settings "
+                         "are kept, the rest are (re)done")
+        write_json(path, record)
+
+    def table(self, specs: list[ModelSpec]) -> SweepTable:
+        rows = [r for r in (self._finished_row(s) for s in specs) if r is not None]
+        return SweepTable(rows, task_set(rows, self.grid.tasks))
+
+    def _finished_row(self, spec: ModelSpec) -> ModelRow | None:
+        run_dir = self.run_dir(spec)
+        path, weights = run_dir / ROW_FILE, run_dir / "model.safetensors"
+        if not (path.is_file() and weights.is_file()):
+            return None
+        try:
+            row = ModelRow.from_dict(read_json(path, "sweep row"), str(path))
+        except UserError:
+            return None  # damaged: the model is redone (its training and circuits are reused)
+        same = (row.weights_sha256 == sha256_file(weights) and row.prune_settings == self.prune_settings()
+                and row.steps == self.configs[spec.name].train.steps)
+        return row if same else None
+
+    # -- one model --------------------------------------------------------------------------------
+
+    def model(self, spec: ModelSpec) -> ModelRow:
+        row = self._finished_row(spec)
+        if row is not None:
+            self.log("  finished earlier; kept")
+            return row
+        cfg, run_dir = self.configs[spec.name], self.run_dir(spec)
+        resume = (run_dir / "config.json").is_file()
+        if resume:
+            saved = load_run_config(run_dir)
+            for name in ("steps", "device", "threads"):  # what a resumed run may change (train.RESUMABLE)
+                setattr(saved.train, name, getattr(cfg.train, name))
+            if to_dict(saved) != to_dict(cfg):
+                raise UserError(f"{run_dir}: holds a run with another config than the grid gives it; "
+                                "delete that directory or use another --out")
+        final = train(cfg, run_dir, resume=resume, progress=self.progress)
+        self.log(f"  trained: val loss {final.get('val_loss', float('nan')):.3f}")
+        scores = load_or_evaluate_run(run_dir, progress=self.progress)
+        p = self.grid.prune
+        summary = prune_all(run_dir, run_dir / "circuits", p.config(), p.budget, p.pairs,
+                            include_controls=p.include_controls, max_full_loss=p.max_full_loss, progress=self.progress,
+                            log=lambda line: self.log("  " + line), reuse=True)
+        model, _ = load_model(run_dir, sparse_threshold=0.0)
+        held = full_validation_loss(model, TokenData(cfg.data_dir), cfg.model.context)
+        params = list(model.parameters())
+        row = ModelRow(
+            name=spec.name, kind=spec.kind, width=spec.width, n_layer=cfg.model.n_layer, d_mlp=cfg.model.d_mlp,
+            nonzero_frac=spec.nonzero_frac, activation_frac=spec.activation_frac, seed=spec.seed,
+            total_params=sum(t.numel() for t in params), nonzero_params=sum(int((t != 0).sum()) for t in params),
+            steps=cfg.train.steps, tokens=cfg.train.steps * cfg.train.batch_size * cfg.model.context,
+            val_loss=held.nats_per_token, val_nats_per_char=held.nats_per_char,
+            tasks_learned=scores.learned(LEARNED_ACCURACY),
+            circuits={n: o.num_edges for n, o in summary.tasks.items() if o.counted},
+            bigram_decided=summary.bigram_decided_tasks,
+            no_circuit=[n for n, o in summary.tasks.items() if o.status == TaskStatus.NO_CIRCUIT],
+            train_seconds=float(final_metrics(run_dir).get("elapsed_s", 0.0)),
+            prune_seconds=sum(o.seconds or 0.0 for o in summary.tasks.values()),
+            weights_sha256=sha256_file(run_dir / "model.safetensors"), prune_settings=self.prune_settings())
+        write_json(run_dir / ROW_FILE, row.as_dict())
+        self.log(f"  {len(row.tasks_learned)} tasks at accuracy >= {LEARNED_ACCURACY}, {len(row.circuits)} counted "
+                 f"circuits, held-out loss {row.val_loss:.3f}")
+        return row
+
+    # -- the matched pairs (Fig. 2) ------------------------------------------------------------------
+
+    def matched(self, table: SweepTable) -> list[MatchedPair]:
+        m = self.grid.matched
+        acts = self.grid.activation_fracs or [None]
+        by_name = {r.name: r for r in table.rows}
+        pairs = []
+        for seed in m.seeds or [self.grid.seeds[0]]:
+            sparse = by_name[ModelSpec(ModelKind.SPARSE, m.width, m.nonzero_frac, acts[0], seed).name]
+            dense = nearest_dense(table.rows, sparse)
+            tasks = [t.name for t in all_tasks(include_controls=False)
+                     if t.name in sparse.circuits and t.name in dense.circuits]
+            self.log(f"matched: {sparse.name} ({sparse.val_loss:.3f}) with {dense.name} ({dense.val_loss:.3f}), "
+                     f"{len(tasks)} shared tasks, targets {m.target_losses}")
+            pair = MatchedPair(seed, sparse.name, dense.name, sparse.val_loss, dense.val_loss, tasks, [])
+            for row in (sparse, dense):
+                run_dir = self.out / "models" / row.name
+                for target in m.target_losses:
+                    summary = self._at_target(run_dir, target, tasks)
+                    for task in tasks:
+                        o = summary.tasks[task]
+                        pair.points.append(MatchedPoint(row.name, task, target, o.num_edges, o.loss, o.test_loss))
+            pairs.append(pair)
+            write_json(self.out / MATCHED_FILE, [asdict(p) for p in pairs])
+        return pairs
+
+    def _at_target(self, run_dir: Path, target: float, tasks: list[str]) -> PruneAllSummary:
+        p = self.grid.prune
+        if target == p.target_loss:  # the model's own prune-all already has these
+            return PruneAllSummary.load(run_dir / "circuits")
+        return prune_all(run_dir, run_dir / f"circuits-target-{target:g}", p.config(target), p.budget, p.pairs,
+                         include_controls=False, max_full_loss=p.max_full_loss, progress=self.progress, reuse=True,
+                         only=tasks,
+                         log=lambda line: self.log(f"  target {target:g}: {line}"))
+
+    # -- circuits across training ----------------------------------------------------------------------
+
+    def history(self) -> None:
+        h, spec = self.grid.history, self.grid.history_spec()
+        p = self.grid.prune
+        self.log(f"history: {h.task} across the checkpoints of {spec.name}")
+        circuit_history(self.run_dir(spec), h.task, self.out / HISTORY_DIR / spec.name, p.config(), p.budget, p.pairs,
+                        progress=self.progress, log=lambda line: self.log("  " + line))
+
+
+def nearest_dense(rows: list[ModelRow], sparse: ModelRow) -> ModelRow:
+    """The dense model of the same seed (any seed if that has none) nearest in held-out loss."""
+    dense = [r for r in rows if r.kind == ModelKind.DENSE]
+    same_seed = [r for r in dense if r.seed == sparse.seed]
+    candidates = same_seed or dense
+    if not candidates:
+        raise UserError("sweep: the grid has no dense model to match")
+    return min(candidates, key=lambda r: abs(r.val_loss - sparse.val_loss))
+
+
+def run_sweep(grid: GridConfig, data_dir: str | os.PathLike, out: str | os.PathLike, device: str | None = None,
+              shard: Shard | None = None, progress: bool = True, log=print) -> SweepTable:
+    sweep = Sweep(grid, Path(data_dir), Path(out), device, shard, progress, log)
+    return sweep.run()
+
+
+def load_matched(out: str | os.PathLike) -> list[MatchedPair]:
+    path = Path(out) / MATCHED_FILE
+    if not path.is_file():
+        return []
+    try:
+        return [MatchedPair.from_dict(d) for d in read_json(path, "matched pairs")]
+    except (KeyError, TypeError) as e:
+        raise UserError(f"{path}: damaged ({type(e).__name__}: {e}); run `sparse-circuits sweep` again") from None
