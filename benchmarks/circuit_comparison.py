@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 from dataclasses import asdict
-import math
 import sys
 from pathlib import Path
 
@@ -25,6 +24,7 @@ from sparse_circuits.checkpoint import load_model  # noqa: E402
 from sparse_circuits.circuits.summary import PruneAllSummary, shared_geomean  # noqa: E402
 from sparse_circuits.data import TokenData  # noqa: E402
 from sparse_circuits.fileio import write_json, write_text  # noqa: E402
+from sparse_circuits.sweep.frontier import interpolate_log  # noqa: E402
 from sparse_circuits.train import full_validation_loss  # noqa: E402
 
 
@@ -79,13 +79,12 @@ def interpolate_at_reference(result: dict) -> dict | None:
     ref = names[0]
     loss = lambda n: result["val_loss"][n]["nats_per_token"]
     gm = result["shared"]["geomean_edges"]
-    others = sorted((n for n in names[1:] if gm[n]), key=loss)
-    for lo, hi in zip(others, others[1:]):
-        if loss(lo) <= loss(ref) <= loss(hi) and loss(hi) > loss(lo):
-            t = (loss(ref) - loss(lo)) / (loss(hi) - loss(lo))
-            value = math.exp((1 - t) * math.log(gm[lo]) + t * math.log(gm[hi]))
-            return {"loss": loss(ref), "between": [lo, hi], "geomean_edges": value, "ratio": value / gm[ref]}
-    return None
+    others = [n for n in names[1:] if gm[n]]
+    hit = interpolate_log([(loss(n), gm[n]) for n in others], loss(ref))
+    if hit is None or gm[ref] is None:
+        return None
+    value, i, j = hit
+    return {"loss": loss(ref), "between": [others[i], others[j]], "geomean_edges": value, "ratio": value / gm[ref]}
 
 
 def main() -> None:

@@ -188,6 +188,11 @@ def test_sweep_tiny_grid_end_to_end_kill_and_resume(tmp_path, data_dir, monkeypa
     res = runner.invoke(main, ["frontier", str(out)])
     assert res.exit_code == 0, res.output
     assert (out / "frontier" / "history.png").is_file() and (out / "frontier" / "index.html").is_file()
+    res = runner.invoke(main, ["report", "--model", str(first_two[0]), "--sweep", str(out), "--out", str(tmp_path / "site"),
+                               "--windows", "8"])
+    assert res.exit_code == 0, res.output
+    index = (tmp_path / "site" / "index.html").read_text()
+    assert "<h2>Frontier</h2>" in index and "sparse-w32-nz0.25-s0" in index
     # Again: nothing is retrained or pruned again.
     res = runner.invoke(main, ["sweep", "--grid", str(grid), "--data", str(data_dir), "--out", str(out)])
     assert res.exit_code == 0 and res.output.count("finished earlier; kept") == 5

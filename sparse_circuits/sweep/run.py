@@ -24,9 +24,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from ..checkpoint import load_model, load_run_config
+from ..checkpoint import checkpoint_dirs, load_model, load_run_config
 from ..circuits.api import prune_all
-from ..circuits.history import circuit_history
+from ..circuits.history import HISTORY_FILE, CircuitHistory, circuit_history
 from ..circuits.summary import PruneAllSummary, TaskStatus
 from ..config import RunConfig, to_dict
 from ..data import TokenData
@@ -114,19 +114,33 @@ class Sweep:
         for i, spec in enumerate(mine, 1):
             self.log(f"[{i}/{len(mine)}] {spec.name}")
             self.model(spec)
-            self.table(specs).save(self.out)
+            table = self.table(specs)
+            table.save(self.out)
+            self.ready_stages(table)  # as soon as their models are finished: a partial sweep already has them
         table = self.table(specs)
         table.save(self.out)
+        self.ready_stages(table)
         if len(table.rows) < len(specs):
             self.log(f"{len(table.rows)} of {len(specs)} models finished (other shards?); run `sweep` again "
-                     "without --shard when they are, for the matched and history stages")
-            return table
-        if self.shard is None or self.shard.index == 0:
-            if self.grid.matched is not None:
-                self.matched(table)
-            if self.grid.history is not None:
-                self.history()
+                     "without --shard when they are")
         return table
+
+    def ready_stages(self, table: SweepTable) -> None:
+        """The matched pairs of every seed whose models are finished, and the history once its model is.
+        Only one process runs them (no --shard, or shard 0); both reuse whatever they finished before."""
+        if self.shard is not None and self.shard.index != 0:
+            return
+        done = {r.name for r in table.rows}
+        m = self.grid.matched
+        if m is not None:
+            ready = [seed for seed in (m.seeds or [self.grid.seeds[0]])
+                     if all(s.name in done for s in self.grid.models()
+                            if s.seed == seed and (s.kind == ModelKind.DENSE or s == self.matched_spec(seed)))]
+            if ready and ready != [p.seed for p in load_matched(self.out)]:
+                self.matched(table, ready)
+        spec = self.grid.history_spec()
+        if spec is not None and spec.name in done:
+            self.history()
 
     def _check_out(self) -> None:
         record = {"grid": self.grid.as_dict(), "data_dir": str(self.data_dir)}
@@ -204,13 +218,16 @@ class Sweep:
 
     # -- the matched pairs (Fig. 2) ------------------------------------------------------------------
 
-    def matched(self, table: SweepTable) -> list[MatchedPair]:
+    def matched_spec(self, seed: int) -> ModelSpec:
+        m, acts = self.grid.matched, self.grid.activation_fracs or [None]
+        return ModelSpec(ModelKind.SPARSE, m.width, m.nonzero_frac, acts[0], seed)
+
+    def matched(self, table: SweepTable, seeds: list[int]) -> list[MatchedPair]:
         m = self.grid.matched
-        acts = self.grid.activation_fracs or [None]
         by_name = {r.name: r for r in table.rows}
         pairs = []
-        for seed in m.seeds or [self.grid.seeds[0]]:
-            sparse = by_name[ModelSpec(ModelKind.SPARSE, m.width, m.nonzero_frac, acts[0], seed).name]
+        for seed in seeds:
+            sparse = by_name[self.matched_spec(seed).name]
             dense = nearest_dense(table.rows, sparse)
             tasks = [t.name for t in all_tasks(include_controls=False)
                      if t.name in sparse.circuits and t.name in dense.circuits]
@@ -242,8 +259,14 @@ class Sweep:
     def history(self) -> None:
         h, spec = self.grid.history, self.grid.history_spec()
         p = self.grid.prune
+        out = self.out / HISTORY_DIR / spec.name
+        kept = len(checkpoint_dirs(self.run_dir(spec)))
+        if (out / HISTORY_FILE).is_file():
+            earlier = CircuitHistory.load(out / HISTORY_FILE)
+            if earlier.task == h.task and earlier.target_loss == p.target_loss and len(earlier.points) == kept:
+                return
         self.log(f"history: {h.task} across the checkpoints of {spec.name}")
-        circuit_history(self.run_dir(spec), h.task, self.out / HISTORY_DIR / spec.name, p.config(), p.budget, p.pairs,
+        circuit_history(self.run_dir(spec), h.task, out, p.config(), p.budget, p.pairs,
                         progress=self.progress, log=lambda line: self.log("  " + line))
 
 
