@@ -59,19 +59,20 @@ class CircuitHistory:
                             "run `sparse-circuits circuit-history` again") from None
 
 
-def checkpoint_view(run_dir: Path, step: int, out: Path) -> Path:
-    """OUT/step_N: a run directory holding the checkpoint at `step` (copied once)."""
+def checkpoint_view(run_dir: Path, step: int, out: Path) -> tuple[Path, str]:
+    """(OUT/step_N, its weights' sha256): a run directory holding the checkpoint at `step` (copied once)."""
     src = run_dir / "checkpoints" / f"step_{step:08d}"
     view = out / src.name
     weights = view / "model.safetensors"
-    if weights.is_file() and sha256_file(weights) == sha256_file(src / "model.safetensors"):
-        return view
+    wanted = sha256_file(src / "model.safetensors")
+    if weights.is_file() and sha256_file(weights) == wanted:
+        return view, wanted
     view.mkdir(parents=True, exist_ok=True)
     for name, source in (("config.json", run_dir / "config.json"), ("tokenizer.json", run_dir / "tokenizer.json"),
                          ("model.safetensors", src / "model.safetensors")):
         with atomic_path(view / name) as tmp:
             shutil.copyfile(source, tmp)
-    return view
+    return view, wanted
 
 
 def _val_losses(run_dir: Path) -> dict[int, float]:
@@ -101,11 +102,11 @@ def circuit_history(run_dir: str | os.PathLike, task_name: str, out_dir: str | o
     tokens_per_step = cfg_run.train.batch_size * cfg_run.model.context
     val = _val_losses(run_dir)
     for i, step in enumerate(kept, 1):
-        view = checkpoint_view(run_dir, step, out)
+        view, weights_sha256 = checkpoint_view(run_dir, step, out)
         full = full_model_loss(view, task_name, n_pairs)
         point = HistoryPoint(step, step * tokens_per_step, val.get(step), full)
         circuit_dir = view / "circuits" / task_name
-        settings = {"weights_sha256": sha256_file(view / "model.safetensors"), "prune_config": cfg.as_dict(),
+        settings = {"weights_sha256": weights_sha256, "prune_config": cfg.as_dict(),
                     "pairs": n_pairs, "budget": budget}
         none_file = view / "circuits" / f"{task_name}.none.json"
         circuit = _reusable(circuit_dir, settings)
