@@ -84,12 +84,15 @@ def test_matched_loss_interpolation_on_a_constructed_table():
         row("s0", ModelKind.SPARSE, 64, 0.25, 0, 3.5, {"t": 4}),   # dense at 3.5: 100 -> 25x
         row("s1", ModelKind.SPARSE, 64, 0.25, 1, 3.7, {"t": 5}),   # seed 1's dense at 3.7: 200 -> 40x
         row("s2", ModelKind.SPARSE, 64, 0.0625, 0, 4.6, {"t": 2}),  # beyond every dense model: no ratio
+        row("d0", ModelKind.DENSE, 16, 1.0, 0, 4.8, {}),  # would bracket s2 but cannot do the task
     ]
     table = SweepTable(rows, task_set(rows, ["t"]))
+    assert [(r.name, missing) for r, missing in table.without_mean()] == [("d0", ["t"])]
     ratios = {r.sparse: r for r in matched_ratios(table)}
     assert ratios["s0"].ratio == pytest.approx(25.0) and ratios["s0"].between == ["d2", "d1"]
     assert ratios["s1"].ratio == pytest.approx(40.0) and set(ratios["s1"].between) == {"d1b", "d2b"}
     assert ratios["s2"].ratio is None and "not extrapolated" in ratios["s2"].note
+    assert "d0 (4.800, missing t)" in ratios["s2"].note and "d0" not in (ratios["s0"].note or "")
     spread = {(s.width, s.nonzero_frac): s for s in ratio_spread(list(ratios.values()))}
     s = spread[(64, 0.25)]
     assert (s.n, s.mean, s.low, s.high) == (2, pytest.approx(32.5), pytest.approx(25.0), pytest.approx(40.0))
@@ -133,6 +136,11 @@ def test_frontier_figures_and_page_from_a_constructed_sweep(tmp_path):
     # sparse at 3.8 between dense 3.6 (900) and 4.0 (300): sqrt(900 * 300) / 20
     assert ratio["sparse-w64-nz0.25-s0"] == pytest.approx(math.sqrt(900 * 300) / 20)
     assert len(result["figures"]) == 4
+    # With the grid's fixed set {quote, var_if} the 1/16 model has no mean: the page says it is not on the figure.
+    SweepTable(fr.table.rows, task_set(fr.table.rows, ["single_double_quote", "var_if"])).save(root)
+    write_frontier(root, log=lambda _: None)
+    page = (out / "index.html").read_text()
+    assert "Not on the figure" in page and "sparse-w64-nz0.0625-s0 (loss 3.900, missing var_if)" in page
 
 
 def test_sweep_tiny_grid_end_to_end_kill_and_resume(tmp_path, data_dir, monkeypatch):

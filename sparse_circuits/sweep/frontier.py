@@ -72,6 +72,7 @@ class RatioSpread:
 def matched_ratios(table: SweepTable) -> list[MatchedRatio]:
     dense = [(r, table.geomean(r)) for r in table.rows if r.kind == ModelKind.DENSE]
     dense = [(r, g) for r, g in dense if g is not None]
+    dense_without = [(r, missing) for r, missing in table.without_mean() if r.kind == ModelKind.DENSE]
     out = []
     for r in table.rows:
         if r.kind != ModelKind.SPARSE:
@@ -89,6 +90,12 @@ def matched_ratios(table: SweepTable) -> list[MatchedRatio]:
             if hit is None:
                 lo, hi = min(d.val_loss for d, _ in curve), max(d.val_loss for d, _ in curve)
                 base.note = f"loss {r.val_loss:.3f} outside the dense models' {lo:.3f}-{hi:.3f} (not extrapolated)"
+                # A dense model that would bracket the loss but lacks tasks of the set says something too.
+                near = [f"{d.name} ({d.val_loss:.3f}, missing {', '.join(m)})" for d, m in dense_without
+                        if (d.seed == r.seed or curve is dense) and not lo <= d.val_loss <= hi
+                        and (d.val_loss > hi) == (r.val_loss > hi)]
+                if near:
+                    base.note += "; dense models there have no mean over the task set: " + "; ".join(near)
             else:
                 value, i, j = hit
                 base.dense_geomean, base.between = value, [curve[i][0].name, curve[j][0].name]

@@ -98,6 +98,11 @@ class SweepTable:
     def geomean(self, row: ModelRow) -> float | None:
         return geomean_over(row, self.task_set.tasks)[0]
 
+    def without_mean(self) -> list[tuple[ModelRow, list[str]]]:
+        """(row, its missing tasks) for every model with no geometric mean over the set."""
+        return [(r, missing) for r in self.rows for gm, missing in [geomean_over(r, self.task_set.tasks)]
+                if gm is None]
+
     def as_dict(self) -> dict:
         out = []
         for r in self.rows:
