@@ -18,6 +18,7 @@ from fractions import Fraction
 from pathlib import Path
 
 from matplotlib.figure import Figure
+from matplotlib.ticker import NullFormatter
 
 from ..fileio import write_bytes, write_text
 from ..sweep.frontier import FRONTIER_DIR, Frontier, load_frontier, seed_means, write_frontier_json
@@ -98,6 +99,7 @@ def tasks_figure(fr: Frontier) -> Figure | None:
                             alpha=1.0 if n == 0 else 0.4, label=f"{kind} (seed {p.seed})" if k == 0 else None)
         ax.axhline(CHANCE_LOSS, color="#6b7280", linestyle=":", linewidth=1)
         ax.set_xscale("log")
+        ax.xaxis.set_minor_formatter(NullFormatter())  # labels at every minor tick overlap on a narrow panel
         ax.set_title(task, fontsize=9)
         ax.set_xlabel("circuit edges", fontsize=8)
         ax.set_ylabel("task loss (test)", fontsize=8)
