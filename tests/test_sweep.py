@@ -136,6 +136,10 @@ def test_frontier_figures_and_page_from_a_constructed_sweep(tmp_path):
     # sparse at 3.8 between dense 3.6 (900) and 4.0 (300): sqrt(900 * 300) / 20
     assert ratio["sparse-w64-nz0.25-s0"] == pytest.approx(math.sqrt(900 * 300) / 20)
     assert len(result["figures"]) == 4
+    # Fig. 2 per target: dense 2000 / sparse 40 at 0.1, 900 / 20 at 0.3.
+    assert [(r.target_loss, r.tasks, pytest.approx(r.ratio)) for r in fr.target_ratios] == [
+        (0.1, ["single_double_quote"], 50.0), (0.3, ["single_double_quote"], 45.0)]
+    assert [r["ratio"] for r in saved["matched_target_ratios"]] == [pytest.approx(50.0), pytest.approx(45.0)]
     # With the grid's fixed set {quote, var_if} the 1/16 model has no mean: the page says it is not on the figure.
     SweepTable(fr.table.rows, task_set(fr.table.rows, ["single_double_quote", "var_if"])).save(root)
     write_frontier(root, log=lambda _: None)

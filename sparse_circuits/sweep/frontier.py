@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from ..circuits.history import HISTORY_FILE, CircuitHistory
+from ..circuits.summary import geomean_edges
 from ..fileio import write_json
 from .grid import ModelKind
 from .run import HISTORY_DIR, MatchedPair, load_matched
@@ -118,12 +119,38 @@ def ratio_spread(ratios: list[MatchedRatio]) -> list[RatioSpread]:
 
 
 @dataclass
+class TargetRatio:
+    """Fig. 2 in one number per target: dense over sparse geometric mean of edges, over the tasks both
+    models of a matched pair have a circuit for at that target."""
+    seed: int
+    target_loss: float
+    tasks: list[str]
+    ratio: float | None
+
+
+def target_ratios(pairs: list[MatchedPair]) -> list[TargetRatio]:
+    out = []
+    for p in pairs:
+        for target in sorted({q.target_loss for q in p.points}):
+            edges = {(q.model, q.task): q.edges for q in p.points if q.target_loss == target and q.edges is not None}
+            tasks = [t for t in p.tasks if (p.sparse, t) in edges and (p.dense, t) in edges]
+            ratio = (geomean_edges([edges[p.dense, t] for t in tasks]) / geomean_edges([edges[p.sparse, t] for t in tasks])
+                     if tasks else None)
+            out.append(TargetRatio(p.seed, target, tasks, ratio))
+    return out
+
+
+@dataclass
 class Frontier:
     table: SweepTable
     ratios: list[MatchedRatio]
     spread: list[RatioSpread]
     matched: list[MatchedPair]
     histories: list[CircuitHistory]
+
+    @property
+    def target_ratios(self) -> list[TargetRatio]:
+        return target_ratios(self.matched)
 
     def as_dict(self) -> dict:
         return {"task_set": asdict(self.table.task_set),
@@ -133,6 +160,7 @@ class Frontier:
                            for r in self.table.rows],
                 "matched_ratios": [asdict(r) for r in self.ratios], "ratio_spread": [asdict(s) for s in self.spread],
                 "matched_pairs": [asdict(p) for p in self.matched],
+                "matched_target_ratios": [asdict(r) for r in self.target_ratios],
                 "histories": [h.as_dict() for h in self.histories]}
 
 
