@@ -196,6 +196,8 @@ def test_sweep_tiny_grid_end_to_end_kill_and_resume(tmp_path, data_dir, monkeypa
     assert len(lines) == 5 and lines[0]["name"] == "dense-w32-s0"
     history = json.loads((out / "history" / "sparse-w32-nz0.25-s0" / "history.json").read_text())
     assert [p["step"] for p in history["points"]] == [10, 20, 30]
+    density = [p["weight_density"] for p in history["points"]]  # counted in each checkpoint: the L0 anneal
+    assert density[0] > density[-1] and 0.2 < density[-1] < 0.35  # step 10 mid-anneal, step 30 at 1/4
 
     res = runner.invoke(main, ["frontier", str(out)])
     assert res.exit_code == 0, res.output

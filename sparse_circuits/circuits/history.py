@@ -36,6 +36,9 @@ class HistoryPoint:
     num_edges: int | None = None
     circuit_loss: float | None = None
     seconds: float | None = None
+    # Nonzero share of the weights the sparsity projection acts on, counted in the checkpoint: during the
+    # L0 anneal a circuit can shrink simply because the model has fewer weights.
+    weight_density: float | None = None
 
 
 @dataclass
@@ -75,6 +78,15 @@ def checkpoint_view(run_dir: Path, step: int, out: Path) -> tuple[Path, str]:
     return view, wanted
 
 
+def weight_density(run_dir: Path) -> float:
+    """Nonzero share of a run's sparsified parameters (linear weights and biases, embeddings)."""
+    from ..checkpoint import load_model  # the model stack; only needed here
+
+    model, _ = load_model(run_dir, sparse_threshold=0.0)
+    params = list(model.sparsified_parameters().values())
+    return sum(int((p != 0).sum()) for p in params) / sum(p.numel() for p in params)
+
+
 def _val_losses(run_dir: Path) -> dict[int, float]:
     from ..train import metric_records  # train imports the model stack; only needed here
 
@@ -104,7 +116,7 @@ def circuit_history(run_dir: str | os.PathLike, task_name: str, out_dir: str | o
     for i, step in enumerate(kept, 1):
         view, weights_sha256 = checkpoint_view(run_dir, step, out)
         full = full_model_loss(view, task_name, n_pairs)
-        point = HistoryPoint(step, step * tokens_per_step, val.get(step), full)
+        point = HistoryPoint(step, step * tokens_per_step, val.get(step), full, weight_density=weight_density(view))
         circuit_dir = view / "circuits" / task_name
         settings = {"weights_sha256": weights_sha256, "prune_config": cfg.as_dict(),
                     "pairs": n_pairs, "budget": budget}
@@ -121,7 +133,8 @@ def circuit_history(run_dir: str | os.PathLike, task_name: str, out_dir: str | o
         history.points.append(point)
         write_json(path, history.as_dict())
         found = f"{point.num_nodes} nodes, {point.num_edges} edges" if point.num_edges is not None else "no circuit"
-        log(f"[{i}/{len(kept)}] step {step}: whole-model task loss {full:.3f}; {found}")
+        log(f"[{i}/{len(kept)}] step {step}: weights {point.weight_density:.3f} nonzero, whole-model task loss "
+            f"{full:.3f}; {found}")
     return history
 
 

@@ -157,6 +157,13 @@ def history_figure(fr: Frontier) -> Figure | None:
             ax_l.plot(*zip(*circ), marker="s", linestyle="--", color=colour, label="circuit")
         ax_l.axhline(h.target_loss, color="#6b7280", linestyle="--", linewidth=1, label="target")
     ax_l.axhline(CHANCE_LOSS, color="#6b7280", linestyle=":", linewidth=1, label="chance")
+    dens = [(p.tokens, p.weight_density) for h in hs[:1] for p in h.points if p.weight_density is not None]
+    if dens:  # the first history's weight density: does the circuit shrink only because weights go?
+        ax_d = ax_e.twinx()
+        ax_d.plot(*zip(*dens), color="#6b7280", linestyle=":", marker=".", label="nonzero weights (right)")
+        ax_d.set_yscale("log")
+        ax_d.set_ylabel("nonzero share of weights", fontsize=8)
+        ax_d.legend(fontsize=7, loc="lower left")
     ax_e.set_yscale("log")
     ax_e.set_ylabel("circuit edges")
     ax_l.set_ylabel("task loss (pruning pairs)")

@@ -263,7 +263,8 @@ class Sweep:
         kept = len(checkpoint_dirs(self.run_dir(spec)))
         if (out / HISTORY_FILE).is_file():
             earlier = CircuitHistory.load(out / HISTORY_FILE)
-            if earlier.task == h.task and earlier.target_loss == p.target_loss and len(earlier.points) == kept:
+            if (earlier.task == h.task and earlier.target_loss == p.target_loss and len(earlier.points) == kept
+                    and all(q.weight_density is not None for q in earlier.points)):  # older files lack it
                 return
         self.log(f"history: {h.task} across the checkpoints of {spec.name}")
         circuit_history(self.run_dir(spec), h.task, out, p.config(), p.budget, p.pairs,
