@@ -331,21 +331,25 @@ def prune(model_dir, task_name, out_dir, target_loss, ablation, freeze_norms, ti
 @click.option("--model", "model_dir", required=True, type=click.Path(file_okay=False), help="run directory")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), help="default: RUN_DIR/circuits")
 @click.option("--reuse", is_flag=True, help="keep tasks an earlier prune-all finished with the same weights and settings")
+@click.option("--min-accuracy", type=float,
+              help="attempt only tasks the model does at least this well on the test split (0.9: the learned ones)")
 @_prune_options
 @_user_errors
-def prune_all_cmd(model_dir, out_dir, reuse, target_loss, ablation, freeze_norms, tie_qk, steps, budget, n_pairs,
-                  config_file) -> None:
+def prune_all_cmd(model_dir, out_dir, reuse, min_accuracy, target_loss, ablation, freeze_norms, tie_qk, steps, budget,
+                  n_pairs, config_file) -> None:
     """Prune and validate every task; print the geometric mean of edge counts."""
     from .circuits.api import DEFAULT_BUDGET, PRUNE_PAIRS, prune_all
     from .circuits.summary import TaskStatus
 
     cfg = _prune_config(target_loss, ablation, freeze_norms, tie_qk, steps, config_file)
     out = out_dir or str(Path(model_dir) / "circuits")
-    s = prune_all(model_dir, out, cfg, budget or DEFAULT_BUDGET, n_pairs or PRUNE_PAIRS, reuse=reuse)
+    s = prune_all(model_dir, out, cfg, budget or DEFAULT_BUDGET, n_pairs or PRUNE_PAIRS, reuse=reuse,
+                  min_accuracy=min_accuracy)
     click.echo(f"{'task':<28} {'nodes':>6} {'edges':>6} {'loss':>6} {'test':>6} {'necess.':>7} {'random':>6}")
     for name, r in s.tasks.items():
         if not r.has_circuit:
             reason = {TaskStatus.NOT_ATTEMPTED: f"not attempted: whole-model loss {r.full_model_loss:.3f}",
+                      TaskStatus.NOT_LEARNED: f"not attempted: test accuracy {r.test_accuracy:.3f}",
                       TaskStatus.NOT_EXPRESSIBLE: "not expressible with this tokenizer"}.get(
                 r.status, "no circuit at the target")
             click.echo(f"{name:<28} {'-':>6} {'-':>6}  {reason}")
@@ -488,13 +492,16 @@ def view(site_dir, port) -> None:
 @click.option("--out", "out_dir", default="runs/demo", show_default=True, type=click.Path(file_okay=False),
               help="directory for data, models, circuits and the report")
 @click.option("--quick", is_flag=True, help="the same pipeline at the tiny scale (a few minutes; for smoke tests)")
+@click.option("--wide", is_flag=True, help="the 2 x 128 `micro` models instead of 2 x 64 (about an hour on 2 cores)")
 @_user_errors
-def demo(out_dir, quick) -> None:
+def demo(out_dir, quick, wide) -> None:
     """The whole method on the embedded corpus (the stdlib and generated programs): data, sparse and dense
     models, tasks, circuits, report."""
     from .demo import run_demo, summary_table
 
-    summary = run_demo(out_dir, quick=quick, log=click.echo)
+    if quick and wide:
+        raise UserError("demo: --quick and --wide are two different scales; give one of them")
+    summary = run_demo(out_dir, "quick" if quick else "wide" if wide else "default", log=click.echo)
     click.echo("\n" + summary_table(summary))
 
 

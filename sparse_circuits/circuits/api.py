@@ -130,16 +130,22 @@ def full_model_loss(run_dir: str | os.PathLike, task_name: str, n_pairs: int = P
 def prune_all(run_dir: str | os.PathLike, out_root: str | os.PathLike, cfg: PruneConfig = PruneConfig(),
               budget: int = DEFAULT_BUDGET, n_pairs: int = PRUNE_PAIRS, include_controls: bool = True,
               max_full_loss: float = MAX_FULL_LOSS, progress: bool = True, log=print,
-              reuse: bool = False, only: list[str] | None = None) -> PruneAllSummary:
+              reuse: bool = False, only: list[str] | None = None,
+              min_accuracy: float | None = None) -> PruneAllSummary:
     """Prune every task the model does (and the controls); the rest are reported, not fatal.
 
-    The summary is rewritten after every task. With `reuse`, tasks that an earlier call finished
-    with the same weights and settings are taken from its summary instead of pruned again. `only`
-    limits the tasks to those named."""
+    A task is attempted when the whole model's task loss on the pruning pairs is at most
+    `max_full_loss` and, with `min_accuracy`, its test accuracy is at least that (0.9: only the
+    tasks the model has learned). Controls are always attempted. The summary is rewritten after
+    every task. With `reuse`, tasks that an earlier call finished with the same weights and settings
+    are taken from its summary instead of pruned again. `only` limits the tasks to those named."""
     check_search_size(budget, n_pairs)
+    if min_accuracy is not None and not 0 <= min_accuracy <= 1:
+        raise UserError(f"prune-all: --min-accuracy must be in [0, 1] (a test accuracy), got {min_accuracy}")
     out_root = Path(out_root)
     summary = PruneAllSummary(model=str(run_dir), weights_sha256=sha256_file(Path(run_dir) / "model.safetensors"),
-                              config=cfg, budget=budget, pairs=n_pairs, max_full_loss=max_full_loss, tasks={})
+                              config=cfg, budget=budget, pairs=n_pairs, max_full_loss=max_full_loss, tasks={},
+                              min_accuracy=min_accuracy)
     earlier = _earlier_outcomes(out_root, summary) if reuse else {}
     scores = load_or_evaluate_run(run_dir, progress=progress).by_task()
     for task in all_tasks(include_controls):
@@ -151,6 +157,11 @@ def prune_all(run_dir: str | os.PathLike, out_root: str | os.PathLike, cfg: Prun
         elif scores[task.name].error is not None:
             outcome = TaskOutcome(TaskStatus.NOT_EXPRESSIBLE, task.control, None, error=scores[task.name].error)
             log(f"{task.name}: not expressible with this tokenizer")
+        elif min_accuracy is not None and not task.control and scores[task.name].accuracy < min_accuracy:
+            accuracy = scores[task.name].accuracy
+            outcome = TaskOutcome(TaskStatus.NOT_LEARNED, False, None,
+                                  error=f"test accuracy {accuracy:.3f} < {min_accuracy}: not learned, not attempted")
+            log(f"{task.name}: skipped, test accuracy {accuracy:.3f}")
         else:
             outcome = _prune_and_validate(run_dir, out_root, task, cfg, budget, n_pairs, max_full_loss, progress, log)
         score = scores[task.name]

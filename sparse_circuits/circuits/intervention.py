@@ -42,12 +42,11 @@ class CircuitIntervention:
 
     def logit_diffs(self, model: GPT, tt: TaskTensors, rows: torch.Tensor) -> torch.Tensor:
         """Correct-minus-wrong logit of each of the task's rows, through the circuit."""
-        device = next(model.parameters()).device
-        hooks = self.hooks(model, tt.idx[rows].to(device), tt.last[rows].to(device))
+        hooks = self.hooks(model, *tt.inputs(rows, next(model.parameters()).device))
         return model_logit_diffs(model, tt, rows, hooks)
 
     @torch.no_grad()
-    def task_loss(self, model: GPT, tt: TaskTensors, batch_size: int = 256) -> tuple[float, torch.Tensor]:
+    def task_loss(self, model: GPT, tt: TaskTensors, batch_size: int = 64) -> tuple[float, torch.Tensor]:
         """Task loss (nats, mean over sequences) over every row of `tt`, and the logit differences."""
-        d = torch.cat([self.logit_diffs(model, tt, rows).float().cpu() for rows in tt.batches(batch_size)])
+        d = tt.per_row(lambda rows: self.logit_diffs(model, tt, rows), batch_size)
         return score_logit_diffs(d)[0], d

@@ -26,6 +26,7 @@ class TaskStatus(str, enum.Enum):
     CIRCUIT = "circuit"  # pruned to the target and validated
     NO_CIRCUIT = "no-circuit"  # attempted; no circuit reached the target
     NOT_ATTEMPTED = "not-attempted"  # the whole model's task loss is above prune-all's limit
+    NOT_LEARNED = "not-learned"  # the whole model's test accuracy is below prune-all's min_accuracy
     NOT_EXPRESSIBLE = "not-expressible"  # the run's tokenizer cannot express the task's pairs
 
 
@@ -89,6 +90,7 @@ class PruneAllSummary:
     pairs: int
     max_full_loss: float
     tasks: dict[str, TaskOutcome]
+    min_accuracy: float | None = None  # tasks below this test accuracy were not attempted (None: no such limit)
 
     @property
     def geomean_tasks(self) -> list[str]:
@@ -109,12 +111,14 @@ class PruneAllSummary:
     def settings(self) -> dict:
         """What must match for an earlier summary's circuits to be reused."""
         return {"weights_sha256": self.weights_sha256, "prune_config": self.config.as_dict(),
-                "budget": self.budget, "pairs": self.pairs, "max_full_loss": self.max_full_loss}
+                "budget": self.budget, "pairs": self.pairs, "max_full_loss": self.max_full_loss,
+                "min_accuracy": self.min_accuracy}
 
     def as_dict(self) -> dict:
         return {"model": self.model, "weights_sha256": self.weights_sha256, "target_loss": self.config.target_loss,
                 "ablation": self.config.ablation.value, "budget": self.budget, "pairs": self.pairs,
-                "max_full_loss": self.max_full_loss, "prune_config": self.config.as_dict(),
+                "max_full_loss": self.max_full_loss, "min_accuracy": self.min_accuracy,
+                "prune_config": self.config.as_dict(),
                 "tasks": {n: r.as_dict() for n, r in self.tasks.items()},
                 "geomean_edges": self.geomean_edges, "geomean_tasks": self.geomean_tasks,
                 "bigram_decided": self.bigram_decided_tasks, "tasks_with_circuit": self.tasks_with_circuit}
@@ -130,7 +134,8 @@ class PruneAllSummary:
             return cls(model=d["model"], weights_sha256=d["weights_sha256"],
                        config=PruneConfig.from_dict(d["prune_config"], f"{path} prune_config"),
                        budget=d["budget"], pairs=d["pairs"], max_full_loss=d["max_full_loss"],
-                       tasks={n: TaskOutcome.from_dict(r) for n, r in d["tasks"].items()})
+                       tasks={n: TaskOutcome.from_dict(r) for n, r in d["tasks"].items()},
+                       min_accuracy=d.get("min_accuracy"))  # absent in summaries written before it existed
         except (KeyError, TypeError, ValueError) as e:
             raise UserError(f"{path}: damaged prune-all summary ({type(e).__name__}: {e}); "
                             "run `sparse-circuits prune-all` again") from None

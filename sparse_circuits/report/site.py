@@ -268,15 +268,21 @@ def _circuit_rows(runs: list[RunView]) -> list[dict]:
                          "random": v.random_circuits.mean_loss if v else None,
                          "drift": v.role_drift.mean if v else None, "seconds": e.circuit.seconds,
                          "note": None})
-        skipped = []
+        skipped, unlearned = [], []
         for task, r in (run.prune_summary.tasks if run.prune_summary else {}).items():
             if task in shown or r.has_circuit:
                 continue
             if r.status == TaskStatus.NOT_ATTEMPTED:
                 skipped.append(f"{task} ({r.full_model_loss:.2f})")
+            elif r.status == TaskStatus.NOT_LEARNED:
+                unlearned.append(f"{task} ({r.test_accuracy:.2f})")
             else:
                 rows.append({"run": run.label, "kind": run.kind, "task": task, "page": None,
                              "note": r.error or "no circuit"})
+        if unlearned:
+            rows.append({"run": run.label, "kind": run.kind, "task": f"{len(unlearned)} tasks", "page": None,
+                         "note": f"not attempted, the model's test accuracy is below {run.prune_summary.min_accuracy}: "
+                                 + ", ".join(unlearned)})
         if skipped:
             limit = run.prune_summary.max_full_loss
             rows.append({"run": run.label, "kind": run.kind, "task": f"{len(skipped)} tasks", "page": None,

@@ -86,9 +86,21 @@ class TaskTensors:
         """Row indices of both members of the given pairs (rows 2p and 2p + 1)."""
         return torch.tensor([r for p in pair_ids for r in (2 * p, 2 * p + 1)])
 
-    def batches(self, batch_size: int):
-        for start in range(0, self.n, batch_size):
-            yield torch.arange(start, min(self.n, start + batch_size))
+    def inputs(self, rows: torch.Tensor, device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
+        """Token ids of `rows`, cut after the longest of their prompts, and each row's last position.
+
+        Causal attention: the padding after the longest prompt can change no logit we read, so it
+        is not computed (prompts are ~half as long as the longest on average)."""
+        last = self.last[rows]
+        return self.idx[rows, : int(last.max()) + 1].to(device), last.to(device)
+
+    def per_row(self, fn, batch_size: int) -> torch.Tensor:
+        """`fn(rows)` (one value per row) over batches of rows of similar prompt length, so that
+        each batch is padded only to its own longest prompt; the values come back in row order."""
+        out = torch.empty(self.n)
+        for rows in torch.argsort(self.last, stable=True).split(batch_size):
+            out[rows] = fn(rows).float().cpu()
+        return out
 
 
 def logit_diffs(model: GPT, tt: TaskTensors, rows: torch.Tensor | None = None,
@@ -96,14 +108,15 @@ def logit_diffs(model: GPT, tt: TaskTensors, rows: torch.Tensor | None = None,
     """logit_correct - logit_wrong at each prompt's last token (one forward, under `hooks`)."""
     rows = torch.arange(tt.n) if rows is None else rows
     device = next(model.parameters()).device
-    last = model(tt.idx[rows].to(device), hooks, logits_at=tt.last[rows].to(device))
+    idx, at = tt.inputs(rows, device)
+    last = model(idx, hooks, logits_at=at)
     ar = torch.arange(len(rows), device=device)
     return last[ar, tt.correct[rows].to(device)] - last[ar, tt.wrong[rows].to(device)]
 
 
 @torch.no_grad()
 def all_logit_diffs(model: GPT, tt: TaskTensors, batch_size: int = 64) -> torch.Tensor:
-    return torch.cat([logit_diffs(model, tt, rows).float().cpu() for rows in tt.batches(batch_size)])
+    return tt.per_row(lambda rows: logit_diffs(model, tt, rows), batch_size)
 
 
 def score_task(model: GPT, ds: TaskDataset, pad_id: int, bigram_logprobs: torch.Tensor | None = None) -> TaskScore:
