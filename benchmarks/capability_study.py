@@ -9,6 +9,7 @@ finished runs and resumes a killed one from its last checkpoint.
 
     python benchmarks/capability_study.py --settings base,pos_learned --seeds 0,1,2
     python benchmarks/capability_study.py --table          # the table of everything finished
+    python benchmarks/capability_study.py --from-sweep runs/sweep-default   # width rows from the frontier grid
 
 Results: one JSON per run in benchmarks/results/capability/, the table in
 benchmarks/results/capability/table.md (mean and spread over seeds).
@@ -61,6 +62,14 @@ SETTINGS: dict[str, dict] = {
     "mix_concat_L3": {"corpus": "mix", "config": {"model": {"positions": "concat", "n_layer": 3}}},
     "mix_concat_L4": {"corpus": "mix", "config": {"model": {"positions": "concat", "n_layer": 4}}},
     "mix_concat_w256": {"corpus": "mix", "config": {"model": {"positions": "concat", "d_model": 256, "d_mlp": 1024}}},
+    # Narrower models and weight fractions: the frontier grid (issue 15) trains exactly these, 3 seeds
+    # each, on the same corpus; `--from-sweep` takes its runs instead of training them again.
+    "mix_concat_w16": {"corpus": "mix", "config": {"model": {"positions": "concat", "d_model": 16, "d_mlp": 64}}},
+    "mix_concat_w32": {"corpus": "mix", "config": {"model": {"positions": "concat", "d_model": 32, "d_mlp": 128}}},
+    "mix_concat_w64": {"corpus": "mix", "config": {"model": {"positions": "concat", "d_model": 64, "d_mlp": 256}}},
+    "mix_concat_w64_nz4": {"corpus": "mix", "config": {"model": {"positions": "concat", "d_model": 64, "d_mlp": 256},
+                                                       "sparsity": {"nonzero_frac": 0.25}}},
+    "mix_concat_nz4": {"corpus": "mix", "config": {"model": {"positions": "concat"}, "sparsity": {"nonzero_frac": 0.25}}},
     "mix_concat_2x_tokens": {"corpus": "mix", "config": {"model": {"positions": "concat"}, "train": {"steps": 4000}}},
     "mix_concat_4x_tokens": {"corpus": "mix", "config": {"model": {"positions": "concat"}, "train": {"steps": 8000}}},
     # Corpus share: three quarters generated programs. The validation split is the same stdlib code, but the
@@ -112,23 +121,51 @@ def run_one(name: str, seed: int, runs: Path) -> dict:
     held_out = full_validation_loss(model, tokens, cfg.model.context)
     tok = load_tokenizer(run_dir / "tokenizer.json")
     scores = evaluate_tasks(model, tok, all_tasks(), "test", 128, 0, tokens.bigram_logprobs(), progress=False)
-    tasks = {s.task: {"accuracy": s.accuracy, "loss": s.loss, "bigram_accuracy": s.bigram_accuracy,
-                      "error": s.error} for s in scores}
-    real = [s for s in scores if s.task != "nonsense_parity"]
-    result = {
-        "setting": name, "seed": seed, "corpus": setting["corpus"], "config": setting["config"],
-        "val_loss_per_token": held_out.nats_per_token, "val_tokens_scored": held_out.tokens_scored,
-        "val_loss_per_char": held_out.nats_per_char,
-        "val_loss_windows": final.get("val_loss"),
-        "tasks_learned": sorted(s.task for s in real if s.accuracy >= LEARNED),
-        "n_learned": sum(s.accuracy >= LEARNED for s in real),
-        "mean_task_loss": statistics.fmean(s.loss for s in real),
-        "control_accuracy": tasks["nonsense_parity"]["accuracy"],
-        "train_elapsed_s": final.get("elapsed_s"), "wall_s": time.perf_counter() - t0,
-        "tokens": final.get("tokens"), "tasks": tasks,
-    }
+    result = result_record(name, seed, [s.as_dict() for s in scores], held_out.nats_per_token,
+                           held_out.nats_per_char, final.get("elapsed_s"), final.get("tokens"),
+                           val_tokens_scored=held_out.tokens_scored, val_loss_windows=final.get("val_loss"),
+                           wall_s=time.perf_counter() - t0)
     write_json(result_path, result)
     return result
+
+
+def result_record(name: str, seed: int, scores: list[dict], val_per_token: float, val_per_char: float,
+                  train_s: float, tokens: int, **extra) -> dict:
+    """One run's line of the study, from its held-out loss and its test-split task scores."""
+    tasks = {s["task"]: {"accuracy": s["accuracy"], "loss": s["loss"], "bigram_accuracy": s["bigram_accuracy"],
+                         "error": s["error"]} for s in scores}
+    real = [s for s in scores if s["task"] != "nonsense_parity"]
+    return {
+        "setting": name, "seed": seed, "corpus": SETTINGS[name]["corpus"], "config": SETTINGS[name]["config"],
+        "val_loss_per_token": val_per_token, "val_loss_per_char": val_per_char,
+        "tasks_learned": sorted(s["task"] for s in real if s["accuracy"] >= LEARNED),
+        "n_learned": sum(s["accuracy"] >= LEARNED for s in real),
+        "mean_task_loss": statistics.fmean(s["loss"] for s in real),
+        "control_accuracy": tasks["nonsense_parity"]["accuracy"],
+        "train_elapsed_s": train_s, "tokens": tokens, **extra, "tasks": tasks,
+    }
+
+
+def from_sweep(sweep_dir: Path) -> list[dict]:
+    """Study records of the frontier grid's runs whose setting is one of ours (same corpus, positions,
+    schedule and seeds; only width and weight fraction vary): width at 3 seeds without training again.
+    The grid's 2 x 128 models (1/16 and dense) repeat `mix_pos_concat`, which has its own runs: skipped."""
+    made = []
+    for row_path in sorted(Path(sweep_dir).glob("models/*/sweep_row.json")):
+        row = read_json(row_path, "sweep row")
+        width, frac = row["width"], row["nonzero_frac"]
+        if row["n_layer"] != 2 or row["activation_frac"] is not None or (width == 128 and frac in (1 / 16, 1.0)):
+            continue
+        name = ("mix_concat" + ("" if width == 128 else f"_w{width}") + ("_nz4" if frac == 0.25 else "")
+                + ("_dense" if frac == 1.0 else ""))
+        if name not in SETTINGS or frac not in (0.25, 1 / 16, 1.0):
+            continue
+        scores = read_json(row_path.parent / "task-scores.json", "task scores")
+        record = result_record(name, row["seed"], scores["scores"], row["val_loss"], row["val_nats_per_char"],
+                               row["train_seconds"], row["tokens"], source=f"frontier grid: {row_path.parent}")
+        write_json(RESULTS / f"{name}-s{row['seed']}.json", record)
+        made.append(record)
+    return made
 
 
 def _ms(xs: list[float], fmt: str) -> str:
@@ -164,6 +201,9 @@ def table() -> str:
     return "\n".join(lines) + "\n"
 
 
+NATURALNESS_HEAD = "Task test prompts against each corpus's training tokens (contamination.json):"
+
+
 def naturalness_table(runs: Path) -> str:
     """Per task and corpus: prompts found verbatim (long ones), last-3-token counts, flagged share."""
     reports = {c: read_json(runs / f"data-{c}" / "contamination.json", "contamination report")
@@ -171,7 +211,7 @@ def naturalness_table(runs: Path) -> str:
     if not reports:
         return ""
     head = " | ".join(f"{c}: verbatim (long) / last-3 median / flagged" for c in reports)
-    lines = ["", "Task test prompts against each corpus's training tokens (contamination.json):", "",
+    lines = ["", NATURALNESS_HEAD, "",
              f"| task | {head} |", "|---|" + "---|" * len(reports)]
     rows = {c: {r["task"]: r for r in rep["tasks"]} for c, rep in reports.items()}
     for t in all_tasks():
@@ -191,8 +231,12 @@ def main() -> None:
     ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("--runs", default=str(ROOT / "runs" / "study"), help="where data and run directories go")
     ap.add_argument("--table", action="store_true", help="only print (and write) the table")
+    ap.add_argument("--from-sweep", help="a finished `sparse-circuits sweep` directory: record its runs of our settings")
     args = ap.parse_args()
     RESULTS.mkdir(parents=True, exist_ok=True)
+    if args.from_sweep:
+        for r in from_sweep(Path(args.from_sweep)):
+            print(f"{r['setting']} seed {r['seed']}: {r['n_learned']} tasks (from the frontier grid)")
     if not args.table:
         for name in filter(None, args.settings.split(",")):
             if name not in SETTINGS:
@@ -201,7 +245,11 @@ def main() -> None:
                 r = run_one(name, seed, Path(args.runs))
                 print(f"{name} seed {seed}: val {r['val_loss_per_token']:.3f} nats/token, "
                       f"{r['n_learned']} tasks >= {LEARNED}, mean task loss {r['mean_task_loss']:.3f}", flush=True)
-    text = table() + naturalness_table(Path(args.runs))
+    natural = naturalness_table(Path(args.runs))
+    if not natural and (RESULTS / "table.md").is_file():  # the study's data is elsewhere: keep the table as it was
+        old = (RESULTS / "table.md").read_text()
+        natural = old[old.index(NATURALNESS_HEAD) - 1:] if NATURALNESS_HEAD in old else ""
+    text = table() + natural
     write_text(RESULTS / "table.md", text)
     print(text)
 

@@ -20,6 +20,7 @@ from sparse_circuits.config import BigramTable, ModelConfig, Positions
 from sparse_circuits.hooks import Hooks
 from sparse_circuits.model import GPT
 from sparse_circuits.tasks.evaluate import TaskTensors, score_logit_diffs
+from sparse_circuits.tasks.evaluate import logit_diffs as model_logit_diffs
 
 import planted
 
@@ -172,6 +173,26 @@ def planted_setup():
     return model, means, tt
 
 
+def test_task_batches_are_padded_only_to_their_longest_prompt():
+    """Batches of similar length, each cut after its longest prompt: the same logits as one forward
+    over the whole padded tensor, in row order."""
+    model = planted.planted_model()
+    tt = TaskTensors(planted.planted_dataset(), 16, 0)
+    rows = torch.argsort(tt.last)[:3]  # the shortest prompts
+    idx, last = tt.inputs(rows)
+    assert idx.shape[1] == int(tt.last[rows].max()) + 1 < tt.idx.shape[1] and torch.equal(last, tt.last[rows])
+    with torch.no_grad():
+        whole = model(tt.idx, logits_at=tt.last)
+    ar = torch.arange(tt.n)
+    expected = whole[ar, tt.correct] - whole[ar, tt.wrong]
+    batches = []
+    got = tt.per_row(lambda r: batches.append(r) or model_logit_diffs(model, tt, r), batch_size=8)
+    assert torch.allclose(got, expected, atol=1e-5)
+    assert all(tt.last[b].max() - tt.last[b].min() <= 2 for b in batches)  # lengths 4-12, 16 rows per length
+    loss, diffs = CircuitIntervention.keeping(None, {}).task_loss(model, tt, batch_size=8)
+    assert torch.allclose(diffs, expected, atol=1e-5) and loss == pytest.approx(score_logit_diffs(expected)[0], abs=1e-5)
+
+
 def found_nodes(result):
     return {n: k.nonzero().squeeze(1).tolist() for n, k in result.keep.items() if k.any()}
 
@@ -303,3 +324,42 @@ def test_shared_geomean_uses_the_same_tasks_for_every_model():
     assert out.tasks == ["a", "b"]  # c: no dense circuit; elif: bigram-decided; ctrl: a control
     assert out.geomean_edges["sparse"] == pytest.approx(10 ** 0.5)
     assert out.geomean_edges["dense"] == pytest.approx(640 ** 0.5)
+
+
+def test_prune_all_with_min_accuracy_attempts_only_learned_tasks_and_the_controls(tmp_path, data_dir):
+    """Tasks below the accuracy limit are recorded as not learned (never pruned), controls are always
+    pruned; the CLI, the summary file and the report say so."""
+    from click.testing import CliRunner
+    from conftest import tiny_config
+    from sparse_circuits.circuits.api import prune_all
+    from sparse_circuits.circuits.summary import PruneAllSummary, TaskStatus
+    from sparse_circuits.cli import main
+    from sparse_circuits.errors import UserError
+    from sparse_circuits.report import build_report
+    from sparse_circuits.tasks.evaluate import load_or_evaluate_run
+    from sparse_circuits.train import train
+
+    run = tmp_path / "run"
+    train(tiny_config(data_dir, steps=3), run, progress=False)
+    acc = load_or_evaluate_run(run, progress=False).by_task()
+    tasks = ["for_while", "var_if", "nonsense_parity"]
+    cfg = PruneConfig(steps=3, target_loss=5.0, cleanup_tries=0)  # a loose target: every attempt finds a circuit
+    kwargs = dict(n_pairs=8, max_full_loss=10.0, progress=False, log=lambda _: None, only=tasks)
+    above = max(acc["for_while"].accuracy, acc["var_if"].accuracy) + 1e-6  # neither real task reaches it
+    s = prune_all(run, tmp_path / "c1", cfg, min_accuracy=above, **kwargs)
+    assert [s.tasks[t].status for t in tasks] == [TaskStatus.NOT_LEARNED, TaskStatus.NOT_LEARNED, TaskStatus.CIRCUIT]
+    assert not (tmp_path / "c1" / "for_while").exists() and "not learned" in s.tasks["var_if"].error
+    assert PruneAllSummary.load(tmp_path / "c1") == s and s.min_accuracy == above
+    low = min(acc["for_while"].accuracy, acc["var_if"].accuracy)  # both reach it
+    s = prune_all(run, tmp_path / "c2", cfg, min_accuracy=low, **kwargs)
+    assert all(s.tasks[t].status == TaskStatus.CIRCUIT for t in tasks)
+    with pytest.raises(UserError, match="min-accuracy must be in"):
+        prune_all(run, tmp_path / "c3", cfg, min_accuracy=1.5, **kwargs)
+    site = build_report([run], [], tmp_path / "site", progress=False, snippet_windows=4, log=lambda *_: None)
+    assert site["pages"]
+    index = (tmp_path / "site" / "index.html").read_text()
+    assert "model&#39;s test accuracy is below" in index or "model's test accuracy is below" in index
+    res = CliRunner().invoke(main, ["prune-all", "--model", str(run), "--out", str(tmp_path / "c4"),
+                                    "--min-accuracy", "1.0", "--steps", "2", "--pairs", "8", "--target-loss", "5"])
+    assert res.exit_code == 0, res.output
+    assert "not attempted: test accuracy" in res.output
