@@ -348,10 +348,10 @@ def prune_all_cmd(model_dir, out_dir, reuse, min_accuracy, target_loss, ablation
     click.echo(f"{'task':<28} {'nodes':>6} {'edges':>6} {'loss':>6} {'test':>6} {'necess.':>7} {'random':>6}")
     for name, r in s.tasks.items():
         if not r.has_circuit:
-            reason = {TaskStatus.NOT_ATTEMPTED: f"not attempted: whole-model loss {r.full_model_loss:.3f}",
-                      TaskStatus.NOT_LEARNED: f"not attempted: test accuracy {r.test_accuracy:.3f}",
-                      TaskStatus.NOT_EXPRESSIBLE: "not expressible with this tokenizer"}.get(
-                r.status, "no circuit at the target")
+            reason = (f"not attempted: whole-model loss {r.full_model_loss:.3f}" if r.status == TaskStatus.NOT_ATTEMPTED
+                      else f"not attempted: test accuracy {r.test_accuracy:.3f}" if r.status == TaskStatus.NOT_LEARNED
+                      else "not expressible with this tokenizer" if r.status == TaskStatus.NOT_EXPRESSIBLE
+                      else "no circuit at the target")
             click.echo(f"{name:<28} {'-':>6} {'-':>6}  {reason}")
             continue
         mark = "  bigram-decided" if r.bigram_decided else ""
