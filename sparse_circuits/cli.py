@@ -497,11 +497,11 @@ def view(site_dir, port) -> None:
 def demo(out_dir, quick, wide) -> None:
     """The whole method on the embedded corpus (the stdlib and generated programs): data, sparse and dense
     models, tasks, circuits, report."""
-    from .demo import run_demo, summary_table
+    from .demo import DEFAULT, QUICK, WIDE, run_demo, summary_table
 
     if quick and wide:
         raise UserError("demo: --quick and --wide are two different scales; give one of them")
-    summary = run_demo(out_dir, "quick" if quick else "wide" if wide else "default", log=click.echo)
+    summary = run_demo(out_dir, QUICK if quick else WIDE if wide else DEFAULT, log=click.echo)
     click.echo("\n" + summary_table(summary))
 
 

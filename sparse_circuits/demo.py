@@ -66,7 +66,6 @@ QUICK = DemoScale("quick", "tiny", {}, {"steps": 600, "batch_size": 16, "eval_ev
                                         "log_every": 20}, prune_steps=100, prune_target=0.4, prune_pairs=64,
                   include_controls=False, min_accuracy=None, snippet_windows=64, synthetic_tokens=500_000,
                   contamination=False)
-SCALES = {s.name: s for s in (DEFAULT, WIDE, QUICK)}
 TIMINGS_FILE = "demo.json"
 
 
@@ -238,9 +237,7 @@ def summary_table(summary: dict) -> str:
     return "\n".join(lines)
 
 
-def run_demo(out: str | os.PathLike, scale: str = DEFAULT.name, progress: bool = True, log=print) -> dict:
-    if scale not in SCALES:
-        raise UserError(f"demo: unknown scale {scale!r}; choose one of {', '.join(SCALES)}")
-    demo = Demo(Path(out), SCALES[scale], log=log, progress=progress)
+def run_demo(out: str | os.PathLike, scale: DemoScale = DEFAULT, progress: bool = True, log=print) -> dict:
+    demo = Demo(Path(out), scale, log=log, progress=progress)
     demo.out.mkdir(parents=True, exist_ok=True)
     return demo.run()

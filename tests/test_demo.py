@@ -34,3 +34,9 @@ def test_demo_quick_end_to_end_then_reused(tmp_path):
     assert notes["train sparse"].startswith("reused") and notes["train dense"].startswith("reused")
     assert "reusing" in again.output  # the data
     assert "skipped, whole-model loss" not in again.output  # every task came from the earlier prune-all
+
+
+def test_demo_refuses_two_scales_before_writing_anything(tmp_path):
+    res = CliRunner().invoke(main, ["demo", "--quick", "--wide", "--out", str(tmp_path / "demo")])
+    assert res.exit_code == 2 and "--quick and --wide" in res.output
+    assert not (tmp_path / "demo").exists()
