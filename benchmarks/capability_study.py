@@ -246,9 +246,11 @@ def main() -> None:
                 print(f"{name} seed {seed}: val {r['val_loss_per_token']:.3f} nats/token, "
                       f"{r['n_learned']} tasks >= {LEARNED}, mean task loss {r['mean_task_loss']:.3f}", flush=True)
     natural = naturalness_table(Path(args.runs))
-    if not natural and (RESULTS / "table.md").is_file():  # the study's data is elsewhere: keep the table as it was
-        old = (RESULTS / "table.md").read_text()
-        natural = old[old.index(NATURALNESS_HEAD) - 1:] if NATURALNESS_HEAD in old else ""
+    old = (RESULTS / "table.md").read_text() if (RESULTS / "table.md").is_file() else ""
+    if NATURALNESS_HEAD in old:  # the data of some corpora is elsewhere: keep the table that has more of them
+        kept = old[old.index(NATURALNESS_HEAD) - 1:]
+        if kept.count("verbatim (long)") > natural.count("verbatim (long)"):
+            natural = kept
     text = table() + natural
     write_text(RESULTS / "table.md", text)
     print(text)
