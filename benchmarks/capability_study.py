@@ -19,10 +19,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import platform
 import statistics
+import subprocess
 import sys
 import time
 from pathlib import Path
+
+import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -40,11 +44,14 @@ from sparse_circuits.train import full_validation_loss, train  # noqa: E402
 RESULTS = ROOT / "benchmarks" / "results" / "capability"
 
 # Corpora: keyword arguments of `prepare_data` (the CLI's `data` options).
+# The corpora of issue 10 use generator v1 (`synthetic_v1.py`); `mix2` is the same mix with the
+# coherent, typed programs of v2 (issue 26): same share, same stdlib files, same tokenizer size.
 CORPORA = {
     "stdlib": {"sources": ["stdlib"]},
-    "synthetic": {"sources": ["synthetic"], "synthetic_tokens": 10_000_000},
-    "mix": {"sources": ["stdlib", "synthetic"], "synthetic_share": 0.5},
-    "mix75": {"sources": ["stdlib", "synthetic"], "synthetic_share": 0.75},
+    "synthetic": {"sources": ["synthetic"], "synthetic_tokens": 10_000_000, "synthetic_version": 1},
+    "mix": {"sources": ["stdlib", "synthetic"], "synthetic_share": 0.5, "synthetic_version": 1},
+    "mix75": {"sources": ["stdlib", "synthetic"], "synthetic_share": 0.75, "synthetic_version": 1},
+    "mix2": {"sources": ["stdlib", "synthetic"], "synthetic_share": 0.5, "synthetic_version": 2},
 }
 
 # Settings: a corpus and overrides of the micro preset. Factors vary one at a time from `base`, the
@@ -79,6 +86,17 @@ SETTINGS: dict[str, dict] = {
     # model's (the matched-loss pair of the circuit comparison).
     "mix_concat_600_steps": {"corpus": "mix", "config": {"model": {"positions": "concat"}, "train": {"steps": 600}}},
 }
+# Issue 26, at the demo's shape (2 x 64, d_mlp 256, concatenated positions), every run one thread
+# (two run side by side on two cores). `w64_v1` is `mix_concat_w64` again on this machine; the
+# factors vary one at a time from `w64_v2` at a fixed number of training tokens (8.2M): batch
+# size with steps to match, context, the L0 anneal's shape and end, the learning rate.
+W64 = {"positions": "concat", "d_model": 64, "d_mlp": 256}
+SETTINGS |= {
+    "w64_v1": {"corpus": "mix", "config": {"model": W64}},
+    "w64_v2": {"corpus": "mix2", "config": {"model": W64}},
+    "w64_v2_b16": {"corpus": "mix2", "config": {"model": W64, "train": {"batch_size": 16, "steps": 4000}}},
+    "w64_v2_b8": {"corpus": "mix2", "config": {"model": W64, "train": {"batch_size": 8, "steps": 8000}}},
+}
 for _s in SETTINGS.values():
     _s["config"].setdefault("model", {}).setdefault("positions", "none")
 
@@ -102,20 +120,20 @@ def data_dir(corpus: str, runs: Path) -> Path:
     return out
 
 
-def run_one(name: str, seed: int, runs: Path) -> dict:
+def run_one(name: str, seed: int, runs: Path, threads: int = 0) -> dict:
     result_path = RESULTS / f"{name}-s{seed}.json"
     if result_path.is_file():
         return read_json(result_path, "study result")
     setting = SETTINGS[name]
     data = data_dir(setting["corpus"], runs)
     meta = read_json(data / "meta.json", "data metadata")
-    overrides = merge_overrides(setting["config"], {"data_dir": str(data), "train": {"seed": seed},
+    overrides = merge_overrides(setting["config"], {"data_dir": str(data), "train": {"seed": seed, "threads": threads},
                                                "model": {"vocab_size": meta["vocab_size"]}})
     cfg = resolve_run_config("micro", overrides)
     run_dir = runs / f"{name}-s{seed}"
     resume = (run_dir / "config.json").is_file()
     t0 = time.perf_counter()
-    final = train(cfg, run_dir, resume=resume)
+    final = train(cfg, run_dir, resume=resume, progress=threads == 0)
     model, cfg = load_model(run_dir)
     tokens = TokenData(cfg.data_dir)
     held_out = full_validation_loss(model, tokens, cfg.model.context)
@@ -124,9 +142,20 @@ def run_one(name: str, seed: int, runs: Path) -> dict:
     result = result_record(name, seed, [s.as_dict() for s in scores], held_out.nats_per_token,
                            held_out.nats_per_char, final.get("elapsed_s"), final.get("tokens"),
                            val_tokens_scored=held_out.tokens_scored, val_loss_windows=final.get("val_loss"),
-                           wall_s=time.perf_counter() - t0)
+                           wall_s=time.perf_counter() - t0, threads=torch.get_num_threads(),
+                           machine=platform.processor() or platform.machine(), cpu=_cpu_name())
     write_json(result_path, result)
     return result
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor()
 
 
 def result_record(name: str, seed: int, scores: list[dict], val_per_token: float, val_per_char: float,
@@ -232,7 +261,28 @@ def main() -> None:
     ap.add_argument("--runs", default=str(ROOT / "runs" / "study"), help="where data and run directories go")
     ap.add_argument("--table", action="store_true", help="only print (and write) the table")
     ap.add_argument("--from-sweep", help="a finished `sparse-circuits sweep` directory: record its runs of our settings")
+    ap.add_argument("--threads", type=int, default=0, help="torch threads per run (0: torch's default)")
+    ap.add_argument("--jobs", type=int, default=1,
+                    help="runs side by side, one thread each (two single-thread runs on two cores do ~1.3x the "
+                         "work of one two-thread run)")
     args = ap.parse_args()
+    if args.jobs > 1 and not args.table:
+        pending = [(n, s) for n in filter(None, args.settings.split(",")) for s in args.seeds.split(",")
+                   if not (RESULTS / f"{n}-s{s}.json").is_file()]
+        for name, _ in pending:
+            if name not in SETTINGS:
+                sys.exit(f"unknown setting {name!r}; known: {', '.join(SETTINGS)}")
+        for name in {n for n, _ in pending}:  # data first, once, before the workers race for it
+            data_dir(SETTINGS[name]["corpus"], Path(args.runs))
+        running: list[subprocess.Popen] = []
+        for name, seed in pending:
+            while len([p for p in running if p.poll() is None]) >= args.jobs:
+                time.sleep(5)
+            running.append(subprocess.Popen([sys.executable, __file__, "--settings", name, "--seeds", seed,
+                                             "--runs", args.runs, "--threads", "1"]))
+        for p in running:
+            p.wait()
+        args.settings = ""
     RESULTS.mkdir(parents=True, exist_ok=True)
     if args.from_sweep:
         for r in from_sweep(Path(args.from_sweep)):
@@ -242,7 +292,7 @@ def main() -> None:
             if name not in SETTINGS:
                 sys.exit(f"unknown setting {name!r}; known: {', '.join(SETTINGS)}")
             for seed in (int(s) for s in args.seeds.split(",")):
-                r = run_one(name, seed, Path(args.runs))
+                r = run_one(name, seed, Path(args.runs), args.threads)
                 print(f"{name} seed {seed}: val {r['val_loss_per_token']:.3f} nats/token, "
                       f"{r['n_learned']} tasks >= {LEARNED}, mean task loss {r['mean_task_loss']:.3f}", flush=True)
     natural = naturalness_table(Path(args.runs))

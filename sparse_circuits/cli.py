@@ -44,20 +44,23 @@ def main() -> None:
 @click.option("--synthetic-tokens", type=int, help="training tokens of generated code (default 10M when alone)")
 @click.option("--synthetic-files", type=int, help="number of generated programs")
 @click.option("--synthetic-seed", default=0, show_default=True, help="seed of the program generator")
+@click.option("--synthetic-version", type=int, default=0,
+              help="version of the program generator: 2 coherent typed programs (the default), 1 the older ones")
 @click.option("--contamination/--no-contamination", default=True, show_default=True,
               help="write contamination.json: task test prompts found verbatim in the training tokens")
 @click.option("--tokenizer", type=click.Path(dir_okay=False),
               help="encode with this tokenizer.json instead of training one (e.g. an imported model's)")
 @_user_errors
 def data(sources, out_dir, vocab_size, val_frac, seed, synthetic_share, synthetic_tokens, synthetic_files,
-         synthetic_seed, contamination, tokenizer) -> None:
+         synthetic_seed, synthetic_version, contamination, tokenizer) -> None:
     """Read a corpus (real code, generated programs, or a mix), split it by file, train the BPE
     tokenizer (or take --tokenizer) and write token arrays."""
     from .data import prepare_data
 
     prepare_data(list(sources), out_dir, vocab_size=vocab_size, val_frac=val_frac, seed=seed,
                  synthetic_share=synthetic_share, synthetic_tokens=synthetic_tokens,
-                 synthetic_files=synthetic_files, synthetic_seed=synthetic_seed, tokenizer=tokenizer)
+                 synthetic_files=synthetic_files, synthetic_seed=synthetic_seed, tokenizer=tokenizer,
+                 synthetic_version=synthetic_version)
     if contamination:
         from .tasks.contamination import contamination_report
 

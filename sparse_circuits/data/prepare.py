@@ -312,10 +312,20 @@ class SyntheticBudget:
     tokens: int | None = None
     files: int | None = None
     seed: int = 0
+    version: int = 0  # of the program generator (synthetic.VERSIONS); 0: the current default
+
+    def __post_init__(self) -> None:
+        from .synthetic import GENERATOR_VERSION, VERSIONS
+
+        if self.version == 0:
+            object.__setattr__(self, "version", GENERATOR_VERSION)
+        if self.version not in VERSIONS:
+            raise UserError(f"data: --synthetic-version {self.version} is unknown; known: "
+                            f"{', '.join(map(str, VERSIONS))}")
 
     @classmethod
     def resolve(cls, has_real: bool, share: float | None, tokens: int | None, files: int | None,
-                seed: int) -> "SyntheticBudget":
+                seed: int, version: int = 0) -> "SyntheticBudget":
         given = [n for n, v in (("share", share), ("tokens", tokens), ("files", files)) if v is not None]
         if len(given) > 1:
             raise UserError(f"data: give one synthetic budget, not {' and '.join(given)}")
@@ -330,19 +340,20 @@ class SyntheticBudget:
         for name, value in (("tokens", tokens), ("files", files)):
             if value is not None and value < 1:
                 raise UserError(f"data: --synthetic-{name} must be >= 1, got {value}")
-        return cls(share, tokens, files, seed)
+        return cls(share, tokens, files, seed, version)
 
     def as_dict(self) -> dict:
-        return {"share": self.share, "tokens": self.tokens, "files": self.files, "seed": self.seed}
+        return {"share": self.share, "tokens": self.tokens, "files": self.files, "seed": self.seed,
+                "version": self.version}
 
 
 def _fingerprint(docs: list[Document], vocab_size: int, val_frac: float, seed: int,
                  synthetic: SyntheticBudget | None = None, tokenizer_sha: str | None = None) -> str:
-    from .synthetic import GENERATOR_VERSION
-
     settings: list = [DATA_FORMAT_VERSION, PRETOKENIZE_REGEX, vocab_size, val_frac, seed]
     if synthetic is not None:
-        settings.append({"synthetic": synthetic.as_dict(), "generator": GENERATOR_VERSION})
+        budget = synthetic.as_dict()
+        version = budget.pop("version")
+        settings.append({"synthetic": budget, "generator": version})  # (version 1 fingerprints stay as they were)
     if tokenizer_sha is not None:
         settings.append({"given_tokenizer": tokenizer_sha})
     h = hashlib.sha256(json.dumps(settings).encode())
@@ -368,10 +379,10 @@ def read_sources(sources: list[str]) -> CorpusScan:
 class _SyntheticDraw:
     """Generated programs in order, as documents, drawn as many at a time as asked."""
 
-    def __init__(self, seed: int):
+    def __init__(self, seed: int, version: int):
         from .synthetic import generate_programs
 
-        self._stream = generate_programs(seed)
+        self._stream = generate_programs(seed, version)
         self.docs: list[Document] = []
 
     def more(self, n_files: int = 0, n_chars: int = 0) -> list[Document]:
@@ -391,7 +402,8 @@ MIN_VOCAB, MAX_VOCAB = 257, 1 << 16
 def prepare_data(sources: str | list[str], out_dir: str | os.PathLike, vocab_size: int = 2048,
                  val_frac: float = 0.05, seed: int = 0, synthetic_share: float | None = None,
                  synthetic_tokens: int | None = None, synthetic_files: int | None = None,
-                 synthetic_seed: int = 0, tokenizer: str | os.PathLike | None = None, log=print) -> dict:
+                 synthetic_seed: int = 0, tokenizer: str | os.PathLike | None = None, log=print,
+                 synthetic_version: int = 0) -> dict:
     """Build (or reuse) a data directory; returns its metadata.
 
     `sources`: 'stdlib', directories, globs, .txt/.jsonl files, and 'synthetic' (generated simple
@@ -399,6 +411,7 @@ def prepare_data(sources: str | list[str], out_dir: str | os.PathLike, vocab_siz
     training split, so the validation split, and with it "pretraining loss", stays real code.
     A synthetic-only corpus validates on further generated programs. `tokenizer`: a tokenizer.json
     to encode with instead of training one (e.g. an imported model's; vocab_size is then its size).
+    `synthetic_version`: the program generator's version (0: the current one; 1 rebuilds older corpora).
     """
     out = Path(out_dir)
     given_tok = load_tokenizer(tokenizer) if tokenizer is not None else None
@@ -421,8 +434,8 @@ def prepare_data(sources: str | list[str], out_dir: str | os.PathLike, vocab_siz
     budget = None
     if SYNTHETIC in sources:
         budget = SyntheticBudget.resolve(bool(real), synthetic_share, synthetic_tokens, synthetic_files,
-                                         synthetic_seed)
-    elif (synthetic_share, synthetic_tokens, synthetic_files) != (None, None, None):
+                                         synthetic_seed, synthetic_version)
+    elif (synthetic_share, synthetic_tokens, synthetic_files) != (None, None, None) or synthetic_version:
         raise UserError("data: a synthetic budget was given but 'synthetic' is not a --corpus source; "
                         "add --corpus synthetic")
     scan = read_sources(real) if real else CorpusScan([], 0, 0, 0)
@@ -438,7 +451,7 @@ def prepare_data(sources: str | list[str], out_dir: str | os.PathLike, vocab_siz
             return meta
 
     train_docs, val_docs = split_by_file(scan.documents, val_frac, seed) if real else ([], [])
-    draw = _SyntheticDraw(budget.seed) if budget else None
+    draw = _SyntheticDraw(budget.seed, budget.version) if budget else None
     if budget is not None:
         real_chars = sum(len(d.text) for d in train_docs)
         if budget.files is not None:
@@ -450,7 +463,7 @@ def prepare_data(sources: str | list[str], out_dir: str | os.PathLike, vocab_siz
         if not real:
             n_val = max(1, round(len(draw.docs) * val_frac / (1 - val_frac)))
             val_docs = [Document(f"{SYNTHETIC}/val/{i:07d}.py", d.text) for i, d in
-                        enumerate(_SyntheticDraw(budget.seed + 1_000_003).more(n_files=n_val))]
+                        enumerate(_SyntheticDraw(budget.seed + 1_000_003, budget.version).more(n_files=n_val))]
     tokenizer_docs = train_docs + (draw.docs if draw else [])
     log(f"data: {len(scan.documents)} documents from {real or 'no real-code source'}"
         + (f" + generated programs ({budget.as_dict()})" if budget else "")
