@@ -130,6 +130,7 @@ def load_model(run_dir: str | os.PathLike, device: str = "cpu", step: int | None
         raise UserError(f"{run_dir}: no checkpoint at step {step} (kept: {kept})")
     load_weights_into(model, path, assign=True)
     model = model.to(device).eval()
+    model.compute_dtype = cfg.train.precision.dtype  # evaluated, pruned and reported as it was trained
     if torch.device(device).type == "cpu":
         model.use_sparse_weights(sparse_threshold)
     return model, cfg

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from .config import Preset, resolve_run_config, to_dict
+from .config import Precision, Preset, resolve_run_config, to_dict
 from .data.prepare import DEFAULT_SOURCES
 from .errors import UserError
 from .fileio import read_json
@@ -83,6 +83,8 @@ def _training_options(fn):
         click.option("--device", help="cpu, cuda, cuda:1, ..."),
         click.option("--threads", type=int,
                      help="CPU threads (0: torch's default, one per core); 1 degrades best while other work runs"),
+        click.option("--precision", type=click.Choice([p.value for p in Precision]),
+                     help="dtype of the matrix products (weights, optimizer and checkpoints stay fp32)"),
         click.option("--resume", is_flag=True, help="continue the run in --out from its last checkpoint"),
         click.option("--resume-if-exists", is_flag=True,
                      help="resume when --out already holds a run, start one otherwise (for scripts)"),
@@ -93,7 +95,7 @@ def _training_options(fn):
 
 
 def _training_config(data_dir, preset, out_dir, config_file, nonzero_frac, dense, steps, lr, batch_size, seed,
-                     device, threads, resume, resume_if_exists, model_defaults: dict | None = None):
+                     device, threads, precision, resume, resume_if_exists, model_defaults: dict | None = None):
     """(RunConfig, resume) from the training options: preset, --config overrides, then flags; on
     --resume the saved config with the given options laid over it."""
     from .checkpoint import load_run_config
@@ -114,7 +116,7 @@ def _training_config(data_dir, preset, out_dir, config_file, nonzero_frac, dense
     for section, key, value in ((sparsity, "nonzero_frac", nonzero_frac), (trainer, "steps", steps),
                                 (trainer, "lr", lr), (trainer, "batch_size", batch_size),
                                 (trainer, "seed", seed), (trainer, "device", device),
-                                (trainer, "threads", threads)):
+                                (trainer, "threads", threads), (trainer, "precision", precision)):
         if value is not None:
             section[key] = value
     if data_dir:
@@ -133,7 +135,7 @@ def _training_config(data_dir, preset, out_dir, config_file, nonzero_frac, dense
 @_training_options
 @_user_errors
 def train(data_dir, preset, out_dir, config_file, nonzero_frac, dense, steps, lr, batch_size, seed, device,
-          threads, resume, resume_if_exists) -> None:
+          threads, precision, resume, resume_if_exists) -> None:
     """Train a weight-sparse GPT (or its dense baseline).
 
     With --resume, the run continues from its last checkpoint with its saved config; --steps
@@ -142,7 +144,7 @@ def train(data_dir, preset, out_dir, config_file, nonzero_frac, dense, steps, lr
     from .train import train as run_training
 
     cfg, resume = _training_config(data_dir, preset, out_dir, config_file, nonzero_frac, dense, steps, lr,
-                                   batch_size, seed, device, threads, resume, resume_if_exists)
+                                   batch_size, seed, device, threads, precision, resume, resume_if_exists)
     final = run_training(cfg, out_dir, resume=resume)
     summary = {k: final[k] for k in ("step", "train_loss", "val_loss") if k in final}
     click.echo(f"trained {out_dir}: " + json.dumps(summary))
@@ -416,8 +418,10 @@ def report(model_dirs, circuit_dirs, out_dir, windows, sweep_dir) -> None:
 @click.option("--device", help="train on this device (cpu, cuda, cuda:1, ...); pruning runs on the CPU")
 @click.option("--shard", help="K/N: this process takes every N-th model from the K-th (one process per GPU)")
 @click.option("--show", is_flag=True, help="print the grid's models and exit")
+@click.option("--jobs", type=int, default=0, show_default=True,
+              help="models trained side by side, one thread each (0: one per CPU core; 1: one at a time)")
 @_user_errors
-def sweep(grid_spec, data_dir, out_dir, device, shard, show) -> None:
+def sweep(grid_spec, data_dir, out_dir, device, shard, show, jobs) -> None:
     """Train a grid of sparse and dense models, prune every task each does, and write the table
     (OUT/sweep.json, OUT/sweep.csv). Re-running resumes; `frontier OUT` draws the figures."""
     from .sweep import Shard, load_grid, run_sweep
@@ -428,7 +432,7 @@ def sweep(grid_spec, data_dir, out_dir, device, shard, show) -> None:
             click.echo(spec.name)
         return
     table = run_sweep(grid, data_dir, out_dir, device=device, shard=Shard.parse(shard) if shard else None,
-                      log=click.echo)
+                      log=click.echo, jobs=jobs)
     click.echo(f"{len(table.rows)} models -> {Path(out_dir) / 'sweep.csv'}; figures: sparse-circuits frontier {out_dir}")
 
 
@@ -516,7 +520,7 @@ def demo(out_dir, quick, wide) -> None:
               help="JSON of bridge options: encoder_topk, nmse_coef, kl_coef, switches_per_step, eval_batches")
 @_user_errors
 def bridge(dense_dir, data_dir, preset, out_dir, config_file, nonzero_frac, dense, steps, lr, batch_size, seed, device,
-           threads, resume, resume_if_exists, bridge_file) -> None:
+           threads, precision, resume, resume_if_exists, bridge_file) -> None:
     """Train a weight-sparse model jointly with bridges to a frozen dense run (same layers, same
     tokenizer): LM loss + NMSE both ways + KL of every hybrid forward (docs/bridges.md)."""
     from .bridges import BridgeConfig, train_bridged
@@ -527,7 +531,7 @@ def bridge(dense_dir, data_dir, preset, out_dir, config_file, nonzero_frac, dens
         raise UserError("bridge: the bridged model is the sparse one; --dense does not apply (give --nonzero-frac)")
     dense_cfg = load_run_config(dense_dir)
     cfg, resume = _training_config(data_dir, preset, out_dir, config_file, nonzero_frac, False, steps, lr,
-                                   batch_size, seed, device, threads, resume, resume_if_exists,
+                                   batch_size, seed, device, threads, precision, resume, resume_if_exists,
                                    model_defaults={"n_layer": dense_cfg.model.n_layer})
     raw = read_json(bridge_file, "bridge config") if bridge_file else {}
     if not isinstance(raw, dict):

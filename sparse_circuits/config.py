@@ -63,6 +63,20 @@ class LossReduction(str, enum.Enum):
     MEAN = "mean"
 
 
+class Precision(str, enum.Enum):
+    """The dtype of the matrix products (autocast); weights, optimizer state, the weight projection,
+    norms, the residual stream, the loss's log-softmax and checkpoints stay float32 in both."""
+
+    FP32 = "fp32"
+    BF16 = "bf16"  # bfloat16 products: GPUs' matrix units; CPUs with bf16 instructions (measure first)
+
+    @property
+    def dtype(self) -> "torch.dtype | None":
+        import torch
+
+        return torch.bfloat16 if self == Precision.BF16 else None
+
+
 class Preset(str, enum.Enum):
     TINY = "tiny"
     MICRO = "micro"
@@ -160,6 +174,9 @@ class TrainConfig:
     keep_checkpoints: int = 2  # newest checkpoints kept on disk (0 keeps all)
     threads: int = 0  # torch CPU threads; 0 keeps torch's default
     device: str = "cpu"
+    # [ours] fp32 on CPUs: on the 2-core reference machine bf16 products were slower, not faster
+    # (docs/results.md, issue 26); the GPU presets use bf16.
+    precision: Precision = Precision.FP32
 
     def validate(self) -> None:
         for name in ("steps", "batch_size", "log_every", "eval_every", "eval_batches", "checkpoint_every"):
@@ -213,14 +230,14 @@ PRESETS: dict[Preset, dict[str, Any]] = {
         "model": {"n_layer": 8, "d_model": 512, "d_head": 16, "d_mlp": 2048, "context": 256},
         "sparsity": {"nonzero_frac": 1 / 64},
         "train": {"steps": 20000, "batch_size": 64, "lr": 1e-3, "device": "cuda", "eval_every": 500,
-                  "checkpoint_every": 1000},
+                  "checkpoint_every": 1000, "precision": "bf16"},
     },
     # The paper's shape; many GPUs through torchrun.
     Preset.PAPER: {
         "model": {"n_layer": 8, "d_model": 2048, "d_head": 16, "d_mlp": 8192, "context": 256},
         "sparsity": {"nonzero_frac": 1 / 1000, "anneal_end": 0.8},
         "train": {"steps": 100000, "batch_size": 256, "lr": 1e-3, "device": "cuda", "eval_every": 1000,
-                  "checkpoint_every": 2000},
+                  "checkpoint_every": 2000, "precision": "bf16"},
     },
 }
 

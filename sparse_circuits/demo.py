@@ -19,7 +19,7 @@ from .checkpoint import load_model, load_run_config
 from .circuits.api import prune_all
 from .circuits.summary import BIGRAM_DECIDED, PruneAllSummary, bigram_decided, shared_geomean
 from .circuits.prune import PruneConfig
-from .config import RunConfig, resolve_run_config, to_dict
+from .config import RunConfig, resolve_run_config
 from .data import DEFAULT_SOURCES, TokenData, prepare_data
 from .errors import UserError
 from .fileio import read_json, write_json
@@ -27,7 +27,8 @@ from .report import build_report
 from .report.site import SNIPPET_WINDOWS
 from .tasks.contamination import contamination_report
 from .tasks.evaluate import LEARNED_ACCURACY, load_or_evaluate_run
-from .train import final_metrics, full_validation_loss, train
+from .parallel import TrainJob, one_thread, side_by_side_workers, train_side_by_side
+from .train import RESUMABLE, config_changes, final_metrics, full_validation_loss, train
 
 
 @dataclass(frozen=True)
@@ -96,11 +97,21 @@ class Demo:
     def site_dir(self) -> Path:
         return self.out / "report"
 
+    @property
+    def side_by_side(self) -> bool:
+        """Train the two models at once, one thread each (parallel.py), where there are >= 2 cores."""
+        return side_by_side_workers(self.scale_device, 2) >= 2
+
+    @property
+    def scale_device(self) -> str:
+        return self.scale.train.get("device", "cpu")
+
     def stages(self) -> list[tuple[str, Callable[[], str]]]:
-        return [("data", self.data), ("train sparse", lambda: self.train("sparse")),
-                ("train dense", lambda: self.train("dense")), ("task scores", self.task_scores),
-                ("prune sparse", lambda: self.prune("sparse")), ("prune dense", lambda: self.prune("dense")),
-                ("report", self.report)]
+        training = [("train sparse + dense", self.train_both)] if self.side_by_side else \
+            [("train sparse", lambda: self.train("sparse")), ("train dense", lambda: self.train("dense"))]
+        return [("data", self.data)] + training + [
+            ("task scores", self.task_scores), ("prune sparse", lambda: self.prune("sparse")),
+            ("prune dense", lambda: self.prune("dense")), ("report", self.report)]
 
     def run(self) -> dict:
         stages = self.stages()
@@ -133,18 +144,35 @@ class Demo:
                      "train": dict(self.scale.train)}
         if kind == "dense":
             overrides["sparsity"] = {"nonzero_frac": 1.0}
-        return resolve_run_config(self.scale.preset, overrides, where=f"demo {kind} config")
+        cfg = resolve_run_config(self.scale.preset, overrides, where=f"demo {kind} config")
+        return one_thread(cfg) if self.side_by_side else cfg
 
-    def train(self, kind: str) -> str:
+    def _job(self, kind: str) -> TrainJob:
         cfg, run_dir = self.run_config(kind), self.run_dir(kind)
         resume = (run_dir / "config.json").is_file()
-        if resume and to_dict(load_run_config(run_dir)) != to_dict(cfg):
-            raise UserError(f"{run_dir}: holds a run with another config (another demo scale?); "
-                            "use another --out or delete it")
-        before = final_metrics(run_dir).get("step", 0) if resume else 0
-        final = train(cfg, run_dir, resume=resume, progress=self.progress)
-        done = "reused" if before >= cfg.train.steps else f"{cfg.train.steps - before} steps"
+        if resume:
+            changed = [k for k in config_changes(load_run_config(run_dir), cfg) if k not in RESUMABLE]
+            if changed:
+                raise UserError(f"{run_dir}: holds a run with another config ({changed[0]} differs; another demo "
+                                "scale?); use another --out or delete it")
+        return TrainJob(cfg, run_dir, resume)
+
+    @staticmethod
+    def _trained(job: TrainJob, before: int, final: dict) -> str:
+        done = "reused" if before >= job.cfg.train.steps else f"{job.cfg.train.steps - before} steps"
         return f"{done}; val loss {final.get('val_loss', float('nan')):.3f}"
+
+    def train(self, kind: str) -> str:
+        job = self._job(kind)
+        before = final_metrics(job.out).get("step", 0) if job.resume else 0
+        return self._trained(job, before, train(job.cfg, job.out, resume=job.resume, progress=self.progress))
+
+    def train_both(self) -> str:
+        jobs = [self._job(kind) for kind in ("sparse", "dense")]
+        before = [final_metrics(j.out).get("step", 0) if j.resume else 0 for j in jobs]
+        finals = train_side_by_side(jobs, 2, progress=self.progress, names=["train sparse", "train dense"])
+        return "side by side, one thread each: " + "; ".join(
+            f"{kind} {self._trained(j, b, f)}" for kind, j, b, f in zip(("sparse", "dense"), jobs, before, finals))
 
     def task_scores(self) -> str:
         learned = []

@@ -32,8 +32,11 @@ class _HeadLoss(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, h, weight, bias, table, current, targets):
+    def forward(ctx, h, weight, bias, table, current, targets, matmul_dtype):
         n = h.shape[0]
+        # With a lower-precision product (bf16) only the logits' matrix product uses it; the
+        # softmax, the loss and the gradient products stay float32.
+        w_mm = weight.to(matmul_dtype) if matmul_dtype is not None else weight
         want = [ctx.needs_input_grad[i] and t is not None for i, t in enumerate((h, weight, bias, table))]
         g_h = torch.empty_like(h) if want[0] else None
         g_w = torch.zeros_like(weight) if want[1] else None
@@ -46,7 +49,11 @@ class _HeadLoss(torch.autograd.Function):
             base = table.index_select(0, current[s:e]) if table is not None else None
             if bias is not None:
                 base = bias if base is None else base.add_(bias)
-            logits = torch.addmm(base, h_c, weight.t()) if base is not None else h_c @ weight.t()
+            if matmul_dtype is not None:
+                logits = (h_c.to(matmul_dtype) @ w_mm.t()).float()
+                logits = logits.add_(base) if base is not None else logits
+            else:
+                logits = torch.addmm(base, h_c, weight.t()) if base is not None else h_c @ weight.t()
             picked = logits.gather(1, y_c[:, None]).squeeze(1)
             top = logits.amax(-1)
             p = logits.sub_(top[:, None]).exp_()  # in place: the logits are not needed again
@@ -71,16 +78,18 @@ class _HeadLoss(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_loss):
         saved = ctx.saved_tensors
-        return (*(saved[i] * grad_loss if ctx.have[i] else None for i in range(4)), None, None)
+        return (*(saved[i] * grad_loss if ctx.have[i] else None for i in range(4)), None, None, None)
 
 
 def head_loss(h: torch.Tensor, lm_head: torch.nn.Linear, table: torch.Tensor | None,
-              current: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """Mean next-token cross-entropy of `lm_head(h) + table[current]` (h: (..., d_model))."""
-    inputs = (h.reshape(-1, h.shape[-1]), lm_head.weight, lm_head.bias, table)
+              current: torch.Tensor, targets: torch.Tensor, matmul_dtype: torch.dtype | None = None) -> torch.Tensor:
+    """Mean next-token cross-entropy of `lm_head(h) + table[current]` (h: (..., d_model)); the
+    logits' product in `matmul_dtype` when given (e.g. bf16), everything else in float32."""
+    inputs = (h.reshape(-1, h.shape[-1]).float(), lm_head.weight, lm_head.bias, table)
     if not torch.is_grad_enabled():  # evaluation: no gradient blocks to compute
         inputs = tuple(t.detach() if t is not None else None for t in inputs)
-    return _HeadLoss.apply(*inputs, current.reshape(-1), targets.reshape(-1))
+    with torch.autocast(h.device.type, enabled=False):  # the precision is explicit here
+        return _HeadLoss.apply(*inputs, current.reshape(-1), targets.reshape(-1), matmul_dtype)
 
 
 _ALLOCATOR_TUNED = False

@@ -41,7 +41,8 @@ class Linear(nn.Linear):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         s = self.sparse
         if s is not None and s.matches(self.weight) and not (self.weight.requires_grad and torch.is_grad_enabled()):
-            return sparse_linear(x, s, self.bias)
+            with torch.autocast(x.device.type, enabled=False):  # sparse products stay float32
+                return sparse_linear(x.float(), s, self.bias)
         return super().forward(x)
 
 
@@ -198,6 +199,10 @@ class Block(nn.Module):
 
 
 class GPT(nn.Module):
+    # The dtype of the matrix products (the run's `train.precision`; None: float32). Autocast keeps the
+    # weights, the residual stream and the norms in float32; the loss's log-softmax is float32 too.
+    compute_dtype: torch.dtype | None = None
+
     def __init__(self, cfg: ModelConfig, bigram_logprobs: torch.Tensor | None = None):
         super().__init__()
         self.cfg = cfg
@@ -242,6 +247,14 @@ class GPT(nn.Module):
         T = idx.shape[1]
         if T > self.cfg.context:
             raise ValueError(f"sequence length {T} exceeds the model's context {self.cfg.context}")
+        if self.compute_dtype is not None:
+            with torch.autocast(idx.device.type, dtype=self.compute_dtype):
+                return self._forward(idx, hooks, logits_at, targets)
+        return self._forward(idx, hooks, logits_at, targets)
+
+    def _forward(self, idx: torch.Tensor, hooks: Hooks | None, logits_at: torch.Tensor | None,
+                 targets: torch.Tensor | None) -> torch.Tensor:
+        T = idx.shape[1]
         x = self.wte(idx)
         if self.wpe is not None:
             x = x + self.wpe(torch.arange(T, device=idx.device))
@@ -254,8 +267,8 @@ class GPT(nn.Module):
             x, current = x[rows, logits_at], idx[rows, logits_at]
         x = self.ln_f(x, hooks)
         if targets is not None:
-            return head_loss(x, self.lm_head, self.bigram, current, targets)
-        logits = self.lm_head(x)
+            return head_loss(x, self.lm_head, self.bigram, current, targets, self.compute_dtype)
+        logits = self.lm_head(x).float()
         if self.bigram is not None:
             logits = logits + self.bigram[current]
         return logits

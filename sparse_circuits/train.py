@@ -441,6 +441,7 @@ def train(cfg: RunConfig, out_dir: str | os.PathLike, resume: bool = False,
     torch.manual_seed(t.seed)
     bigram = run.data.bigram_logprobs() if cfg.model.bigram_table != BigramTable.NONE else None
     model = GPT(cfg.model, bigram).to(run.device)
+    model.compute_dtype = t.precision.dtype
     objective = couple(model).to(run.device) if couple is not None else None
     extra = objective.extra_modules() if objective is not None else {}
     opt, names = build_optimizer(model, cfg, extra, objective.lr_mults() if objective is not None else None)

@@ -166,7 +166,7 @@ def test_sweep_tiny_grid_end_to_end_kill_and_resume(tmp_path, data_dir, monkeypa
         return real_train(cfg, run_dir, resume=resume, **kw)
 
     monkeypatch.setattr(sweep_run, "train", killed_train)
-    res = runner.invoke(main, ["sweep", "--grid", str(grid), "--data", str(data_dir), "--out", str(out)])
+    res = runner.invoke(main, ["sweep", "--grid", str(grid), "--data", str(data_dir), "--out", str(out), "--jobs", "1"])
     assert res.exit_code == 1 and "Aborted" in res.output  # click's answer to Ctrl-C
     first_two = [out / "models" / n for n in calls[:2]]
     finished = {d: (d / "model.safetensors").stat().st_mtime_ns for d in first_two}
@@ -210,6 +210,24 @@ def test_sweep_tiny_grid_end_to_end_kill_and_resume(tmp_path, data_dir, monkeypa
     # Again: nothing is retrained or pruned again.
     res = runner.invoke(main, ["sweep", "--grid", str(grid), "--data", str(data_dir), "--out", str(out)])
     assert res.exit_code == 0 and res.output.count("finished earlier; kept") == 5
+
+
+def test_sweep_trains_side_by_side_one_thread_each(tmp_path, data_dir):
+    grid = tmp_path / "grid.json"
+    grid.write_text(json.dumps(TINY_GRID | {"history": None, "matched": None}))
+    out = tmp_path / "sweep"
+    res = CliRunner().invoke(main, ["sweep", "--grid", str(grid), "--data", str(data_dir), "--out", str(out),
+                                    "--jobs", "2"])
+    assert res.exit_code == 0, res.output
+    assert "models, 2 at a time, one thread each" in res.output
+    names = [s.name for s in grid_from_dict(TINY_GRID).models()]
+    assert [r["name"] for r in json.loads((out / "sweep.json").read_text())["rows"]] == names
+    for n in names:
+        assert json.loads((out / "models" / n / "config.json").read_text())["train"]["threads"] == 1
+    again = CliRunner().invoke(main, ["sweep", "--grid", str(grid), "--data", str(data_dir), "--out", str(out),
+                                      "--jobs", "2"])
+    assert again.exit_code == 0 and again.output.count("finished earlier; kept") == len(names)
+    assert "at a time" not in again.output
 
 
 def test_sweep_refuses_bad_input_before_writing(tmp_path, data_dir):

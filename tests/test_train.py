@@ -76,8 +76,9 @@ class Killed(Exception):
     pass
 
 
-def test_resume_continues_exactly(tmp_path, data_dir):
-    cfg = tiny_config(data_dir)
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_resume_continues_exactly(tmp_path, data_dir, precision):
+    cfg = tiny_config(data_dir, precision=precision)
     full = tmp_path / "full"
     train(cfg, full, progress=False)
 
@@ -360,3 +361,33 @@ def test_load_model_runs_sparse_weights_sparsely(trained, data_dir):
     x, _ = TokenData(data_dir).batch("val", 2, 16, seed=0, index=0)
     with torch.no_grad():
         torch.testing.assert_close(model(x), dense(x), rtol=1e-5, atol=1e-5)
+
+
+def test_bf16_products_keep_float32_weights_and_nearly_the_same_loss(tmp_path, data_dir):
+    """bf16 autocast changes the products only: the loss stays within a tolerance of fp32, weights,
+    optimizer state, the projection and checkpoints stay float32, and evaluation runs as trained."""
+    from safetensors import safe_open
+
+    runs = {}
+    for precision in ("fp32", "bf16"):
+        out = tmp_path / precision
+        train(tiny_config(data_dir, precision=precision), out, progress=False)
+        runs[precision] = out
+    losses = {p: [r["train_loss"] for r in metrics(out) if "train_loss" in r] for p, out in runs.items()}
+    assert losses["fp32"] != losses["bf16"]  # the products did change precision
+    for a, b in zip(losses["fp32"], losses["bf16"]):
+        assert abs(a - b) < 0.05 * a
+    for name in ("model.safetensors", "checkpoints/step_00000012/model.safetensors",
+                 "checkpoints/step_00000012/optimizer.safetensors"):
+        with safe_open(str(runs["bf16"] / name), "pt") as f:
+            assert {f.get_slice(k).get_dtype() for k in f.keys()} <= {"F32", "I64", "F64"}, name
+    model, cfg = load_model(runs["bf16"])
+    assert cfg.train.precision.value == "bf16" and model.compute_dtype == torch.bfloat16
+    frac = cfg.sparsity.nonzero_frac
+    for name, p in model.sparsified_parameters().items():
+        assert p.dtype == torch.float32 and int(torch.count_nonzero(p)) <= keep_count(frac, p.numel()) + 4 * p.shape[0], name
+    x = TokenData(data_dir).batch("val", 2, cfg.model.context, 0, 0)[0]
+    logits = model(x)
+    assert logits.dtype == torch.float32
+    model.compute_dtype = None
+    assert torch.allclose(logits, model(x), atol=0.15, rtol=0.05)  # bf16 products: ~3 significant digits

@@ -10,11 +10,12 @@ DIR/matched.json                  the target-loss sweep of matched sparse/dense 
 DIR/history/NAME/                 a task's circuit across the checkpoints of one model
 
 Every stage reuses what an earlier call finished: training resumes from the last checkpoint,
-task scores and circuits are cached by weight hash, so a killed sweep loses at most the model in
-progress (and of that, only the steps after its last checkpoint). Models run one at a time (on
-2 CPU cores two trainings at once are ~10x slower, not 2x); on several GPUs, start one process
-per device with `--shard K/N --device cuda:K`, then run the sweep once more without `--shard`
-for the table and the matched and history stages.
+task scores and circuits are cached by weight hash, so a killed sweep loses at most the models in
+progress (and of those, only the steps after their last checkpoints). On a CPU with several cores
+the models train side by side, one thread each (`--jobs`, parallel.py: ~1.3x the work of one
+two-thread training on 2 cores), then are scored and pruned one after the other; on several GPUs,
+start one process per device with `--shard K/N --device cuda:K`, then run the sweep once more
+without `--shard` for the table and the matched and history stages.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from ..config import RunConfig, to_dict
 from ..data import TokenData
 from ..errors import UserError
 from ..fileio import read_json, sha256_file, write_json
+from ..parallel import TrainJob, one_thread, side_by_side_workers, train_side_by_side
 from ..tasks import all_tasks
 from ..tasks.evaluate import LEARNED_ACCURACY, load_or_evaluate_run
 from ..train import final_metrics, full_validation_loss, train
@@ -91,6 +93,7 @@ class Sweep:
     shard: Shard | None = None
     progress: bool = True
     log: Callable[[str], None] = print
+    jobs: int = 0  # trainings side by side, one thread each (0: one per core on a CPU)
     configs: dict[str, RunConfig] = field(default_factory=dict)
 
     def run_dir(self, spec: ModelSpec) -> Path:
@@ -111,6 +114,7 @@ class Sweep:
         TokenData(self.data_dir)
         mine = [s for i, s in enumerate(specs) if self.shard is None or i % self.shard.count == self.shard.index]
         self._check_out()
+        self.train_side_by_side(mine)
         for i, spec in enumerate(mine, 1):
             self.log(f"[{i}/{len(mine)}] {spec.name}")
             self.model(spec)
@@ -174,11 +178,7 @@ class Sweep:
 
     # -- one model --------------------------------------------------------------------------------
 
-    def model(self, spec: ModelSpec) -> ModelRow:
-        row = self._finished_row(spec)
-        if row is not None:
-            self.log("  finished earlier; kept")
-            return row
+    def _job(self, spec: ModelSpec) -> TrainJob:
         cfg, run_dir = self.configs[spec.name], self.run_dir(spec)
         resume = (run_dir / "config.json").is_file()
         if resume:
@@ -188,7 +188,29 @@ class Sweep:
             if to_dict(saved) != to_dict(cfg):
                 raise UserError(f"{run_dir}: holds a run with another config than the grid gives it; "
                                 "delete that directory or use another --out")
-        final = train(cfg, run_dir, resume=resume, progress=self.progress)
+        return TrainJob(cfg, run_dir, resume)
+
+    def train_side_by_side(self, specs: list[ModelSpec]) -> None:
+        """Train the models not yet trained, several at once, one thread each (a CPU with cores to spare)."""
+        todo = [s for s in specs if self._finished_row(s) is None
+                and final_metrics(self.run_dir(s)).get("step", 0) < self.configs[s.name].train.steps]
+        device = self.configs[specs[0].name].train.device if specs else "cpu"
+        workers = self.jobs or side_by_side_workers(device, len(todo))
+        if workers < 2 or len(todo) < 2:
+            return
+        for s in specs:
+            self.configs[s.name] = one_thread(self.configs[s.name])
+        self.log(f"training {len(todo)} models, {workers} at a time, one thread each")
+        train_side_by_side([self._job(s) for s in todo], workers, self.progress, [s.name for s in todo])
+
+    def model(self, spec: ModelSpec) -> ModelRow:
+        row = self._finished_row(spec)
+        if row is not None:
+            self.log("  finished earlier; kept")
+            return row
+        job = self._job(spec)
+        cfg, run_dir = job.cfg, job.out
+        final = train(cfg, run_dir, resume=job.resume, progress=self.progress)
         self.log(f"  trained: val loss {final.get('val_loss', float('nan')):.3f}")
         scores = load_or_evaluate_run(run_dir, progress=self.progress)
         p = self.grid.prune
@@ -282,8 +304,10 @@ def nearest_dense(rows: list[ModelRow], sparse: ModelRow) -> ModelRow:
 
 
 def run_sweep(grid: GridConfig, data_dir: str | os.PathLike, out: str | os.PathLike, device: str | None = None,
-              shard: Shard | None = None, progress: bool = True, log=print) -> SweepTable:
-    sweep = Sweep(grid, Path(data_dir), Path(out), device, shard, progress, log)
+              shard: Shard | None = None, progress: bool = True, log=print, jobs: int = 0) -> SweepTable:
+    if jobs < 0:
+        raise UserError(f"sweep: --jobs must be >= 0 (0: one per core), got {jobs}")
+    sweep = Sweep(grid, Path(data_dir), Path(out), device, shard, progress, log, jobs)
     return sweep.run()
 
 
