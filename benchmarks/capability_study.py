@@ -227,7 +227,17 @@ def table() -> str:
     for t in tasks:
         cells = [f"{statistics.fmean(r['tasks'][t]['accuracy'] for r in rows[n]):.2f}" for n in SETTINGS if n in rows]
         lines.append(f"| {t} | " + " | ".join(cells) + " |")
+    binding = [n for n in SETTINGS if n in rows and n.startswith(("w64_", "ref"))]
+    if binding:
+        lines += ["", "The binding tasks (issue 26): test accuracy, mean ± spread over seeds (chance 0.50):", "",
+                  "| setting | seeds | " + " | ".join(BINDING_TASKS) + " |", "|---|---|" + "---|" * len(BINDING_TASKS)]
+        for n in binding:
+            cells = [_ms([r["tasks"][t]["accuracy"] for r in rows[n]], ".2f") for t in BINDING_TASKS]
+            lines.append(f"| {n} | {len(rows[n])} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+BINDING_TASKS = ["set_or_string", "set_or_string_fixedvarname", "class_init", "with_open", "var_swap"]
 
 
 NATURALNESS_HEAD = "Task test prompts against each corpus's training tokens (contamination.json):"
