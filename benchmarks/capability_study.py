@@ -96,6 +96,13 @@ SETTINGS |= {
     "w64_v2": {"corpus": "mix2", "config": {"model": W64}},
     "w64_v2_b16": {"corpus": "mix2", "config": {"model": W64, "train": {"batch_size": 16, "steps": 4000}}},
     "w64_v2_b8": {"corpus": "mix2", "config": {"model": W64, "train": {"batch_size": 8, "steps": 8000}}},
+    "w64_v2_b8_exp": {"corpus": "mix2", "config": {"model": W64, "train": {"batch_size": 8, "steps": 8000},
+                                                   "sparsity": {"anneal": "exponential"}}},
+    "w64_v2_b8_end25": {"corpus": "mix2", "config": {"model": W64, "train": {"batch_size": 8, "steps": 8000},
+                                                     "sparsity": {"anneal_end": 0.25}}},
+    "w64_v2_b8_lr2x": {"corpus": "mix2", "config": {"model": W64, "train": {"batch_size": 8, "steps": 8000, "lr": 6e-3}}},
+    "w64_v2_b8_lrhalf": {"corpus": "mix2", "config": {"model": W64, "train": {"batch_size": 8, "steps": 8000,
+                                                                              "lr": 1.5e-3}}},
 }
 for _s in SETTINGS.values():
     _s["config"].setdefault("model", {}).setdefault("positions", "none")

@@ -55,6 +55,12 @@ NEUTRAL_NAMES = """
 current result data out acc buf value temp store pool cache batch entry record state info item
 output collected parts pending stuff target source extra holder bucket chunk payload
 """.split()
+# [ours] Share of a container's or string's uses that are its type's own statement (`s.add(x)`,
+# `t += x`, `items.append(x)`, `d[k] = v`): the decisions a model can only make by looking the name's
+# binding up. A first draft without it (and with fewer neutral names) taught no binding at all in
+# 8M tokens (docs/results.md, issue 26).
+SIGNATURE_SHARE = 0.5
+SIGNATURE_USE = {Kind.SET, Kind.LIST, Kind.DICT, Kind.STR, Kind.INT}
 # Verbs of functions that do a bit of everything: none promises a return type or a file mode.
 PROCESS_VERBS = ["process", "handle", "update", "build", "prepare", "run", "compute", "render", "reset", "show",
                  "clean", "merge", "move", "apply", "refresh", "run_all"]
@@ -140,7 +146,7 @@ class _Gen:
                                                        else ["out", "outfile", "writer"]))
         if kind == Kind.FUNCTION:
             return rng.choice([f"{rng.choice(['get', 'make', 'to', 'key'])}_{n}", "key_fn", "transform", "scale"])
-        if rng.random() < 0.45:
+        if rng.random() < 0.6:  # most names say nothing of their type: only the binding does
             return rng.choice(NEUTRAL_NAMES + [n, f"{rng.choice(ADJECTIVES)}_{n}", n, f"{n}_data"])
         p = self.plural(n)
         return rng.choice({
@@ -438,6 +444,8 @@ class _Gen:
         rng, n, k = self.rng, var.name, var.kind
         var.uses += 1
         nested = depth < 3
+        if k in SIGNATURE_USE and rng.random() < SIGNATURE_SHARE:
+            return [self.signature_use(var)]
         body = lambda: self.sub(depth + 1, 1, 2, in_loop, in_func)  # noqa: E731
         if k in (Kind.INT, Kind.FLOAT):
             def other() -> str:
@@ -523,6 +531,19 @@ class _Gen:
         else:
             return [f"print({n})"]
         return rng.choice(options)()
+
+    def signature_use(self, var: Var) -> str:
+        """The statement only this type takes, starting with the name: what a lookup of the binding predicts."""
+        n, e = var.name, var.elem or Kind.INT
+        if var.kind == Kind.SET:
+            return f"{n}.add({self.operand(e)})"
+        if var.kind == Kind.LIST:
+            return f"{n}.append({self.operand(e)})"
+        if var.kind == Kind.DICT:
+            return f"{n}[{self.operand(Kind.STR, fresh=0.5)}] = {self.operand(e)}"
+        if var.kind == Kind.STR:
+            return f"{n} += {self.rng.choice([self.operand(Kind.STR, fresh=0.5), self.string()])}"
+        return f"{n} += {self.rng.choice(['1', self.operand(var.kind, fresh=0.6)])}"
 
     def use_instance(self, var: Var, depth: int, in_loop: bool, in_func: bool) -> list[str]:
         rng, cls = self.rng, var.cls
@@ -848,7 +869,7 @@ class _Gen:
         if self.functions:
             choices.append(("call", 1.5))
         if depth < 3 and allow_control:
-            choices += [("accumulate", 2.0), ("for", 2.0), ("if", 1.5), ("while", 0.7), ("with", 1.0), ("try", 0.5)]
+            choices += [("accumulate", 4.0), ("for", 2.0), ("if", 1.5), ("while", 0.7), ("with", 1.0), ("try", 0.5)]
         if in_loop:
             choices += [("break", 0.15), ("continue", 0.15)]
         what = rng.choices([c for c, _ in choices], weights=[w for _, w in choices])[0]
