@@ -37,6 +37,7 @@ from sparse_circuits.data import TokenData, load_tokenizer, prepare_data  # noqa
 from sparse_circuits.fileio import read_json, write_json, write_text  # noqa: E402
 from sparse_circuits.tasks.contamination import contamination_report  # noqa: E402
 from sparse_circuits.tasks import all_tasks  # noqa: E402
+from sparse_circuits.tasks.registry import diagnostic_tasks  # noqa: E402
 from sparse_circuits.tasks.evaluate import LEARNED_ACCURACY as LEARNED  # noqa: E402
 from sparse_circuits.tasks.evaluate import evaluate_tasks  # noqa: E402
 from sparse_circuits.train import full_validation_loss, train  # noqa: E402
@@ -146,13 +147,31 @@ def run_one(name: str, seed: int, runs: Path, threads: int = 0) -> dict:
     held_out = full_validation_loss(model, tokens, cfg.model.context)
     tok = load_tokenizer(run_dir / "tokenizer.json")
     scores = evaluate_tasks(model, tok, all_tasks(), "test", 128, 0, tokens.bigram_logprobs(), progress=False)
+    probes = evaluate_tasks(model, tok, diagnostic_tasks(), "test", 128, 0, tokens.bigram_logprobs(), progress=False)
     result = result_record(name, seed, [s.as_dict() for s in scores], held_out.nats_per_token,
                            held_out.nats_per_char, final.get("elapsed_s"), final.get("tokens"),
                            val_tokens_scored=held_out.tokens_scored, val_loss_windows=final.get("val_loss"),
                            wall_s=time.perf_counter() - t0, threads=torch.get_num_threads(),
-                           machine=platform.processor() or platform.machine(), cpu=_cpu_name())
+                           machine=platform.processor() or platform.machine(), cpu=_cpu_name(),
+                           diagnostics={p.task: {"accuracy": p.accuracy, "loss": p.loss} for p in probes})
     write_json(result_path, result)
     return result
+
+
+def add_probes(runs: Path) -> None:
+    """Score the diagnostic probes on finished runs whose record predates them (their models are on disk)."""
+    for path in sorted(RESULTS.glob("*-s*.json")):
+        r = read_json(path, "study result")
+        run_dir = runs / path.stem
+        if "diagnostics" in r or not (run_dir / "model.safetensors").is_file():
+            continue
+        model, cfg = load_model(run_dir)
+        tok = load_tokenizer(run_dir / "tokenizer.json")
+        probes = evaluate_tasks(model, tok, diagnostic_tasks(), "test", 128, 0,
+                                TokenData(cfg.data_dir).bigram_logprobs(), progress=False)
+        r["diagnostics"] = {p.task: {"accuracy": p.accuracy, "loss": p.loss} for p in probes}
+        write_json(path, r)
+        print(f"{path.stem}: " + ", ".join(f"{k} {v['accuracy']:.2f}" for k, v in r["diagnostics"].items()))
 
 
 def _cpu_name() -> str:
@@ -282,7 +301,11 @@ def main() -> None:
     ap.add_argument("--jobs", type=int, default=1,
                     help="runs side by side, one thread each (two single-thread runs on two cores do ~1.3x the "
                          "work of one two-thread run)")
+    ap.add_argument("--probes", action="store_true", help="score the diagnostic probes on finished runs lacking them")
     args = ap.parse_args()
+    if args.probes:
+        add_probes(Path(args.runs))
+        return
     if args.jobs > 1 and not args.table:
         pending = [(n, s) for n in filter(None, args.settings.split(",")) for s in args.seeds.split(",")
                    if not (RESULTS / f"{n}-s{s}.json").is_file()]

@@ -185,8 +185,9 @@ def tasks() -> None:
 def tasks_list() -> None:
     """Names, one-line descriptions and candidates of every task."""
     from .tasks import all_tasks
+    from .tasks.registry import diagnostic_tasks
 
-    for t in all_tasks():
+    for t in all_tasks() + diagnostic_tasks():
         cands = " / ".join(repr(c) for c in t.candidates)
         click.echo(f"{t.name:<28} {cands:<34} {t.description}")
 

@@ -10,8 +10,10 @@ from sparse_circuits.tasks import Split, Task, TaskNotExpressible, all_tasks, ge
 from sparse_circuits.tasks.core import PairSpec, check_pair, parses, split_pool
 from sparse_circuits.tasks.evaluate import TaskTensors, all_logit_diffs, score_logit_diffs, score_task, task_loss
 from sparse_circuits.tasks.pools import POOLS
+from sparse_circuits.tasks.registry import diagnostic_tasks
 
 TASKS = all_tasks()
+DIAGNOSTICS = diagnostic_tasks()
 
 
 @pytest.fixture(scope="module")
@@ -28,7 +30,23 @@ def test_suite_has_the_20_paper_tasks_and_a_control():
     assert any(t.control for t in TASKS)
 
 
-@pytest.mark.parametrize("task", TASKS, ids=lambda t: t.name)
+def test_diagnostic_probes_stay_out_of_the_suite_but_are_found_by_name(tokenizer):
+    names = {t.name for t in DIAGNOSTICS}
+    assert "set_or_string_two_vars" in names and not names & {t.name for t in TASKS}
+    probe = get_task("set_or_string_two_vars")
+    assert probe.diagnostic and not probe.control
+    ds = probe.build(tokenizer, Split.TEST, 16, 0)
+    assert len(ds.examples) == 32
+    for pair in probe.draw_pairs(Split.TEST, 50, 0):
+        # Both prompts hold the same definitions (a set and a string, either order) and differ only in
+        # the name used last: "the nearest definition" answers both alike.
+        head_a, _, used_a = pair.prompt_a.rpartition(" ")
+        head_b, _, used_b = pair.prompt_b.rpartition(" ")
+        assert head_a == head_b and used_a != used_b
+        assert f"{used_a} = set()" in head_a and f"{used_b} = " in head_b and f"{used_b} = set()" not in head_b
+
+
+@pytest.mark.parametrize("task", TASKS + DIAGNOSTICS, ids=lambda t: t.name)
 def test_every_prompt_is_real_python(task):
     for split in Split:
         for ex in task.examples(split, 30, seed=3):

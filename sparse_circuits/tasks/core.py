@@ -102,6 +102,9 @@ class Task:
     generate: Generator
     control: bool = False  # a nonsense task: nothing in the prompt decides the answer sensibly
     corpus_patterns: tuple[str, str] = ("", "")  # regexes counting each class's idiom in a corpus
+    # Not one of the paper's tasks: a probe that separates two mechanisms of one (e.g. a lookup by
+    # name from "the nearest definition"). Evaluated and pruned by name, never counted in the suite.
+    diagnostic: bool = False
 
     def draw_pairs(self, split: Split, n_pairs: int, seed: int) -> list[PairSpec]:
         rng = random.Random(f"{self.name}/{split.value}/{seed}")
@@ -255,13 +258,15 @@ class Pools:
 # -- the registry ------------------------------------------------------------------------------
 
 TASKS: dict[str, Task] = {}
+DIAGNOSTICS: dict[str, Task] = {}  # probes, kept out of the suite (Task.diagnostic)
 
 
 def task(name: str, description: str, candidates: tuple[str, str], control: bool = False,
-         corpus_patterns: tuple[str, str] = ("", "")) -> Callable[[Generator], Generator]:
+         corpus_patterns: tuple[str, str] = ("", ""), diagnostic: bool = False) -> Callable[[Generator], Generator]:
     def register(fn: Generator) -> Generator:
-        if name in TASKS:
+        if name in TASKS or name in DIAGNOSTICS:
             raise ValueError(f"task {name!r} is registered twice")
-        TASKS[name] = Task(name, description, candidates, fn, control, corpus_patterns)
+        (DIAGNOSTICS if diagnostic else TASKS)[name] = Task(name, description, candidates, fn, control,
+                                                            corpus_patterns, diagnostic)
         return fn
     return register

@@ -4,14 +4,23 @@ from __future__ import annotations
 
 from ..errors import UserError
 from . import suite  # noqa: F401  (registers the tasks)
-from .core import TASKS, Task
+from .core import DIAGNOSTICS, TASKS, Task
 
 
 def get_task(name: str) -> Task:
-    if name not in TASKS:
-        raise UserError(f"unknown task {name!r}; `sparse-circuits tasks list` shows the {len(TASKS)} tasks")
-    return TASKS[name]
+    """A task of the suite or a diagnostic probe, by name."""
+    if name in TASKS:
+        return TASKS[name]
+    if name in DIAGNOSTICS:
+        return DIAGNOSTICS[name]
+    raise UserError(f"unknown task {name!r}; `sparse-circuits tasks list` shows the {len(TASKS)} tasks and "
+                    f"{len(DIAGNOSTICS)} diagnostic probes")
 
 
 def all_tasks(include_controls: bool = True) -> list[Task]:
+    """The suite: the paper's 20 tasks and the controls (never the diagnostic probes)."""
     return [t for t in TASKS.values() if include_controls or not t.control]
+
+
+def diagnostic_tasks() -> list[Task]:
+    return list(DIAGNOSTICS.values())

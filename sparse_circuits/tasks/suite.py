@@ -56,6 +56,21 @@ def set_or_string_fixedvarname(p: Pools) -> PairSpec:
     return _set_or_string(p, "current")
 
 
+@task("set_or_string_two_vars", "DIAGNOSTIC: a set and a string are both defined (either order); the name "
+      "used in the loop decides .add or +=", (".add", " +="), diagnostic=True)
+def set_or_string_two_vars(p: Pools) -> PairSpec:
+    """Prompts A and B hold the same definitions and differ only in the name used: a mechanism that
+    reads "the nearest definition" (or any set() / "" nearby) answers both alike, at chance; only a
+    lookup of the name's own binding does the task."""
+    pre, ind = p.scope()
+    s, t, x, src = p.vars(4)
+    init_t = p.rng.choice(['""', "''", "str()"])
+    defs = [f"{ind}{s} = set()\n", f"{ind}{t} = {init_t}\n"]
+    p.rng.shuffle(defs)
+    loop = f"{pre}{''.join(defs)}{ind}for {x} in {src}:\n{ind}    "
+    return PairSpec(f"{loop}{s}", f"{loop}{t}", ".add", " +=", ending_a=f"({x})\n", ending_b=f" {x}\n")
+
+
 @task("class_init", "in a run of self.x = x lines, assign the parameter named like the attribute",
       (" <this attribute>", " <another parameter>"), corpus_patterns=(r"self\.(\w+) = \1\b", ""))
 def class_init(p: Pools) -> PairSpec:
