@@ -27,7 +27,7 @@ from .report import build_report
 from .report.site import SNIPPET_WINDOWS
 from .tasks.contamination import contamination_report
 from .tasks.evaluate import LEARNED_ACCURACY, load_or_evaluate_run
-from .parallel import TrainJob, one_thread, side_by_side_workers, train_side_by_side
+from .parallel import Job, TrainJob, log_for, one_thread, side_by_side, side_by_side_workers, train_side_by_side
 from .train import RESUMABLE, config_changes, final_metrics, full_validation_loss, train
 
 
@@ -109,9 +109,10 @@ class Demo:
     def stages(self) -> list[tuple[str, Callable[[], str]]]:
         training = [("train sparse + dense", self.train_both)] if self.side_by_side else \
             [("train sparse", lambda: self.train("sparse")), ("train dense", lambda: self.train("dense"))]
-        return [("data", self.data)] + training + [
-            ("task scores", self.task_scores), ("prune sparse", lambda: self.prune("sparse")),
-            ("prune dense", lambda: self.prune("dense")), ("report", self.report)]
+        pruning = [("prune sparse + dense", self.prune_both)] if self.side_by_side else \
+            [("prune sparse", lambda: self.prune("sparse")), ("prune dense", lambda: self.prune("dense"))]
+        return [("data", self.data)] + training + [("task scores", self.task_scores)] + pruning + \
+            [("report", self.report)]
 
     def run(self) -> dict:
         stages = self.stages()
@@ -180,14 +181,27 @@ class Demo:
             learned.append(len(load_or_evaluate_run(self.run_dir(kind), progress=self.progress).learned(LEARNED_ACCURACY)))
         return f"tasks at accuracy >= {LEARNED_ACCURACY}: sparse {learned[0]}, dense {learned[1]}"
 
-    def prune(self, kind: str) -> str:
-        cfg = PruneConfig(steps=self.scale.prune_steps, target_loss=self.scale.prune_target)
-        summary = prune_all(self.run_dir(kind), self.run_dir(kind) / "circuits", cfg,
-                            n_pairs=self.scale.prune_pairs, include_controls=self.scale.include_controls,
-                            progress=self.progress, log=lambda line: self.log("  " + line), reuse=True,
-                            min_accuracy=self.scale.min_accuracy)
+    def _prune_args(self, kind: str) -> dict:
+        return dict(run_dir=self.run_dir(kind), out_root=self.run_dir(kind) / "circuits",
+                    cfg=PruneConfig(steps=self.scale.prune_steps, target_loss=self.scale.prune_target),
+                    n_pairs=self.scale.prune_pairs, include_controls=self.scale.include_controls, reuse=True,
+                    min_accuracy=self.scale.min_accuracy)
+
+    @staticmethod
+    def _pruned(summary: PruneAllSummary) -> str:
         gm = summary.geomean_edges
         return f"{summary.tasks_with_circuit} circuits" + (f", geometric mean {gm:.1f} edges" if gm else "")
+
+    def prune(self, kind: str) -> str:
+        return self._pruned(prune_all(**self._prune_args(kind), progress=self.progress,
+                                      log=lambda line: self.log("  " + line)))
+
+    def prune_both(self) -> str:
+        jobs = [Job(f"prune {kind}", prune_all, self._prune_args(kind) | {"progress": False, "log": log_for(kind)})
+                for kind in ("sparse", "dense")]
+        summaries = side_by_side(jobs, 2)
+        return "side by side, one thread each: " + "; ".join(
+            f"{kind} {self._pruned(s)}" for kind, s in zip(("sparse", "dense"), summaries))
 
     def report(self) -> str:
         site = build_report([self.run_dir("sparse"), self.run_dir("dense")], [], self.site_dir,

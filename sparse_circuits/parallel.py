@@ -1,22 +1,23 @@
-"""Several trainings at once, one thread each (the demo's two models, a sweep's grid).
+"""Independent jobs at once, one thread each: the demo's two trainings and two prunings, a sweep's grid.
 
 [ours] The small matrix products of CPU-sized models keep two threads poorly busy: on 2 cores,
 two single-thread trainings side by side do ~1.3x the work of one two-thread training
 (benchmarks/bench_precision.py), while two two-thread trainings at once run ~10x slower. So a CPU
-with two or more cores trains independent runs side by side, one thread each, one process each
-(`spawn`: nothing of the parent's state leaks in). Each run is an ordinary run directory: its
+with two or more cores runs independent jobs side by side, one thread each, one process each
+(`spawn`: nothing of the parent's state leaks in). A training is an ordinary run directory: its
 config records `train.threads: 1`, it checkpoints and resumes as always, and it is bit-for-bit the
 run that the same config gives when trained alone.
 """
 
 from __future__ import annotations
 
+import functools
 import multiprocessing
 import os
-import time
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Callable
 
 from tqdm import tqdm
 
@@ -31,12 +32,22 @@ class TrainJob:
     resume: bool
 
 
+@dataclass(frozen=True)
+class Job:
+    """One call of a module-level function (it crosses a process boundary) and its name in messages."""
+
+    name: str
+    fn: Callable[..., Any]
+    kwargs: dict
+
+
 def side_by_side_workers(device: str, jobs: int) -> int:
-    """How many trainings to run at once: one per core on a CPU (never more than there are jobs),
-    one at a time on an accelerator."""
+    """How many jobs to run at once: one per core on a CPU (never more than there are jobs), one at a
+    time on an accelerator."""
     if not device.startswith("cpu"):
         return 1
-    return max(1, min(jobs, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1))
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(1, min(jobs, cores))
 
 
 def one_thread(cfg: RunConfig) -> RunConfig:
@@ -46,19 +57,63 @@ def one_thread(cfg: RunConfig) -> RunConfig:
     return cfg
 
 
-def _train_child(cfg_dict: dict, out: str, resume: bool) -> dict:
+def _child(fn: Callable[..., Any], kwargs: dict) -> dict:
     import torch
-
-    from .train import train
 
     torch.set_num_threads(1)
     try:
-        return {"final": train(run_config_from_dict(cfg_dict), out, resume=resume, progress=False)}
+        return {"value": fn(**kwargs)}
     except UserError as e:  # the message crosses the process boundary; the parent raises it again
         return {"error": str(e)}
 
 
+def prefixed_print(prefix: str, line: str) -> None:
+    """A log function for a job (picklable, unlike a lambda): its lines carry the job's name."""
+    print(f"{prefix}{line}", flush=True)
+
+
+def log_for(name: str) -> Callable[[str], None]:
+    return functools.partial(prefixed_print, f"[{name}] ")
+
+
+def side_by_side(jobs: list[Job], workers: int, poll: Callable[[], None] | None = None) -> list[Any]:
+    """Run every job, `workers` at a time, one thread each; returns their values in job order. A
+    failure in one job is raised (as a one-line error naming the job) once the others have stopped;
+    `poll` is called every two seconds meanwhile (progress)."""
+    if workers < 1:
+        raise UserError(f"side-by-side jobs need >= 1 worker, got {workers}")
+    results: list[Any] = [None] * len(jobs)
+    errors: list[str] = []
+    with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+        pending: dict[Future, int] = {pool.submit(_child, j.fn, j.kwargs): i for i, j in enumerate(jobs)}
+        while pending:
+            done, _ = wait(pending, timeout=2.0, return_when=FIRST_COMPLETED)
+            if poll is not None:
+                poll()
+            for future in done:
+                i = pending.pop(future)
+                if future.cancelled():
+                    continue
+                out = future.result()
+                if "error" in out:
+                    errors.append(f"{jobs[i].name}: {out['error']}")
+                    for other in pending:
+                        other.cancel()
+                else:
+                    results[i] = out["value"]
+    if errors:
+        raise UserError(errors[0])
+    return results
+
+
+def _train(cfg: dict, out: str, resume: bool) -> dict:
+    from .train import train
+
+    return train(run_config_from_dict(cfg), out, resume=resume, progress=False)
+
+
 def _last_step(out: Path) -> int:
+    """The step of the last record in a run's metrics.jsonl (read from its tail; 0 when there is none)."""
     try:
         with open(out / "metrics.jsonl", "rb") as f:
             f.seek(0, os.SEEK_END)
@@ -77,42 +132,21 @@ def _last_step(out: Path) -> int:
 
 def train_side_by_side(jobs: list[TrainJob], workers: int, progress: bool = True,
                        names: list[str] | None = None) -> list[dict]:
-    """Train every job, `workers` at a time, one thread each; returns each run's final metrics in
-    job order. A failure in one run is raised (as a one-line error naming the run) once the others
-    have stopped; what they finished stays on disk and resumes."""
-    if workers < 1:
-        raise UserError(f"side-by-side training needs >= 1 worker, got {workers}")
+    """Train every job side by side, one thread each, with a progress bar per run; returns each
+    run's final metrics in job order. What a failed or killed run finished stays on disk and resumes."""
     names = names or [str(j.out) for j in jobs]
-    results: list[dict | None] = [None] * len(jobs)
     bars = [tqdm(total=j.cfg.train.steps, desc=name, unit="step", position=i, disable=not progress,
                  mininterval=2.0, dynamic_ncols=True) for i, (j, name) in enumerate(zip(jobs, names))]
-    errors: list[str] = []
-    ctx = multiprocessing.get_context("spawn")
+
+    def poll() -> None:
+        for bar, job in zip(bars, jobs):
+            bar.update(_last_step(job.out) - bar.n)
+
     try:
-        with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
-            pending: dict[Future, int] = {
-                pool.submit(_train_child, to_dict(one_thread(j.cfg)), str(j.out), j.resume): i
-                for i, j in enumerate(jobs)}
-            while pending:
-                done, _ = wait(pending, timeout=2.0, return_when=FIRST_COMPLETED)
-                for bar, job in zip(bars, jobs):
-                    bar.update(_last_step(job.out) - bar.n)
-                for future in done:
-                    i = pending.pop(future)
-                    if future.cancelled():
-                        continue
-                    out = future.result()
-                    if "error" in out:
-                        errors.append(f"{names[i]}: {out['error']}")
-                    results[i] = out.get("final", {})
-                    bars[i].update(jobs[i].cfg.train.steps - bars[i].n)
-                if errors:
-                    for future in pending:
-                        future.cancel()
-                    time.sleep(0.1)
+        return side_by_side([Job(name, _train, {"cfg": to_dict(one_thread(j.cfg)), "out": str(j.out),
+                                                "resume": j.resume}) for j, name in zip(jobs, names)],
+                            workers, poll)
     finally:
+        poll()
         for bar in bars:
             bar.close()
-    if errors:
-        raise UserError(errors[0])
-    return [r or {} for r in results]
