@@ -17,6 +17,7 @@ import math
 from collections import defaultdict
 from typing import Callable, Iterable
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -35,9 +36,27 @@ def abs_topk(x: torch.Tensor, k: int) -> torch.Tensor:
         return x
     # The selection carries no gradient: take |x| once, outside autograd.
     magnitude = x.detach().abs()
-    threshold = magnitude.topk(k, dim=-1, sorted=False).values.amin(dim=-1, keepdim=True)
-    # `where` writes the output in one pass (masked_fill copies x first): ~10% of this op at 8192 wide.
-    return torch.where(magnitude >= threshold, x, 0.0)
+    threshold = kth_largest_last_dim(magnitude, k)
+    # [ours] A product with the boolean mask: 2-3x faster than `torch.where(mask, x, 0.0)` on the CPU,
+    # forward and backward, at these widths. Dropped entries become 0.0 or -0.0 (equal, and zero to
+    # every count); kept entries are x exactly.
+    return x * (magnitude >= threshold)
+
+
+def kth_largest_last_dim(m: torch.Tensor, k: int) -> torch.Tensor:
+    """The k-th largest entry of every row (last axis) of `m`, shaped (..., 1).
+
+    [ours] On the CPU numpy's introselect (`np.partition`) finds it 5-14x faster than `torch.topk`
+    for rows of 64-512 entries (benchmarks/bench_precision.py; AbsTopK was a third of a training
+    step at width 64); the value is the same entry either way (tested). Elsewhere `torch.topk`.
+    """
+    width = m.shape[-1]
+    if m.device.type == "cpu" and m.dtype in (torch.float32, torch.bfloat16, torch.float16):
+        rows = m.reshape(-1, width)
+        a = (rows if rows.dtype == torch.float32 else rows.float()).numpy()
+        kth = np.partition(a, width - k, axis=-1)[:, width - k]
+        return torch.from_numpy(kth).to(m.dtype).reshape(*m.shape[:-1], 1)
+    return m.topk(k, dim=-1, sorted=False).values.amin(dim=-1, keepdim=True)
 
 
 class SiteKind(str, enum.Enum):

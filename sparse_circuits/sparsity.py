@@ -5,16 +5,17 @@ largest magnitude (ties broken by lowest flat index, so exactly k are kept) plus
 `min_per_unit` largest entries; everything else is set to exactly zero. Gradients and Adam moments
 are never touched: a zeroed weight comes back when its dense update makes it large again.
 
-Finding the k-th largest magnitude is the hot spot. On the CPU we bracket the threshold from a
-random sample and run an exact selection only on the few entries inside the bracket; on a GPU a
-fixed 31-step bisection on the float bit pattern finds it without host synchronisation. Both are
-exact; `kth_largest_reference` (torch.kthvalue) is the reference the tests compare them to.
+Finding the k-th largest magnitude is the hot spot. On the CPU numpy's introselect
+(`np.partition`) finds it 4-10x faster than `torch.kthvalue` or a sampled bracket (issue 26); on a
+GPU a fixed 31-step bisection on the float bit pattern finds it without host synchronisation.
+All are exact; `kth_largest_reference` (torch.kthvalue) is the reference the tests compare them to.
 """
 
 from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 
 from .config import AnnealSchedule, SparsityConfig, UnitAxis
@@ -48,12 +49,20 @@ def kth_largest_bisect(a: torch.Tensor, k: int) -> torch.Tensor:
     return lo.to(torch.int32).view(torch.float32).to(a.dtype)
 
 
+def _kth_smallest(flat: torch.Tensor, rank: int) -> torch.Tensor:
+    """The `rank`-th smallest (1-based) of a 1-D tensor. [ours] On the CPU numpy's introselect
+    (`np.partition`), 4-10x faster than `torch.kthvalue` at 16K-256K entries; the same entry."""
+    if flat.device.type == "cpu" and flat.dtype == torch.float32:
+        return torch.tensor(np.partition(flat.numpy(), rank - 1)[rank - 1])
+    return torch.kthvalue(flat, rank).values
+
+
 def kth_largest_sampled(a: torch.Tensor, k: int, generator: torch.Generator | None = None) -> torch.Tensor:
     """k-th largest of a non-negative tensor: bracket it from a sample, select exactly inside."""
     flat = a.reshape(-1)
     n = flat.numel()
     if n <= 4 * _SAMPLE or k > n // 2:
-        return kth_largest_reference(flat, k)
+        return _kth_smallest(flat, n - k + 1)
     sample = flat[torch.randint(0, n, (_SAMPLE,), generator=generator, device=a.device)]
     # Sample ranks 6 binomial standard deviations either side of the threshold's rank: the
     # threshold lies outside [lo, hi] with probability ~1e-9, and then we fall back.
@@ -65,12 +74,16 @@ def kth_largest_sampled(a: torch.Tensor, k: int, generator: torch.Generator | No
     inside = flat[(flat >= lo) & (flat <= hi)]
     need = k - above
     if not 1 <= need <= inside.numel():
-        return kth_largest_reference(flat, k)
-    return torch.kthvalue(inside, inside.numel() - need + 1).values
+        return _kth_smallest(flat, n - k + 1)
+    return _kth_smallest(inside, inside.numel() - need + 1)
 
 
 def kth_largest(a: torch.Tensor, k: int) -> torch.Tensor:
-    return kth_largest_bisect(a, k) if a.is_cuda else kth_largest_sampled(a, k)
+    if a.is_cuda:
+        return kth_largest_bisect(a, k)
+    if a.dtype == torch.float32:
+        return _kth_smallest(a.reshape(-1), a.numel() - k + 1)
+    return kth_largest_sampled(a, k)
 
 
 def drop_mask(a: torch.Tensor, k: int) -> torch.Tensor:

@@ -5,7 +5,7 @@ import torch
 
 from sparse_circuits.config import BigramTable, ModelConfig, NodeLocation, Positions
 from sparse_circuits.errors import UserError
-from sparse_circuits.hooks import Hooks, abs_topk
+from sparse_circuits.hooks import Hooks, abs_topk, kth_largest_last_dim
 from sparse_circuits.model import GPT, attend, attention_pattern
 
 
@@ -39,6 +39,22 @@ def test_abs_topk_keeps_k_largest_magnitudes():
     xg = x.clone().requires_grad_()
     abs_topk(xg, 10).mul(torch.arange(40.0)).sum().backward()
     assert torch.equal(xg.grad, kept * torch.arange(40.0))
+
+
+@pytest.mark.parametrize("shape, k", [((3, 7, 64), 16), ((5, 80), 20), ((2, 4, 256), 64), ((9, 13), 3)])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_the_fast_row_selection_is_torch_topk_exactly(shape, k, dtype):
+    """kth_largest_last_dim (numpy's introselect on the CPU) picks the same entry as torch.topk,
+    ties and zeros included."""
+    x = torch.randn(shape).to(dtype)
+    x[..., :4] = x[..., 4:5]  # ties at some rows' threshold
+    x.view(-1, shape[-1])[0] = 0.0  # an all-zero row
+    m = x.abs()
+    expected = m.topk(k, dim=-1, sorted=False).values.amin(dim=-1, keepdim=True)
+    got = kth_largest_last_dim(m, k)
+    assert got.dtype == m.dtype and torch.equal(got, expected)
+    y = abs_topk(x, k)
+    assert torch.equal(y, torch.where(m >= expected, x, 0.0))  # (-0.0 == 0.0)
 
 
 def test_activation_sparsity_at_every_site():

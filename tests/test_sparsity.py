@@ -11,6 +11,7 @@ from sparse_circuits.sparsity import (
     restore_unit_floor_,
     keep_count,
     kth_largest_bisect,
+    kth_largest,
     kth_largest_reference,
     kth_largest_sampled,
     nonzero_fraction,
@@ -87,6 +88,8 @@ def test_fast_selections_match_reference(n):
         ref = kth_largest_reference(a, k)
         assert kth_largest_bisect(a, k) == ref
         assert kth_largest_sampled(a, k, torch.Generator().manual_seed(0)) == ref
+        assert kth_largest(a, k) == ref  # the CPU's path (np.partition)
+        assert kth_largest(a.double(), k) == ref.double()
 
 
 def test_fast_projection_equals_naive_without_ties():
