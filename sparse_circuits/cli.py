@@ -501,15 +501,20 @@ def view(site_dir, port) -> None:
               help="directory for data, models, circuits and the report")
 @click.option("--quick", is_flag=True, help="the same pipeline at the tiny scale (a few minutes; for smoke tests)")
 @click.option("--wide", is_flag=True, help="the 2 x 128 `micro` models instead of 2 x 64 (about an hour on 2 cores)")
+@click.option("--reference", is_flag=True,
+              help="the reference setting: longer training of wider models (<= 3 hours on 2 cores, resumable)")
+@click.option("--seed", default=0, show_default=True, help="training seed of both models")
 @_user_errors
-def demo(out_dir, quick, wide) -> None:
+def demo(out_dir, quick, wide, reference, seed) -> None:
     """The whole method on the embedded corpus (the stdlib and generated programs): data, sparse and dense
     models, tasks, circuits, report."""
-    from .demo import DEFAULT, QUICK, WIDE, run_demo, summary_table
+    from .demo import DEFAULT, QUICK, REFERENCE, WIDE, run_demo, summary_table
 
-    if quick and wide:
-        raise UserError("demo: --quick and --wide are two different scales; give one of them")
-    summary = run_demo(out_dir, QUICK if quick else WIDE if wide else DEFAULT, log=click.echo)
+    chosen = [name for name, flag in (("--quick", quick), ("--wide", wide), ("--reference", reference)) if flag]
+    if len(chosen) > 1:
+        raise UserError(f"demo: {' and '.join(chosen)} are different scales; give one of them")
+    scale = QUICK if quick else WIDE if wide else REFERENCE if reference else DEFAULT
+    summary = run_demo(out_dir, scale, log=click.echo, seed=seed)
     click.echo("\n" + summary_table(summary))
 
 
