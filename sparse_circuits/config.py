@@ -15,7 +15,10 @@ import re
 import types
 import typing
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import torch
 
 from .errors import UserError
 from .nodes import NodeLocation  # noqa: F401 (config keys name node locations)

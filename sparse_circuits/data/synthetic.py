@@ -88,7 +88,7 @@ class Var:
 
 
 @dataclass
-class Callable_:
+class Signature:
     """A function or method the program defined: what it takes and what it gives back."""
 
     name: str
@@ -102,7 +102,7 @@ class Callable_:
 class ClassSpec:
     name: str
     attrs: list[Var] = field(default_factory=list)  # names without `self.`
-    methods: list[Callable_] = field(default_factory=list)
+    methods: list[Signature] = field(default_factory=list)
 
 
 class _Gen:
@@ -112,7 +112,7 @@ class _Gen:
         self.rng = rng
         self.scope: dict[str, Var] = {}
         self.constants: dict[str, Var] = {}
-        self.functions: list[Callable_] = []
+        self.functions: list[Signature] = []
         self.classes: list[ClassSpec] = []
         self.theme: list[str] = []
         self.clock = 0
@@ -1069,7 +1069,7 @@ class _Gen:
                                                                                     Kind.STR, Kind.INT):
                 body = [f"if {p.name} is None:", f"    {p.name} = {self.literal(p.kind, p.elem)}"] + body
         lines = [head] + self.indent(doc + body)
-        self.functions.append(Callable_(name, params, defaults, returns, ret_elem))
+        self.functions.append(Signature(name, params, defaults, returns, ret_elem))
         self.scope = outer
         return lines
 
@@ -1103,7 +1103,7 @@ class _Gen:
                           Kind.STR: rng.choice(['""', "''"])}[kind]
             init_body.append(f"self.{attr} = {init_value}")
             cls.attrs.append(Var(attr, kind, elem))
-        init = Callable_("__init__", params, defaults)
+        init = Signature("__init__", params, defaults)
         cls.methods.append(init)
         body = self.docstring(f"a {name.lower()}") if rng.random() < 0.4 else []
         body += [f"def __init__({self.param_list(params, defaults, True, rng.random() < 0.2)}):"] + self.indent(init_body)
@@ -1163,7 +1163,7 @@ class _Gen:
                 body = [f"return {self.fstring(vs)}"]
                 returns = Kind.STR
             else:
-                mname = rng.choice([f"rename", f"set_{noun}", f"append_{noun}"])
+                mname = rng.choice(["rename", f"set_{noun}", f"append_{noun}"])
                 params, defaults = self.new_params([(Kind.STR, None)], 0)
                 body = [f"{a} = {params[0].name}.strip()" if mname != f"append_{noun}" else f"{a} += {params[0].name}"]
         else:
@@ -1174,7 +1174,7 @@ class _Gen:
                 if not body[-1].startswith("return") else self.block(2, 1, 1, False, True, allow_control=False) + body
         if mname in (m.name for m in cls.methods):
             mname = f"{mname}_{len(cls.methods)}"
-        cls.methods.append(Callable_(mname, params, defaults, returns, ret_elem))
+        cls.methods.append(Signature(mname, params, defaults, returns, ret_elem))
         return [f"def {mname}({self.param_list(params, defaults, True, False)}):"] + self.indent(body)
 
     def module(self) -> str:
