@@ -47,11 +47,13 @@ class DemoScale:
     contamination: bool  # write contamination.json with the data
 
 
-# The default: `micro` at width 64 (d_mlp 256), which fits the demo's 30-minute budget on 2 CPU
-# cores: half the training time of the 2 x 128 `micro` models and, over 3 seeds, as many tasks
-# learned by the sparse model (docs/results.md, issue 10). Only learned tasks are pruned: a
+# The default: `micro` at width 64 (d_mlp 256) at batch 8 for 16,000 steps (16.4M tokens), the two
+# models side by side, one thread each: within the demo's 30-minute budget on 2 CPU cores. Small
+# batches and twice the tokens are what made the sparse model learn to bind a variable
+# (`set_or_string_fixedvarname`; docs/results.md, issue 26). Only learned tasks are pruned: a
 # circuit of a task the model cannot do means nothing.
-DEFAULT = DemoScale("default", "micro", {"d_model": 64, "d_mlp": 256}, {}, prune_steps=200, prune_target=0.15,
+DEFAULT = DemoScale("default", "micro", {"d_model": 64, "d_mlp": 256}, {"batch_size": 8, "steps": 16_000},
+                    prune_steps=200, prune_target=0.15,
                     prune_pairs=128, include_controls=True, min_accuracy=LEARNED_ACCURACY,
                     snippet_windows=SNIPPET_WINDOWS, synthetic_tokens=None, contamination=True)
 # The `micro` preset as it is (2 x 128): the capability study's and the frontier grid's model; ~1
