@@ -104,6 +104,17 @@ SETTINGS |= {
     "w64_v2_b8_lr2x": {"corpus": "mix2", "config": {"model": W64, "train": {"batch_size": 8, "steps": 8000, "lr": 6e-3}}},
     "w64_v2_b8_lrhalf": {"corpus": "mix2", "config": {"model": W64, "train": {"batch_size": 8, "steps": 8000,
                                                                               "lr": 1.5e-3}}},
+    "w64_v2_b8_16k": {"corpus": "mix2", "config": {"model": W64, "train": {"batch_size": 8, "steps": 16000}}},
+    "w64_v1_b8": {"corpus": "mix", "config": {"model": W64, "train": {"batch_size": 8, "steps": 8000}}},
+    "w64_v2_b8_ctx64": {"corpus": "mix2", "config": {"model": W64 | {"context": 64},
+                                                     "train": {"batch_size": 16, "steps": 8000}}},
+    "w64_v2_b8_ctx256": {"corpus": "mix2", "config": {"model": W64 | {"context": 256},
+                                                      "train": {"batch_size": 4, "steps": 8000}}},
+    "w64_v2_b8_nz4": {"corpus": "mix2", "config": {"model": W64, "train": {"batch_size": 8, "steps": 8000},
+                                                   "sparsity": {"nonzero_frac": 0.25}}},
+    # The micro preset's width (2 x 128) at batch 8.
+    "w128_v2_b8": {"corpus": "mix2", "config": {"model": {"positions": "concat"},
+                                                "train": {"batch_size": 8, "steps": 8000}}},
 }
 for _s in SETTINGS.values():
     _s["config"].setdefault("model", {}).setdefault("positions", "none")
@@ -253,7 +264,7 @@ def table() -> str:
     for t in tasks:
         cells = [f"{statistics.fmean(r['tasks'][t]['accuracy'] for r in rows[n]):.2f}" for n in SETTINGS if n in rows]
         lines.append(f"| {t} | " + " | ".join(cells) + " |")
-    binding = [n for n in SETTINGS if n in rows and n.startswith(("w64_", "ref"))]
+    binding = [n for n in SETTINGS if n in rows and n.startswith(("w64_", "w128_", "ref"))]
     if binding:
         lines += ["", "The binding tasks (issue 26): test accuracy, mean ± spread over seeds (chance 0.50):", "",
                   "| setting | seeds | " + " | ".join(BINDING_TASKS) + " |", "|---|---|" + "---|" * len(BINDING_TASKS)]
