@@ -28,14 +28,12 @@ sys.path.insert(0, str(ROOT))
 from benchmarks.describe_circuit import describe  # noqa: E402
 from sparse_circuits.checkpoint import load_model  # noqa: E402
 from sparse_circuits.circuits.circuit import load_circuit  # noqa: E402
-from sparse_circuits.circuits.intervention import CircuitIntervention  # noqa: E402
 from sparse_circuits.data import load_tokenizer  # noqa: E402
 from sparse_circuits.report import analysis  # noqa: E402
 from sparse_circuits.tasks import Split, get_task  # noqa: E402
 from sparse_circuits.tasks.evaluate import TaskTensors  # noqa: E402
 
 VALUE_TOKENS = ("set", "()", '""', "''", "str")
-PROBE = "set_or_string_two_vars"
 
 
 def _value_position(tokens: list[str]) -> int | None:
@@ -69,17 +67,6 @@ def attention_summary(model, circuit, tt, tok) -> list[str]:
     return lines
 
 
-def probe_scores(model, circuit, tok, n_pairs: int) -> tuple[float, float]:
-    """Accuracy of the whole model and of the circuit alone on the two-variable probe."""
-    tt = TaskTensors.of(get_task(PROBE).build(tok, Split.TEST, n_pairs, 0), model, tok)
-    accuracy = {}
-    for name, intervention in (("full", CircuitIntervention.keeping(None, {})),
-                               ("circuit", analysis.circuit_intervention(model, circuit))):
-        _, diffs = intervention.task_loss(model, tt)
-        accuracy[name] = float((diffs > 0).float().mean())
-    return accuracy["full"], accuracy["circuit"]
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("circuit_dir", type=Path)
@@ -92,9 +79,9 @@ def main() -> None:
     print(describe(args.circuit_dir, args.pairs))
     print("Attention in the circuit (argmax key over the example prompts):")
     print("\n".join(attention_summary(model, circuit, tt, tok)))
-    full, alone = probe_scores(model, circuit, tok, args.pairs)
-    print(f"\n{PROBE} (a set and a string both defined; only the name decides): whole model accuracy "
-          f"{full:.2f}, circuit alone {alone:.2f} (chance 0.50)")
+    for p in analysis.probe_accuracies(model, circuit, tok, args.pairs):
+        print(f"\n{p['task']} ({p['description']}): whole model accuracy {p['model']:.2f}, "
+              f"circuit alone {p['circuit']:.2f} (chance 0.50)")
 
 
 if __name__ == "__main__":

@@ -174,6 +174,23 @@ def test_site_files_and_escaping(site):
     assert set(data["panels"][node]) >= {"snippets", "pairs", "writers", "head"}
 
 
+def test_a_circuit_page_scores_its_tasks_diagnostic_probes(hostile_run, site, tmp_path):
+    from sparse_circuits.circuits.circuit import load_circuit
+    from sparse_circuits.report.analysis import probe_accuracies
+    from sparse_circuits.tasks.registry import probes_of
+
+    assert [p.name for p in probes_of("set_or_string")] == ["set_or_string_two_vars"]
+    assert probes_of("single_double_quote") == []
+    out, _ = site
+    page = next((out / "circuits").glob("*.html")).read_text(encoding="utf-8")
+    data = json.loads(re.search(r'<script type="application/json" id="page-data">(.*?)</script>', page, re.S).group(1))
+    assert data["probes"] == []  # the quote task has none
+    circuit = load_circuit(handmade_circuit(hostile_run, tmp_path / "sos", task="set_or_string"))
+    model, _ = load_model(hostile_run)
+    (probe,) = probe_accuracies(model, circuit, load_tokenizer(hostile_run / "tokenizer.json"), n_pairs=8)
+    assert probe["task"] == "set_or_string_two_vars" and 0 <= probe["model"] <= 1 and 0 <= probe["circuit"] <= 1
+
+
 # -- the CLI -----------------------------------------------------------------------------------
 
 def test_report_cli_and_mismatched_circuit(hostile_run, site, tmp_path):

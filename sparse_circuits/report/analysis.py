@@ -196,3 +196,26 @@ def token_writers(model: GPT, node: NodeId, tokenizer: Tokenizer) -> dict | None
                               if v != 0]
     return {"kind": kind, "nonzero": int((column != 0).sum()), "top": pick(top.values, top.indices),
             "bottom": pick(-bottom.values, bottom.indices)}
+
+
+PROBE_PAIRS = 128
+
+
+@torch.no_grad()
+def probe_accuracies(model: GPT, circuit: Circuit, tokenizer: Tokenizer, n_pairs: int = PROBE_PAIRS) -> list[dict]:
+    """The circuit's task's diagnostic probes (tasks.registry.probes_of): test accuracy of the whole
+    model and of the circuit alone on each. At chance, the mechanism does not use what the probe varies."""
+    from ..tasks import Split
+    from ..tasks.evaluate import TaskTensors
+    from ..tasks.registry import probes_of
+
+    out = []
+    for probe in probes_of(circuit.task):
+        tt = TaskTensors.of(probe.build(tokenizer, Split.TEST, n_pairs, 0), model, tokenizer)
+        accuracy = {}
+        for name, intervention in (("model", CircuitIntervention.keeping(None, {})),
+                                   ("circuit", circuit_intervention(model, circuit))):
+            _, diffs = intervention.task_loss(model, tt)
+            accuracy[name] = float((diffs > 0).float().mean())
+        out.append({"task": probe.name, "description": probe.description, "pairs": n_pairs} | accuracy)
+    return out

@@ -203,6 +203,7 @@ def circuit_page_data(model: GPT, tokenizer: Tokenizer, run: RunView, entry: Cir
         "qk_pairs": [[str(q), str(k)] for q, k in c.qk_pairs],
         "panels": panels,
         "heads": analysis.head_patterns(model, c, tt, nodes),
+        "probes": analysis.probe_accuracies(model, c, tokenizer),
         "snippet_source": f"{windows.shape[0]} held-out windows of {windows.shape[1]} tokens "
                           f"(validation split of {run.config['data_dir']})",
     }

@@ -105,6 +105,7 @@ class Task:
     # Not one of the paper's tasks: a probe that separates two mechanisms of one (e.g. a lookup by
     # name from "the nearest definition"). Evaluated and pruned by name, never counted in the suite.
     diagnostic: bool = False
+    probes: tuple[str, ...] = ()  # a diagnostic's suite tasks: their circuit pages score it too
 
     def draw_pairs(self, split: Split, n_pairs: int, seed: int) -> list[PairSpec]:
         rng = random.Random(f"{self.name}/{split.value}/{seed}")
@@ -262,11 +263,14 @@ DIAGNOSTICS: dict[str, Task] = {}  # probes, kept out of the suite (Task.diagnos
 
 
 def task(name: str, description: str, candidates: tuple[str, str], control: bool = False,
-         corpus_patterns: tuple[str, str] = ("", ""), diagnostic: bool = False) -> Callable[[Generator], Generator]:
+         corpus_patterns: tuple[str, str] = ("", ""), diagnostic: bool = False,
+         probes: tuple[str, ...] = ()) -> Callable[[Generator], Generator]:
     def register(fn: Generator) -> Generator:
         if name in TASKS or name in DIAGNOSTICS:
             raise ValueError(f"task {name!r} is registered twice")
+        if probes and not diagnostic:
+            raise ValueError(f"task {name!r}: only a diagnostic probes other tasks")
         (DIAGNOSTICS if diagnostic else TASKS)[name] = Task(name, description, candidates, fn, control,
-                                                            corpus_patterns, diagnostic)
+                                                            corpus_patterns, diagnostic, probes)
         return fn
     return register

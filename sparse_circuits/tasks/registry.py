@@ -24,3 +24,8 @@ def all_tasks(include_controls: bool = True) -> list[Task]:
 
 def diagnostic_tasks() -> list[Task]:
     return list(DIAGNOSTICS.values())
+
+
+def probes_of(task_name: str) -> list[Task]:
+    """The diagnostic probes that separate the mechanisms a model may use for this suite task."""
+    return [t for t in DIAGNOSTICS.values() if task_name in t.probes]

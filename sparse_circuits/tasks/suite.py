@@ -57,7 +57,8 @@ def set_or_string_fixedvarname(p: Pools) -> PairSpec:
 
 
 @task("set_or_string_two_vars", "DIAGNOSTIC: a set and a string are both defined (either order); the name "
-      "used in the loop decides .add or +=", (".add", " +="), diagnostic=True)
+      "used in the loop decides .add or +=", (".add", " +="), diagnostic=True,
+      probes=("set_or_string", "set_or_string_fixedvarname"))
 def set_or_string_two_vars(p: Pools) -> PairSpec:
     """Prompts A and B hold the same definitions and differ only in the name used: a mechanism that
     reads "the nearest definition" (or any set() / "" nearby) answers both alike, at chance; only a
