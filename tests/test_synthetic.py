@@ -303,3 +303,19 @@ def test_contamination_finds_a_planted_test_prompt(tmp_path, corpus_dir):
     assert all(r["long_verbatim"] == 0 for name, r in rows.items() if name != "while_return_true")
     clean = contamination_report(tmp_path / "d", n_pairs=16, log=lambda *_: None)  # reused, same numbers
     assert [r["verbatim"] for r in clean["tasks"]] == [r["verbatim"] for r in report["tasks"]]
+
+
+def test_v2_keeps_every_task_idiom_about_as_frequent_as_v1():
+    """Coherence must not cost the syntax-level tasks their idioms: per character, each class's
+    deciding idiom (the suite's corpus patterns) occurs at least 70% as often in v2 as in v1."""
+    from sparse_circuits.tasks import all_tasks
+    from sparse_circuits.tasks.evaluate import corpus_pattern_counts
+
+    rates = {}
+    for version in (1, 2):
+        text = "\n".join(itertools.islice(generate_programs(5, version=version), 1500))
+        rates[version] = {t: [None if n is None else n / len(text) for n in ab]
+                          for t, ab in corpus_pattern_counts(all_tasks(), text).items()}
+    low = [(task, old, new) for task in rates[1] for old, new in zip(rates[1][task], rates[2][task])
+           if old and new is not None and new < 0.7 * old]
+    assert not low, low
