@@ -7,6 +7,8 @@ import sys
 import pytest
 import torch
 
+from sparse_circuits.tasks.core import DIAGNOSTICS, TASKS
+
 
 def cli(*args, cwd=None):
     return subprocess.run([sys.executable, "-m", "sparse_circuits.cli", *map(str, args)], capture_output=True,
@@ -147,7 +149,11 @@ def test_a_failed_start_leaves_the_run_directory_usable(tmp_path, data_dir):
 
 def test_tasks_commands(tmp_path, data_dir):
     r = cli("tasks", "list")
-    assert r.returncode == 0 and len(r.stdout.splitlines()) == 21 and "single_double_quote" in r.stdout
+    lines = r.stdout.splitlines()
+    assert r.returncode == 0 and "single_double_quote" in r.stdout
+    # the 20 tasks and the control, then the diagnostic probes, marked as such
+    assert len(lines) == len(TASKS) + len(DIAGNOSTICS) == 22
+    assert all("DIAGNOSTIC" in line for line in lines[-len(DIAGNOSTICS):])
     run = tmp_path / "run"
     cfg = tmp_path / "cfg.json"
     cfg.write_text(json.dumps({"train": {"threads": 1}}))
