@@ -104,6 +104,9 @@ SETTINGS |= {
     "w64_v2_b8_lr2x": {"corpus": "mix2", "config": {"model": W64, "train": {"batch_size": 8, "steps": 8000, "lr": 6e-3}}},
     "w64_v2_b8_lrhalf": {"corpus": "mix2", "config": {"model": W64, "train": {"batch_size": 8, "steps": 8000,
                                                                               "lr": 1.5e-3}}},
+    # The same in bf16 (fp32 master weights; issue 26 asks for the loss at 3 seeds before any default).
+    "w64_v2_b8_bf16": {"corpus": "mix2", "config": {"model": W64, "train": {"batch_size": 8, "steps": 8000,
+                                                                            "precision": "bf16"}}},
     "w64_v2_b8_16k": {"corpus": "mix2", "config": {"model": W64, "train": {"batch_size": 8, "steps": 16000}}},
     "w64_v1_b8": {"corpus": "mix", "config": {"model": W64, "train": {"batch_size": 8, "steps": 8000}}},
     "w64_v2_b8_ctx64": {"corpus": "mix2", "config": {"model": W64 | {"context": 64},
@@ -240,9 +243,9 @@ def _ms(xs: list[float], fmt: str) -> str:
     return f"{format(statistics.fmean(xs), fmt)} ± {format(statistics.stdev(xs), fmt)}"
 
 
-def table() -> str:
+def table(records: list[Path] | None = None) -> str:
     rows: dict[str, list[dict]] = {}
-    for p in sorted(RESULTS.glob("*-s*.json")):
+    for p in sorted(RESULTS.glob("*-s*.json")) if records is None else records:
         r = read_json(p, "study result")
         rows.setdefault(r["setting"], []).append(r)
     lines = ["| setting | seeds | val nats/token | val nats/char | tasks >= 0.9 (min-max) | mean task loss | "
@@ -267,14 +270,19 @@ def table() -> str:
     binding = [n for n in SETTINGS if n in rows and n.startswith(("w64_", "w128_", "ref"))]
     if binding:
         lines += ["", "The binding tasks (issue 26): test accuracy, mean ± spread over seeds (chance 0.50):", "",
-                  "| setting | seeds | " + " | ".join(BINDING_TASKS) + " |", "|---|---|" + "---|" * len(BINDING_TASKS)]
+                  "| setting | seeds | " + " | ".join(BINDING_TASKS) + " | probe: " + PROBE + " |",
+                  "|---|---|" + "---|" * (len(BINDING_TASKS) + 1)]
         for n in binding:
             cells = [_ms([r["tasks"][t]["accuracy"] for r in rows[n]], ".2f") for t in BINDING_TASKS]
+            probe = [r["diagnostics"][PROBE]["accuracy"] for r in rows[n] if PROBE in r.get("diagnostics", {})]
+            cells.append(_ms(probe, ".2f") + ("" if len(probe) == len(rows[n]) else f" ({len(probe)} seeds)")
+                         if probe else "-")
             lines.append(f"| {n} | {len(rows[n])} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
 BINDING_TASKS = ["set_or_string", "set_or_string_fixedvarname", "class_init", "with_open", "var_swap"]
+PROBE = "set_or_string_two_vars"  # a set and a string both defined: only the name decides (chance 0.50)
 
 
 NATURALNESS_HEAD = "Task test prompts against each corpus's training tokens (contamination.json):"
@@ -307,6 +315,8 @@ def main() -> None:
     ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("--runs", default=str(ROOT / "runs" / "study"), help="where data and run directories go")
     ap.add_argument("--table", action="store_true", help="only print (and write) the table")
+    ap.add_argument("--results", help="print the table of the records matching this glob instead (e.g. "
+                                      "'benchmarks/results/capability/drafts/v2draft2-*.json'); writes nothing")
     ap.add_argument("--from-sweep", help="a finished `sparse-circuits sweep` directory: record its runs of our settings")
     ap.add_argument("--threads", type=int, default=0, help="torch threads per run (0: torch's default)")
     ap.add_argument("--jobs", type=int, default=1,
@@ -316,6 +326,13 @@ def main() -> None:
     args = ap.parse_args()
     if args.probes:
         add_probes(Path(args.runs))
+        return
+    if args.results:
+        records = sorted(Path().glob(args.results)) if not Path(args.results).is_absolute() else \
+            sorted(Path("/").glob(args.results.lstrip("/")))
+        if not records:
+            sys.exit(f"--results {args.results}: no study records match")
+        print(table(records))
         return
     if args.jobs > 1 and not args.table:
         pending = [(n, s) for n in filter(None, args.settings.split(",")) for s in args.seeds.split(",")
