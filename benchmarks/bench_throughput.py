@@ -38,7 +38,9 @@ REPO = Path(__file__).resolve().parent.parent
 SHAPES = {
     "micro": {},
     "4x256": {"n_layer": 4, "d_model": 256, "d_mlp": 1024, "context": 256},
+    "demo": {"d_model": 64, "d_mlp": 256},  # the demo's model since issue 26, at its batch of 8
 }
+BATCH = {"demo": 8}  # shapes trained at another batch size than the preset's
 
 
 # -- child processes ------------------------------------------------------------------------------
@@ -50,7 +52,7 @@ def _worker_config(data_dir: str, shape: str, dense: bool, steps: int, threads: 
         "data_dir": data_dir, "model": {"vocab_size": meta["vocab_size"]} | SHAPES[shape],
         "sparsity": {"nonzero_frac": 1.0} if dense else {},
         "train": {"steps": steps, "threads": threads, "eval_every": steps, "checkpoint_every": steps,
-                  "log_every": steps},
+                  "log_every": steps} | ({"batch_size": BATCH[shape]} if shape in BATCH else {}),
     })
 
 
