@@ -15,20 +15,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from .checkpoint import load_model, load_run_config
 from .circuits.api import prune_all
 from .circuits.summary import BIGRAM_DECIDED, PruneAllSummary, bigram_decided, shared_geomean
 from .circuits.prune import PruneConfig
 from .config import RunConfig, resolve_run_config
-from .data import DEFAULT_SOURCES, TokenData, prepare_data
+from .data import DEFAULT_SOURCES, DataMeta, TokenData, prepare_data
 from .errors import UserError
-from .fileio import read_json, write_json
+from .fileio import write_json
 from .report import build_report
 from .report.site import SNIPPET_WINDOWS
 from .tasks.contamination import contamination_report
 from .tasks.evaluate import LEARNED_ACCURACY, load_or_evaluate_run
 from .parallel import Job, TrainJob, log_for, one_thread, side_by_side, side_by_side_workers, train_side_by_side
-from .train import RESUMABLE, config_changes, final_metrics, full_validation_loss, train
+from .runs import Run
+from .train import full_validation_loss, train
 
 
 @dataclass(frozen=True)
@@ -142,16 +142,16 @@ class Demo:
     def data(self) -> str:
         meta = prepare_data(DEFAULT_SOURCES, self.data_dir, synthetic_tokens=self.scale.synthetic_tokens,
                             log=self.log)
-        note = (f"{meta['tokens']['train']:,} train tokens ({meta['synthetic']['tokens']:,} generated) / "
-                f"{meta['tokens']['val']:,} validation tokens")
+        note = (f"{meta.tokens.train:,} train tokens ({meta.synthetic.tokens:,} generated) / "
+                f"{meta.tokens.val:,} validation tokens")
         if self.scale.contamination:
             rows = contamination_report(self.data_dir, log=lambda _: None)["tasks"]
             note += f"; long test prompts found verbatim: {sum(r['long_verbatim'] for r in rows)}"
         return note
 
     def run_config(self, kind: str) -> RunConfig:
-        meta = read_json(self.data_dir / "meta.json", "data metadata")
-        overrides = {"data_dir": str(self.data_dir), "model": {**self.scale.model, "vocab_size": meta["vocab_size"]},
+        overrides = {"data_dir": str(self.data_dir),
+                     "model": {**self.scale.model, "vocab_size": DataMeta.load(self.data_dir).vocab_size},
                      "train": dict(self.scale.train) | {"seed": self.seed}}
         if kind == "dense":
             overrides["sparsity"] = {"nonzero_frac": 1.0}
@@ -160,13 +160,7 @@ class Demo:
 
     def _job(self, kind: str) -> TrainJob:
         cfg, run_dir = self.run_config(kind), self.run_dir(kind)
-        resume = (run_dir / "config.json").is_file()
-        if resume:
-            changed = [k for k in config_changes(load_run_config(run_dir), cfg) if k not in RESUMABLE]
-            if changed:
-                raise UserError(f"{run_dir}: holds a run with another config ({changed[0]} differs; another demo "
-                                "scale?); use another --out or delete it")
-        return TrainJob(cfg, run_dir, resume)
+        return TrainJob(cfg, run_dir, Run(run_dir).continues_with(cfg, hint="; another demo scale?"))
 
     @staticmethod
     def _trained(job: TrainJob, before: int, final: dict) -> str:
@@ -175,12 +169,12 @@ class Demo:
 
     def train(self, kind: str) -> str:
         job = self._job(kind)
-        before = final_metrics(job.out).get("step", 0) if job.resume else 0
+        before = Run(job.out).final_metrics().get("step", 0) if job.resume else 0
         return self._trained(job, before, train(job.cfg, job.out, resume=job.resume, progress=self.progress))
 
     def train_both(self) -> str:
         jobs = [self._job(kind) for kind in ("sparse", "dense")]
-        before = [final_metrics(j.out).get("step", 0) if j.resume else 0 for j in jobs]
+        before = [Run(j.out).final_metrics().get("step", 0) if j.resume else 0 for j in jobs]
         finals = train_side_by_side(jobs, 2, progress=self.progress, names=["train sparse", "train dense"])
         return "side by side, one thread each: " + "; ".join(
             f"{kind} {self._trained(j, b, f)}" for kind, j, b, f in zip(("sparse", "dense"), jobs, before, finals))
@@ -192,7 +186,7 @@ class Demo:
         return f"tasks at accuracy >= {LEARNED_ACCURACY}: sparse {learned[0]}, dense {learned[1]}"
 
     def _prune_args(self, kind: str) -> dict:
-        return dict(run_dir=self.run_dir(kind), out_root=self.run_dir(kind) / "circuits",
+        return dict(run_dir=self.run_dir(kind), out_root=Run(self.run_dir(kind)).circuits_dir,
                     cfg=PruneConfig(steps=self.scale.prune_steps, target_loss=self.scale.prune_target),
                     n_pairs=self.scale.prune_pairs, include_controls=self.scale.include_controls, reuse=True,
                     min_accuracy=self.scale.min_accuracy)
@@ -223,7 +217,7 @@ class Demo:
 
     def held_out_loss(self, kind: str) -> dict:
         """Loss on the whole held-out split of real code, per token and per character."""
-        model, cfg = load_model(self.run_dir(kind))
+        model, cfg = Run(self.run_dir(kind)).load_model()
         loss = full_validation_loss(model, TokenData(cfg.data_dir), cfg.model.context)
         return {"nats_per_token": loss.nats_per_token, "nats_per_char": loss.nats_per_char}
 
@@ -232,7 +226,7 @@ class Demo:
         for kind in ("sparse", "dense"):
             run_dir = self.run_dir(kind)
             scores = load_or_evaluate_run(run_dir, progress=False).by_task()
-            summaries[kind] = PruneAllSummary.load(run_dir / "circuits")
+            summaries[kind] = PruneAllSummary.load(Run(run_dir).circuits_dir)
             for task, score in scores.items():
                 row = rows.setdefault(task, {})
                 c = summaries[kind].tasks.get(task)

@@ -12,7 +12,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from sparse_circuits.checkpoint import load_model
+from sparse_circuits.runs import load_model
 from sparse_circuits.circuits.api import ablation_values, validate_circuit
 from sparse_circuits.circuits.circuit import Circuit, TaskSample
 from sparse_circuits.circuits.prune import Calibration, PruneConfig

@@ -24,10 +24,11 @@ import torch
 
 from ..circuits.circuit import Circuit
 from ..circuits.intervention import CircuitIntervention
-from ..data import load_tokenizer
 from ..errors import UserError
+from ..fileio import write_json
 from ..hooks import Hooks
 from ..nodes import NodeId, NodeLocation
+from ..runs import Run
 from ..tasks.core import Split
 from ..tasks.evaluate import TaskTensors, score_logit_diffs
 from ..tasks.registry import get_task
@@ -111,7 +112,7 @@ def steer(pair: BridgedPair, task: str, node: NodeId, n_pairs: int = 32, seed: i
     width = pair.sparse.cfg.d_model
     if not 0 <= node.index < width:
         raise UserError(f"node {node}: channel {node.index} is outside the residual width {width}")
-    tok = load_tokenizer(pair.run_dir / "tokenizer.json")
+    tok = Run(pair.run_dir).tokenizer()
     ds = get_task(task).build(tok, split, n_pairs, seed)
     tt = TaskTensors.of(ds, pair.sparse, tok)
     used, skipped = _aligned_pairs(tt)
@@ -143,6 +144,16 @@ def steer(pair: BridgedPair, task: str, node: NodeId, n_pairs: int = 32, seed: i
     res.control_p_counterfactual_answer = (sums["cc"] / n).tolist()
     res.delta_norm = sum(norms) / n
     return res
+
+
+def save_steering(res: SteeringResult, run_dir: str | Path, out_dir: str | Path | None = None) -> Path:
+    """Write the result's JSON and plot as OUT/TASK--NODE.{json,png}; by default OUT is the bridged run's
+    steering directory, where the report finds them. Returns the path without its suffix."""
+    out = Path(out_dir) if out_dir is not None else Run(run_dir).steering_dir
+    stem = f"{res.task}--{res.node.replace(':', '_')}"  # node names hold dots: no with_suffix
+    write_json(out / f"{stem}.json", res.as_dict())
+    steering_plot(res, out / f"{stem}.png")
+    return out / stem
 
 
 def steering_plot(res: SteeringResult, path: Path) -> None:
@@ -186,7 +197,7 @@ class ThroughBridge:
 
 @torch.no_grad()
 def circuit_through_bridge(pair: BridgedPair, circuit: Circuit, n_pairs: int = 64) -> ThroughBridge:
-    tok = load_tokenizer(pair.run_dir / "tokenizer.json")
+    tok = Run(pair.run_dir).tokenizer()
     ds = get_task(circuit.task).build(tok, Split.TEST, n_pairs, circuit.sample.seed)
     tt = TaskTensors.of(ds, pair.sparse, tok)
     keep = circuit.keep_masks({n: s.width for n, s in pair.sparse.node_sites().items()})

@@ -9,11 +9,10 @@ from pathlib import Path
 import torch
 from tokenizers import Tokenizer
 
-from ..checkpoint import load_model
+from ..runs import Run, load_model
 from ..config import RunConfig
 from ..data import load_tokenizer
 from ..errors import UserError
-from ..fileio import sha256_file
 from ..model import GPT
 from ..tasks import Split, TaskDataset, all_tasks, get_task
 from ..nodes import NodeId
@@ -87,7 +86,7 @@ def prune_task(run_dir: str | os.PathLike, task_name: str, out_dir: str | os.Pat
                         "the model cannot do this task at that target")
     edges = count_edges(model, best.keep)
     circuit = Circuit(
-        task=task_name, model_dir=str(run_dir), model_sha256=sha256_file(Path(run_dir) / "model.safetensors"),
+        task=task_name, model_dir=str(run_dir), model_sha256=Run(run_dir).weights_sha256(),
         config=best.config, loss=best.loss, loss_calibrated=best.loss_calibrated, calibration=best.calibration,
         nodes=sorted(NodeId.at(n, i) for n, k in best.keep.items() for i in k.nonzero().squeeze(1).tolist()),
         edges=edges.weights, residual_links=edges.residual, qk_pairs=edges.qk_pairs,
@@ -143,7 +142,7 @@ def prune_all(run_dir: str | os.PathLike, out_root: str | os.PathLike, cfg: Prun
     if min_accuracy is not None and not 0 <= min_accuracy <= 1:
         raise UserError(f"prune-all: --min-accuracy must be in [0, 1] (a test accuracy), got {min_accuracy}")
     out_root = Path(out_root)
-    summary = PruneAllSummary(model=str(run_dir), weights_sha256=sha256_file(Path(run_dir) / "model.safetensors"),
+    summary = PruneAllSummary(model=str(run_dir), weights_sha256=Run(run_dir).weights_sha256(),
                               config=cfg, budget=budget, pairs=n_pairs, max_full_loss=max_full_loss, tasks={},
                               min_accuracy=min_accuracy)
     earlier = _earlier_outcomes(out_root, summary) if reuse else {}

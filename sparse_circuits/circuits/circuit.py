@@ -21,8 +21,9 @@ from pathlib import Path
 import torch
 
 from ..errors import UserError
-from ..fileio import read_json, read_safetensors, sha256_file, write_json, write_safetensors
+from ..fileio import read_json, read_safetensors, write_json, write_safetensors
 from ..nodes import NodeId
+from ..runs import Run
 from ..tasks import Split
 from .edges import Edge
 from .masks import Ablation
@@ -157,6 +158,6 @@ def load_circuit(circuit_dir: str | os.PathLike, model_dir: str | os.PathLike | 
 
 def check_circuit_model(circuit: Circuit, circuit_dir: str | os.PathLike, model_dir: str | os.PathLike) -> None:
     """Refuse a circuit that was pruned from other weights than model_dir's."""
-    if sha256_file(Path(model_dir) / "model.safetensors") != circuit.model_sha256:
+    if Run(model_dir).weights_sha256() != circuit.model_sha256:
         raise UserError(f"{circuit_dir}: circuit was pruned from another model ({circuit.model_dir}), not "
                         f"{model_dir}; prune this model or pass the circuit's own model")

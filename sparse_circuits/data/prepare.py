@@ -27,7 +27,21 @@ from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, train
 from tqdm import tqdm
 
 from ..errors import UserError
-from ..fileio import atomic_path, read_json, read_safetensors, sha256_file, write_json, write_safetensors
+from ..fileio import atomic_path, read_safetensors, sha256_file, write_safetensors
+from .meta import (
+    BIGRAM_FILE,
+    DATA_FILES,
+    META_FILE,
+    TOKENIZER_FILE,
+    TRAIN_FILE,
+    VAL_FILE,
+    Baselines,
+    DataMeta,
+    FileCounts,
+    SplitCounts,
+    SplitSettings,
+    SyntheticMeta,
+)
 
 EOT = "<|endoftext|>"
 # The paper's pre-tokenization: letters with an optional non-letter prefix, digit runs of 1-3,
@@ -403,7 +417,7 @@ def prepare_data(sources: str | list[str], out_dir: str | os.PathLike, vocab_siz
                  val_frac: float = 0.05, seed: int = 0, synthetic_share: float | None = None,
                  synthetic_tokens: int | None = None, synthetic_files: int | None = None,
                  synthetic_seed: int = 0, tokenizer: str | os.PathLike | None = None, log=print,
-                 synthetic_version: int = 0) -> dict:
+                 synthetic_version: int = 0) -> DataMeta:
     """Build (or reuse) a data directory; returns its metadata.
 
     `sources`: 'stdlib', directories, globs, .txt/.jsonl files, and 'synthetic' (generated simple
@@ -441,14 +455,13 @@ def prepare_data(sources: str | list[str], out_dir: str | os.PathLike, vocab_siz
     scan = read_sources(real) if real else CorpusScan([], 0, 0, 0)
     fingerprint = _fingerprint(scan.documents, vocab_size, val_frac, seed, budget,
                                sha256_file(tokenizer) if tokenizer is not None else None)
-    meta_path = out / "meta.json"
-    if meta_path.is_file():
-        meta = read_json(meta_path, "data metadata")
-        if meta.get("fingerprint") == fingerprint and all(
+    if (out / META_FILE).is_file():
+        earlier = DataMeta.load(out)
+        if earlier.fingerprint == fingerprint and all(
                 (out / name).is_file() and sha256_file(out / name) == digest
-                for name, digest in meta.get("sha256", {}).items()):
+                for name, digest in earlier.sha256.items()):
             log(f"data: reusing {out} (same corpus and settings)")
-            return meta
+            return earlier
 
     train_docs, val_docs = split_by_file(scan.documents, val_frac, seed) if real else ([], [])
     draw = _SyntheticDraw(budget.seed, budget.version) if budget else None
@@ -489,10 +502,10 @@ def prepare_data(sources: str | list[str], out_dir: str | os.PathLike, vocab_siz
             pieces = pieces[:int(np.searchsorted(cum, target)) + 1]
         kept = draw.docs[:len(pieces)]
         synth = np.concatenate(pieces)
-        synthetic_meta = {"budget": budget.as_dict(), "files": len(kept), "tokens": int(synth.size),
-                          "chars": sum(len(d.text) for d in kept),
-                          "share_of_train_tokens": synth.size / (synth.size + train_tokens.size),
-                          "target_tokens": target}
+        synthetic_meta = SyntheticMeta(budget=budget.as_dict(), files=len(kept), tokens=int(synth.size),
+                                       chars=sum(len(d.text) for d in kept),
+                                       share_of_train_tokens=synth.size / (synth.size + train_tokens.size),
+                                       target_tokens=target)
         train_tokens = np.concatenate([train_tokens, synth])
         train_docs = train_docs + kept
     vocab = tok.get_vocab_size()
@@ -500,37 +513,35 @@ def prepare_data(sources: str | list[str], out_dir: str | os.PathLike, vocab_siz
     logprobs = bigram_logprobs(torch.from_numpy(counts))
 
     out.mkdir(parents=True, exist_ok=True)
-    with atomic_path(out / "tokenizer.json") as tmp:
+    with atomic_path(out / TOKENIZER_FILE) as tmp:
         tok.save(str(tmp))
-    for name, arr in (("train.bin", train_tokens), ("val.bin", val_tokens)):
+    for name, arr in ((TRAIN_FILE, train_tokens), (VAL_FILE, val_tokens)):
         with atomic_path(out / name) as tmp:
             arr.tofile(tmp)
-    write_safetensors(out / "bigram.safetensors", {"counts": torch.from_numpy(counts).to(torch.int32)})
-    files = ("tokenizer.json", "train.bin", "val.bin", "bigram.safetensors")
-    meta = {
-        "format_version": DATA_FORMAT_VERSION,
-        "source": " + ".join(s if s != "stdlib" else f"stdlib ({stdlib_dir()})" for s in sources),
-        "sources": sources,
-        "fingerprint": fingerprint,
-        "vocab_size": vocab,
-        "pretokenize_regex": PRETOKENIZE_REGEX,
-        "split": {"seed": seed, "val_frac": val_frac, "by": "file",
-                  "validation": "real code" if real else "generated programs (a separate stream)"},
-        "files": {"train": len(train_docs), "val": len(val_docs),
-                  "skipped_non_utf8": scan.skipped_non_utf8, "skipped_unreadable": scan.skipped_unreadable,
-                  "skipped_empty": scan.skipped_empty},
-        "tokens": {"train": int(train_tokens.size), "val": int(val_tokens.size)},
-        "hard_cuts": cuts.get("hard_cuts", 0),
-        "chars": {"train": sum(len(d.text) for d in train_docs), "val": sum(len(d.text) for d in val_docs)},
-        "synthetic": synthetic_meta,
-        "baselines_val_loss": {"unigram": unigram_loss(train_tokens, val_tokens, vocab),
-                               "bigram": bigram_loss(logprobs, val_tokens) if val_tokens.size > 1 else None},
-        "val_files": [d.name for d in val_docs],
-        "sha256": {name: sha256_file(out / name) for name in files},
-    }
-    write_json(meta_path, meta)
-    log(f"data: {meta['tokens']['train']:,} train / {meta['tokens']['val']:,} validation tokens"
-        + (f" ({synthetic_meta['tokens']:,} train tokens generated, {synthetic_meta['share_of_train_tokens']:.0%})"
+    write_safetensors(out / BIGRAM_FILE, {"counts": torch.from_numpy(counts).to(torch.int32)})
+    meta = DataMeta(
+        format_version=DATA_FORMAT_VERSION,
+        source=" + ".join(s if s != "stdlib" else f"stdlib ({stdlib_dir()})" for s in sources),
+        sources=sources,
+        fingerprint=fingerprint,
+        vocab_size=vocab,
+        pretokenize_regex=PRETOKENIZE_REGEX,
+        split=SplitSettings(seed=seed, val_frac=val_frac, by="file",
+                            validation="real code" if real else "generated programs (a separate stream)"),
+        files=FileCounts(train=len(train_docs), val=len(val_docs), skipped_non_utf8=scan.skipped_non_utf8,
+                         skipped_unreadable=scan.skipped_unreadable, skipped_empty=scan.skipped_empty),
+        tokens=SplitCounts(train=int(train_tokens.size), val=int(val_tokens.size)),
+        hard_cuts=cuts.get("hard_cuts", 0),
+        chars=SplitCounts(train=sum(len(d.text) for d in train_docs), val=sum(len(d.text) for d in val_docs)),
+        synthetic=synthetic_meta,
+        baselines_val_loss=Baselines(unigram=unigram_loss(train_tokens, val_tokens, vocab),
+                                     bigram=bigram_loss(logprobs, val_tokens) if val_tokens.size > 1 else None),
+        val_files=[d.name for d in val_docs],
+        sha256={name: sha256_file(out / name) for name in DATA_FILES},
+    )
+    meta.save(out)
+    log(f"data: {meta.tokens.train:,} train / {meta.tokens.val:,} validation tokens"
+        + (f" ({synthetic_meta.tokens:,} train tokens generated, {synthetic_meta.share_of_train_tokens:.0%})"
            if synthetic_meta else "")
         + f"; skipped {scan.skipped_non_utf8} non-UTF-8 and {scan.skipped_unreadable} unreadable files -> {out}")
     return meta
@@ -547,16 +558,16 @@ class TokenData:
 
     def __init__(self, data_dir: str | os.PathLike):
         self.dir = Path(data_dir)
-        self.meta = read_json(self.dir / "meta.json", "data metadata (run `sparse-circuits data` first)")
-        for name in ("train.bin", "val.bin", "tokenizer.json"):
+        self.meta = DataMeta.load(self.dir)
+        for name in (TRAIN_FILE, VAL_FILE, TOKENIZER_FILE):
             if not (self.dir / name).is_file():
                 raise UserError(f"{self.dir / name}: missing; re-run `sparse-circuits data --out {self.dir}`")
-        self.train = np.memmap(self.dir / "train.bin", dtype=np.uint16, mode="r")
-        self.val = np.memmap(self.dir / "val.bin", dtype=np.uint16, mode="r")
-        self.vocab_size = int(self.meta["vocab_size"])
+        self.train = np.memmap(self.dir / TRAIN_FILE, dtype=np.uint16, mode="r")
+        self.val = np.memmap(self.dir / VAL_FILE, dtype=np.uint16, mode="r")
+        self.vocab_size = self.meta.vocab_size
 
     def bigram_logprobs(self) -> torch.Tensor:
-        counts = read_safetensors(self.dir / "bigram.safetensors", "bigram counts")["counts"]
+        counts = read_safetensors(self.dir / BIGRAM_FILE, "bigram counts")["counts"]
         return bigram_logprobs(counts)
 
     def batch(self, split: DataSplit, batch_size: int, context: int, seed: int, index: int,

@@ -31,11 +31,12 @@ from pathlib import Path
 
 import torch
 
-from ..checkpoint import load_model, load_run_config, save_state_dict, write_run_config
+from ..checkpoint import save_state_dict
 from ..config import BigramTable, ModelConfig, Positions, RunConfig, SparsityConfig, to_dict
 from ..data import check_same_tokenizer, load_tokenizer
 from ..errors import UserError
 from ..fileio import atomic_path, read_json, sha256_file, write_json
+from ..runs import Run
 from ..model import GPT, RMSNorm
 from ..nodes import NodeLocation
 from .bpe import ENCODER_FILE, MERGES_FILE, export_bpe, load_bpe
@@ -44,6 +45,7 @@ CONFIG_FILE = "beeg_config.json"
 WEIGHTS_FILE = "final_model.pt"
 IMPORT_RECORD = "import.json"  # in our run directory: where the model came from, what was dropped
 EXPORT_SIDECAR = "sparse_circuits.json"  # in an exported directory: our config, for an exact round trip
+HUB_WEIGHTS_FILES = ("model.safetensors", "pytorch_model.bin")  # the Hugging Face copy's names for its weights
 HUB_PREFIX = "circuit_model."  # weights of the Hugging Face copy (openai/circuit-sparsity) sit under it
 
 # Their names of the node locations (afrac_loctypes).
@@ -225,10 +227,10 @@ def read_release_weights(path: Path) -> dict[str, torch.Tensor]:
 
 
 def _find_weights(src: Path) -> Path:
-    for name in (WEIGHTS_FILE, "model.safetensors", "pytorch_model.bin"):
+    for name in (WEIGHTS_FILE, HUB_WEIGHTS_FILES[0], HUB_WEIGHTS_FILES[1]):
         if (src / name).is_file():
             return src / name
-    raise UserError(f"{src}: no {WEIGHTS_FILE} (or model.safetensors / pytorch_model.bin) in it")
+    raise UserError(f"{src}: no {WEIGHTS_FILE} (or {' / '.join(HUB_WEIGHTS_FILES)}) in it")
 
 
 def _find_tokenizer(src: Path, tokenizer_dir: str | os.PathLike | None):
@@ -322,11 +324,12 @@ def import_openai(src_dir: str | os.PathLike, out_dir: str | os.PathLike,
                         data_dir=str(data_dir) if data_dir is not None else "")
     run_cfg.validate()
     out.mkdir(parents=True, exist_ok=True)
-    save_state_dict(out / "model.safetensors", ours, cfg, step=0)
+    run = Run(out)
+    save_state_dict(run.weights_path, ours, cfg, step=0)
     del ours
-    with atomic_path(out / "tokenizer.json") as tmp:
+    with atomic_path(run.tokenizer_path) as tmp:
         tok.save(str(tmp))
-    write_run_config(out, run_cfg)
+    run.write_config(run_cfg)
     record = {"source": str(src.resolve()), "config_file": config_path.name, "weights_file": weights_path.name,
               "weights_sha256": sha256_file(weights_path), "tokenizer": tok_source,
               "release_config": dataclasses.asdict(rel), "keys_without_effect": ignored,
@@ -416,11 +419,11 @@ def export_openai(run_dir: str | os.PathLike, out_dir: str | os.PathLike, log=pr
     """Write a run's model in the release's format: beeg_config.json, final_model.pt (tensors
     only), encoder.json + vocab.bpe with the data-gym id layout (weights permuted to match), and
     sparse_circuits.json (our config, so that importing it back is exact)."""
-    run_dir, out = Path(run_dir), Path(out_dir)
-    cfg = load_run_config(run_dir)
+    run, out = Run(run_dir), Path(out_dir)
+    cfg = run.config()
     config = release_config(cfg.model)
-    tok = load_tokenizer(run_dir / "tokenizer.json")
-    model, _ = load_model(run_dir, sparse_threshold=0.0)
+    tok = run.tokenizer()
+    model, _ = run.load_model(sparse_threshold=0.0)
     out.mkdir(parents=True, exist_ok=True)
     order = torch.tensor(export_bpe(tok, out))
     s = {k: v.detach() for k, v in model.state_dict().items()}
@@ -447,7 +450,7 @@ def export_openai(run_dir: str | os.PathLike, out_dir: str | os.PathLike, log=pr
         torch.save(sd, tmp)
     write_json(out / CONFIG_FILE, config)
     write_json(out / EXPORT_SIDECAR, {"note": "written by sparse-circuits export-openai; their code ignores this file",
-                                      "source_run": str(run_dir.resolve()), "model": to_dict(cfg.model)})
+                                      "source_run": str(run.dir.resolve()), "model": to_dict(cfg.model)})
     eps_note = None
     if cfg.model.norm_eps is not None:
         eps_note = _eps_difference(model, cfg.model)

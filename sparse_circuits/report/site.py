@@ -25,19 +25,17 @@ import torch
 from tokenizers import Tokenizer
 from tqdm import tqdm
 
-from ..checkpoint import BRIDGE_QUALITY_FILE, BRIDGE_RECORD, STEERING_DIR, load_model, load_run_config
 from ..circuits.circuit import Circuit, load_circuit
 from ..circuits.summary import SUMMARY_FILE, PruneAllSummary, TaskStatus
 from ..circuits.validate import VALIDATION_FILE, Validation
 from ..config import to_dict
-from ..data import load_tokenizer
 from ..errors import UserError
-from ..fileio import read_json, sha256_file, write_text
+from ..fileio import read_json, write_text
 from ..model import GPT
 from ..nodes import NodeLocation
 from ..tasks import Split, get_task
 from ..tasks.evaluate import CHANCE_LOSS, RunScores, TaskTensors, load_or_evaluate_run
-from ..train import metric_records, summarize_run
+from ..runs import Run, RunSummary
 from . import analysis, plots
 
 PAGE_PAIRS = 64  # test-split pairs whose activations a circuit page shows
@@ -54,10 +52,10 @@ class CircuitEntry:
 
 @dataclass
 class RunView:
-    run_dir: Path
+    run: Run
     label: str
     kind: str  # "sparse" or "dense"
-    summary: dict
+    summary: RunSummary
     config: dict
     metrics: list[dict]
     scores: RunScores
@@ -68,14 +66,14 @@ class RunView:
     steering: list[dict] = field(default_factory=list)  # {"title", "png" (data URI), "result"} per steer run
 
 
-def _bridge_view(run_dir: Path) -> tuple[dict | None, list[dict]]:
+def _bridge_view(run: Run) -> tuple[dict | None, list[dict]]:
     """Bridge quality and steering results of a bridged run (docs/bridges.md), if any."""
-    if not (run_dir / BRIDGE_RECORD).is_file():
+    if not run.bridge_record_path.is_file():
         return None, []
-    record = read_json(run_dir / BRIDGE_RECORD, "bridge record")
-    quality = read_json(run_dir / BRIDGE_QUALITY_FILE, "bridge quality") if (run_dir / BRIDGE_QUALITY_FILE).is_file() else None
+    record = read_json(run.bridge_record_path, "bridge record")
+    quality = read_json(run.bridge_quality_path, "bridge quality") if run.bridge_quality_path.is_file() else None
     steering = []
-    for path in sorted((run_dir / STEERING_DIR).glob("*.json")) if (run_dir / STEERING_DIR).is_dir() else []:
+    for path in sorted(run.steering_dir.glob("*.json")) if run.steering_dir.is_dir() else []:
         png = path.with_suffix(".png")
         result = read_json(path, "steering result")
         steering.append({"title": f"{result['task']}: {result['node']} via {result['site']}", "result": result,
@@ -98,18 +96,16 @@ def _unique_label(run_dir: Path, taken: set[str]) -> str:
 
 
 def load_run_view(run_dir: Path, taken: set[str], progress: bool) -> RunView:
-    if not (run_dir / "model.safetensors").is_file():
-        raise UserError(f"{run_dir}: no model.safetensors; pass a run directory from `sparse-circuits train`")
-    cfg = load_run_config(run_dir)
-    config = to_dict(cfg)
-    circuits_dir = run_dir / "circuits"
-    bridges, steering = _bridge_view(run_dir)
-    return RunView(run_dir=run_dir, label=_unique_label(run_dir, taken), kind=_kind(config), bridges=bridges,
+    run = Run(run_dir).require_weights()
+    config = to_dict(run.config())
+    circuits_dir = run.circuits_dir
+    bridges, steering = _bridge_view(run)
+    return RunView(run=run, label=_unique_label(run_dir, taken), kind=_kind(config), bridges=bridges,
                    steering=steering,
-                   summary=summarize_run(run_dir), config=config, metrics=metric_records(run_dir),
+                   summary=run.summary(), config=config, metrics=run.metric_records(),
                    scores=load_or_evaluate_run(run_dir, progress=progress),
                    prune_summary=PruneAllSummary.load(circuits_dir) if (circuits_dir / SUMMARY_FILE).is_file() else None,
-                   weights_sha256=sha256_file(run_dir / "model.safetensors"))
+                   weights_sha256=run.weights_sha256())
 
 
 def _circuit_entry(directory: Path) -> CircuitEntry:
@@ -122,7 +118,7 @@ def attach_circuits(runs: list[RunView], circuit_dirs: list[Path]) -> None:
     each run shows the circuits under RUN_DIR/circuits."""
     if not circuit_dirs:
         for run in runs:
-            root = run.run_dir / "circuits"
+            root = run.run.circuits_dir
             for d in sorted(root.glob("*/circuit.json")) if root.is_dir() else []:
                 entry = _circuit_entry(d.parent)
                 if entry.circuit.model_sha256 == run.weights_sha256:
@@ -187,7 +183,7 @@ def circuit_page_data(model: GPT, tokenizer: Tokenizer, run: RunView, entry: Cir
                        "tau": float(c.tau[node.site][node.index]) if node.site in c.tau else None,
                        "head": (node.index // model.cfg.d_head) if node.location.head_channel else None}
     data = {
-        "model": {"label": run.label, "kind": run.kind, "run_dir": str(run.run_dir), "n_layer": model.cfg.n_layer,
+        "model": {"label": run.label, "kind": run.kind, "run_dir": str(run.run.dir), "n_layer": model.cfg.n_layer,
                   "d_head": model.cfg.d_head},
         "task": {"name": task.name, "description": task.description, "candidates": list(task.candidates),
                  "examples": [{"prompt": e.prompt, "correct": e.correct, "wrong": e.wrong}
@@ -334,8 +330,8 @@ def build_report(model_dirs: list[str | os.PathLike], circuit_dirs: list[str | o
         run.circuits.sort(key=lambda e: e.circuit.task)
         if not run.circuits:
             continue
-        model, cfg = load_model(run.run_dir)
-        tokenizer = load_tokenizer(run.run_dir / "tokenizer.json")
+        model, cfg = run.run.load_model()
+        tokenizer = run.run.tokenizer()
         windows = analysis.pretraining_windows(cfg.data_dir, cfg.model.context, snippet_windows)
         pretrain = pretraining_activations(model, windows, run.circuits)
         for entry in run.circuits:
@@ -348,7 +344,7 @@ def build_report(model_dirs: list[str | os.PathLike], circuit_dirs: list[str | o
             bar.update()
     bar.close()
     curves = plots.training_curves([{"label": r.label, "kind": r.kind, "metrics": r.metrics,
-                                     "baselines": r.summary.get("baselines_val_loss", {})} for r in runs])
+                                     "baselines": r.summary.baselines_val_loss} for r in runs])
     write("index.html", env.get_template("index.html.j2").render(
         title="sparse-circuits report", runs=runs, curves=curves, sizes=_sizes_plot(runs), tasks=_task_rows(runs),
         circuits=_circuit_rows(runs), chance=CHANCE_LOSS, frontier=frontier,

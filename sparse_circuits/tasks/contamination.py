@@ -28,6 +28,7 @@ import numpy as np
 from tokenizers import Tokenizer
 
 from ..data import EOT, load_tokenizer
+from ..data.meta import TOKENIZER_FILE, TRAIN_FILE, DataMeta
 from ..fileio import read_json, write_json
 from .core import Split, Task, TaskNotExpressible
 from .registry import all_tasks
@@ -150,16 +151,16 @@ def measure(train_tokens: np.ndarray, tokenizer: Tokenizer, tasks: list[Task] | 
 def contamination_report(data_dir: str | os.PathLike, n_pairs: int = 128, log=print) -> dict:
     """Measure the data directory's training tokens against every task; write contamination.json."""
     data_dir = Path(data_dir)
-    meta = read_json(data_dir / "meta.json", "data metadata (run `sparse-circuits data` first)")
+    meta = DataMeta.load(data_dir)
     path = data_dir / CONTAMINATION_FILE
-    key = {"fingerprint": meta["fingerprint"], "version": REPORT_VERSION, "pairs": n_pairs}
+    key = {"fingerprint": meta.fingerprint, "version": REPORT_VERSION, "pairs": n_pairs}
     if path.is_file():
         cached = read_json(path, "contamination report")
         if cached.get("key") == key:
             log(f"contamination: reusing {path}")
             return cached
-    tokens = np.fromfile(data_dir / "train.bin", dtype=np.uint16)
-    rows = measure(tokens, load_tokenizer(data_dir / "tokenizer.json"), n_pairs=n_pairs)
+    tokens = np.fromfile(data_dir / TRAIN_FILE, dtype=np.uint16)
+    rows = measure(tokens, load_tokenizer(data_dir / TOKENIZER_FILE), n_pairs=n_pairs)
     report = {"key": key, "split": Split.TEST.value, "long_prompt_tokens": LONG_PROMPT, "rare_trigram": RARE,
               "rare_last3": RARE_LAST3, "tasks": [asdict(r) | {"verbatim_share": r.verbatim_share} for r in rows]}
     write_json(path, report)
