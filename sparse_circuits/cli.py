@@ -9,6 +9,7 @@ from pathlib import Path
 
 import click
 
+from .circuits.ablations import ablation_choices
 from .config import Precision, Preset, resolve_run_config, to_dict
 from .data.prepare import DEFAULT_SOURCES
 from .errors import UserError
@@ -293,7 +294,8 @@ def means(model_dir: str, batches: int) -> None:
 def _prune_options(fn):
     options = [
         click.option("--target-loss", type=float, help="task loss the circuit must reach (default 0.15)"),
-        click.option("--ablation", type=click.Choice(["mean-pretrain", "mean-task", "zero"])),
+        click.option("--ablation", type=click.Choice(ablation_choices()),
+                     help="what nodes outside the circuit are set to (default mean-pretrain)"),
         click.option("--freeze-norms", is_flag=True, default=None, help="fix norm scales to the full model's"),
         click.option("--tie-qk", is_flag=True, default=None, help="one mask for each query/key channel pair"),
         click.option("--steps", type=int, help="mask optimisation steps per run"),

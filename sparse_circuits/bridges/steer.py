@@ -23,7 +23,6 @@ from pathlib import Path
 import torch
 
 from ..circuits.circuit import Circuit
-from ..circuits.intervention import CircuitIntervention
 from ..errors import UserError
 from ..fileio import write_json
 from ..hooks import Hooks
@@ -200,8 +199,7 @@ def circuit_through_bridge(pair: BridgedPair, circuit: Circuit, n_pairs: int = 6
     tok = Run(pair.run_dir).tokenizer()
     ds = get_task(circuit.task).build(tok, Split.TEST, n_pairs, circuit.sample.seed)
     tt = TaskTensors.of(ds, pair.sparse, tok)
-    keep = circuit.keep_masks({n: s.width for n, s in pair.sparse.node_sites().items()})
-    intervention = CircuitIntervention.keeping(keep, circuit.means, circuit.config.freeze_norms)
+    intervention = circuit.intervention(pair.sparse)
     sites = pair.bridges.sites
     ar = torch.arange(tt.n)
 

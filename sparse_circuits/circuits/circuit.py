@@ -22,11 +22,13 @@ import torch
 
 from ..errors import UserError
 from ..fileio import read_json, read_safetensors, write_json, write_safetensors
+from ..model import GPT
 from ..nodes import NodeId
 from ..runs import Run
 from ..tasks import Split
 from .edges import Edge
-from .masks import Ablation
+from .intervention import CircuitIntervention
+from .masks import Ablation, keep_masks
 from .prune import Calibration, PruneConfig
 
 CIRCUIT_FORMAT = "sparse-circuits-circuit"
@@ -93,11 +95,10 @@ class Circuit:
             out.setdefault(node.site, []).append(node.index)
         return out
 
-    def keep_masks(self, widths: dict[str, int]) -> dict[str, torch.Tensor]:
-        keep = {name: torch.zeros(w, dtype=torch.bool) for name, w in widths.items()}
-        for node in self.nodes:
-            keep[node.site][node.index] = True
-        return keep
+    def intervention(self, model: GPT) -> CircuitIntervention:
+        """The circuit on `model`: its nodes kept, the rest set to the values it was pruned with."""
+        keep = keep_masks(self.nodes, {n: s.width for n, s in model.node_sites().items()})
+        return CircuitIntervention.keeping(keep, self.means, self.config.freeze_norms)
 
     def save(self, out_dir: str | os.PathLike) -> None:
         out = Path(out_dir)

@@ -19,7 +19,8 @@ from ..errors import UserError
 from ..fileio import atomic_path, read_json, write_json
 from ..runs import CONFIG_FILE, TOKENIZER_FILE, WEIGHTS_FILE, Run, file_sha256
 from ..tasks import get_task
-from .api import DEFAULT_BUDGET, PRUNE_PAIRS, NoCircuit, full_model_loss, prune_task
+from ..model import GPT
+from .api import DEFAULT_BUDGET, PRUNE_PAIRS, LoadedRun, NoCircuit, full_model_loss, prune_task
 from .circuit import load_circuit
 from .prune import PruneConfig
 
@@ -77,9 +78,8 @@ def checkpoint_view(run: Run, step: int, out: Path) -> tuple[Run, str]:
     return view, wanted
 
 
-def weight_density(run: Run) -> float:
-    """Nonzero share of a run's sparsified parameters (linear weights and biases, embeddings)."""
-    model, _ = run.load_model(sparse_threshold=0.0)
+def weight_density(model: GPT) -> float:
+    """Nonzero share of a model's sparsified parameters (linear weights and biases, embeddings)."""
     params = list(model.sparsified_parameters().values())
     return sum(int((p != 0).sum()) for p in params) / sum(p.numel() for p in params)
 
@@ -106,8 +106,10 @@ def circuit_history(run_dir: str | os.PathLike, task_name: str, out_dir: str | o
     val = {rec["step"]: rec["val_loss"] for rec in run.metric_records() if "val_loss" in rec}
     for i, step in enumerate(kept, 1):
         view, weights_sha256 = checkpoint_view(run, step, out)
-        full = full_model_loss(view.dir, task_name, n_pairs)
-        point = HistoryPoint(step, step * tokens_per_step, val.get(step), full, weight_density=weight_density(view))
+        loaded = LoadedRun.load(view)
+        full = full_model_loss(loaded, task_name, n_pairs)
+        point = HistoryPoint(step, step * tokens_per_step, val.get(step), full,
+                             weight_density=weight_density(loaded.model))
         circuit_dir = view.circuits_dir / task_name
         settings = {"weights_sha256": weights_sha256, "prune_config": cfg.as_dict(),
                     "pairs": n_pairs, "budget": budget}
@@ -115,7 +117,7 @@ def circuit_history(run_dir: str | os.PathLike, task_name: str, out_dir: str | o
         circuit = _reusable(circuit_dir, settings)
         if circuit is None and not (none_file.is_file() and read_json(none_file, "no-circuit record")["settings"] == settings):
             try:
-                circuit, _ = prune_task(view.dir, task_name, circuit_dir, cfg, budget, n_pairs, progress=progress)
+                circuit, _ = prune_task(loaded, task_name, circuit_dir, cfg, budget, n_pairs, progress=progress)
             except NoCircuit as e:  # recorded, so that a re-run does not search again
                 write_json(none_file, {"error": str(e), "settings": settings})
         if circuit is not None:
