@@ -24,6 +24,7 @@ from ..fileio import write_bytes, write_text
 from ..sweep.frontier import FRONTIER_DIR, Frontier, load_frontier, seed_means, write_frontier_json
 from ..sweep.grid import ModelKind
 from ..tasks.evaluate import CHANCE_LOSS
+from .pages import environment
 from .plots import COLOURS, OTHER_COLOURS
 
 PAPER_RATIO = 16  # the paper's dense/sparse ratio of circuit sizes at matched pretraining loss
@@ -192,7 +193,6 @@ def section_context(fr: Frontier, pngs: dict[str, bytes]) -> dict:
 
 def write_frontier(sweep_dir: str | os.PathLike, log=print) -> dict:
     """Figures, frontier.json and the page for a sweep directory; returns {figures, page, frontier}."""
-    from .site import _environment  # the report's Jinja environment (filters, static files)
 
     start = time.perf_counter()
     fr = load_frontier(sweep_dir)
@@ -203,7 +203,7 @@ def write_frontier(sweep_dir: str | os.PathLike, log=print) -> dict:
     for name, png in pngs.items():
         write_bytes(out / f"{name}.png", png)
         files.append(str(out / f"{name}.png"))
-    page = _environment().get_template("frontier.html.j2").render(
+    page = environment().get_template("frontier.html.j2").render(
         title="sparse-circuits frontier", sweep_dir=str(sweep_dir), **section_context(fr, pngs))
     write_text(out / "index.html", page)
     os.chmod(out / "index.html", 0o644)

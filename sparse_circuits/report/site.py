@@ -17,10 +17,8 @@ import os
 import re
 import time
 from dataclasses import dataclass, field
-from importlib import resources
 from pathlib import Path
 
-import jinja2
 import torch
 from tokenizers import Tokenizer
 from tqdm import tqdm
@@ -37,6 +35,7 @@ from ..tasks import Split, get_task
 from ..tasks.evaluate import CHANCE_LOSS, RunScores, TaskTensors, load_or_evaluate_run
 from ..runs import Run, RunSummary
 from . import analysis, plots
+from .pages import environment
 
 PAGE_PAIRS = 64  # test-split pairs whose activations a circuit page shows
 SNIPPET_WINDOWS = 256  # held-out pretraining windows searched for snippets
@@ -211,26 +210,6 @@ def circuit_page_data(model: GPT, tokenizer: Tokenizer, run: RunView, entry: Cir
 
 # -- rendering --------------------------------------------------------------------------------
 
-def _environment() -> jinja2.Environment:
-    env = jinja2.Environment(loader=jinja2.PackageLoader("sparse_circuits.report", "templates"),
-                             autoescape=True, undefined=jinja2.StrictUndefined, trim_blocks=True,
-                             lstrip_blocks=True)
-    env.globals["static"] = lambda name: resources.files("sparse_circuits.report").joinpath(
-        "static", name).read_text(encoding="utf-8")
-    env.filters["num"] = _num
-    return env
-
-
-def _num(value, digits: int = 3) -> str:
-    if value is None:
-        return "–"
-    if isinstance(value, int):
-        return f"{value:,}"
-    if value != value:  # NaN
-        return "–"
-    return f"{value:.{digits}f}"
-
-
 def _task_rows(runs: list[RunView]) -> list[dict]:
     rows = []
     names = [s.task for s in runs[0].scores.scores] if runs else []
@@ -316,7 +295,7 @@ def build_report(model_dirs: list[str | os.PathLike], circuit_dirs: list[str | o
     taken: set[str] = set()
     runs = [load_run_view(Path(d), taken, progress) for d in model_dirs]
     attach_circuits(runs, [Path(d) for d in circuit_dirs])
-    env = _environment()
+    env = environment()
     pages: dict[str, int] = {}
 
     def write(rel: str, text: str) -> None:
