@@ -18,7 +18,7 @@ from typing import Callable
 from .circuits.api import prune_all
 from .circuits.summary import BIGRAM_DECIDED, PruneAllSummary, bigram_decided, shared_geomean
 from .circuits.prune import PruneConfig
-from .config import RunConfig, resolve_run_config
+from .config import ModelKind, RunConfig, resolve_run_config
 from .data import DEFAULT_SOURCES, DataMeta, TokenData, prepare_data
 from .errors import UserError
 from .fileio import write_json
@@ -76,6 +76,7 @@ QUICK = DemoScale("quick", "tiny", {}, {"steps": 600, "batch_size": 16, "eval_ev
                                         "log_every": 20}, prune_steps=100, prune_target=0.4, prune_pairs=64,
                   include_controls=False, min_accuracy=None, snippet_windows=64, synthetic_tokens=500_000,
                   contamination=False)
+KINDS = (ModelKind.SPARSE, ModelKind.DENSE)  # the demo trains one of each, in this order
 TIMINGS_FILE = "demo.json"
 
 
@@ -100,8 +101,8 @@ class Demo:
     def data_dir(self) -> Path:
         return self.out / "data"
 
-    def run_dir(self, kind: str) -> Path:
-        return self.out / kind
+    def run_dir(self, kind: ModelKind) -> Path:
+        return self.out / kind.value
 
     @property
     def site_dir(self) -> Path:
@@ -118,9 +119,9 @@ class Demo:
 
     def stages(self) -> list[tuple[str, Callable[[], str]]]:
         training = [("train sparse + dense", self.train_both)] if self.side_by_side else \
-            [("train sparse", lambda: self.train("sparse")), ("train dense", lambda: self.train("dense"))]
+            [(f"train {k.value}", lambda k=k: self.train(k)) for k in KINDS]
         pruning = [("prune sparse + dense", self.prune_both)] if self.side_by_side else \
-            [("prune sparse", lambda: self.prune("sparse")), ("prune dense", lambda: self.prune("dense"))]
+            [(f"prune {k.value}", lambda k=k: self.prune(k)) for k in KINDS]
         return [("data", self.data)] + training + [("task scores", self.task_scores)] + pruning + \
             [("report", self.report)]
 
@@ -149,16 +150,16 @@ class Demo:
             note += f"; long test prompts found verbatim: {sum(r['long_verbatim'] for r in rows)}"
         return note
 
-    def run_config(self, kind: str) -> RunConfig:
+    def run_config(self, kind: ModelKind) -> RunConfig:
         overrides = {"data_dir": str(self.data_dir),
                      "model": {**self.scale.model, "vocab_size": DataMeta.load(self.data_dir).vocab_size},
                      "train": dict(self.scale.train) | {"seed": self.seed}}
-        if kind == "dense":
+        if kind == ModelKind.DENSE:
             overrides["sparsity"] = {"nonzero_frac": 1.0}
-        cfg = resolve_run_config(self.scale.preset, overrides, where=f"demo {kind} config")
+        cfg = resolve_run_config(self.scale.preset, overrides, where=f"demo {kind.value} config")
         return one_thread(cfg) if self.side_by_side else cfg
 
-    def _job(self, kind: str) -> TrainJob:
+    def _job(self, kind: ModelKind) -> TrainJob:
         cfg, run_dir = self.run_config(kind), self.run_dir(kind)
         return TrainJob(cfg, run_dir, Run(run_dir).continues_with(cfg, hint="; another demo scale?"))
 
@@ -167,25 +168,25 @@ class Demo:
         done = "reused" if before >= job.cfg.train.steps else f"{job.cfg.train.steps - before} steps"
         return f"{done}; val loss {final.get('val_loss', float('nan')):.3f}"
 
-    def train(self, kind: str) -> str:
+    def train(self, kind: ModelKind) -> str:
         job = self._job(kind)
         before = Run(job.out).final_metrics().get("step", 0) if job.resume else 0
         return self._trained(job, before, train(job.cfg, job.out, resume=job.resume, progress=self.progress))
 
     def train_both(self) -> str:
-        jobs = [self._job(kind) for kind in ("sparse", "dense")]
+        jobs = [self._job(kind) for kind in KINDS]
         before = [Run(j.out).final_metrics().get("step", 0) if j.resume else 0 for j in jobs]
-        finals = train_side_by_side(jobs, 2, progress=self.progress, names=["train sparse", "train dense"])
+        finals = train_side_by_side(jobs, 2, progress=self.progress, names=[f"train {k.value}" for k in KINDS])
         return "side by side, one thread each: " + "; ".join(
-            f"{kind} {self._trained(j, b, f)}" for kind, j, b, f in zip(("sparse", "dense"), jobs, before, finals))
+            f"{kind.value} {self._trained(j, b, f)}" for kind, j, b, f in zip(KINDS, jobs, before, finals))
 
     def task_scores(self) -> str:
         learned = []
-        for kind in ("sparse", "dense"):
+        for kind in KINDS:
             learned.append(len(load_or_evaluate_run(self.run_dir(kind), progress=self.progress).learned(LEARNED_ACCURACY)))
         return f"tasks at accuracy >= {LEARNED_ACCURACY}: sparse {learned[0]}, dense {learned[1]}"
 
-    def _prune_args(self, kind: str) -> dict:
+    def _prune_args(self, kind: ModelKind) -> dict:
         return dict(run_dir=self.run_dir(kind), out_root=Run(self.run_dir(kind)).circuits_dir,
                     cfg=PruneConfig(steps=self.scale.prune_steps, target_loss=self.scale.prune_target),
                     n_pairs=self.scale.prune_pairs, include_controls=self.scale.include_controls, reuse=True,
@@ -196,26 +197,26 @@ class Demo:
         gm = summary.geomean_edges
         return f"{summary.tasks_with_circuit} circuits" + (f", geometric mean {gm:.1f} edges" if gm else "")
 
-    def prune(self, kind: str) -> str:
+    def prune(self, kind: ModelKind) -> str:
         return self._pruned(prune_all(**self._prune_args(kind), progress=self.progress,
                                       log=lambda line: self.log("  " + line)))
 
     def prune_both(self) -> str:
-        jobs = [Job(f"prune {kind}", prune_all, self._prune_args(kind) | {"progress": False, "log": log_for(kind)})
-                for kind in ("sparse", "dense")]
+        jobs = [Job(f"prune {kind.value}", prune_all,
+                    self._prune_args(kind) | {"progress": False, "log": log_for(kind.value)}) for kind in KINDS]
         summaries = side_by_side(jobs, 2)
         return "side by side, one thread each: " + "; ".join(
-            f"{kind} {self._pruned(s)}" for kind, s in zip(("sparse", "dense"), summaries))
+            f"{kind.value} {self._pruned(s)}" for kind, s in zip(KINDS, summaries))
 
     def report(self) -> str:
-        site = build_report([self.run_dir("sparse"), self.run_dir("dense")], [], self.site_dir,
+        site = build_report([self.run_dir(k) for k in KINDS], [], self.site_dir,
                             progress=self.progress, snippet_windows=self.scale.snippet_windows, log=self.log)
         self.report_pages = site["pages"]
         return f"{len(site['pages'])} pages, {sum(site['pages'].values()) / 1e6:.1f} MB"
 
     # -- summary --------------------------------------------------------------------------------
 
-    def held_out_loss(self, kind: str) -> dict:
+    def held_out_loss(self, kind: ModelKind) -> dict:
         """Loss on the whole held-out split of real code, per token and per character."""
         model, cfg = Run(self.run_dir(kind)).load_model()
         loss = full_validation_loss(model, TokenData(cfg.data_dir), cfg.model.context)
@@ -223,14 +224,14 @@ class Demo:
 
     def summary(self) -> dict:
         rows, summaries = {}, {}
-        for kind in ("sparse", "dense"):
+        for kind in KINDS:
             run_dir = self.run_dir(kind)
             scores = load_or_evaluate_run(run_dir, progress=False).by_task()
-            summaries[kind] = PruneAllSummary.load(Run(run_dir).circuits_dir)
+            summaries[kind.value] = PruneAllSummary.load(Run(run_dir).circuits_dir)
             for task, score in scores.items():
                 row = rows.setdefault(task, {})
-                c = summaries[kind].tasks.get(task)
-                row[kind] = {"accuracy": score.accuracy, "loss": score.loss,
+                c = summaries[kind.value].tasks.get(task)
+                row[kind.value] = {"accuracy": score.accuracy, "loss": score.loss,
                              "nodes": c.num_nodes if c else None, "edges": c.num_edges if c else None,
                              "control": c.control if c else None}
                 row["bigram_decided"] = bigram_decided(score.bigram_accuracy)
@@ -238,7 +239,7 @@ class Demo:
         return {"scale": self.scale.name, "seed": self.seed, "out": str(self.out), "report": str(self.site_dir / "index.html"),
                 "stages": [{"name": r.name, "seconds": r.seconds, "note": r.note} for r in self.results],
                 "total_seconds": sum(r.seconds for r in self.results),
-                "val_loss": {k: self.held_out_loss(k) for k in ("sparse", "dense")},
+                "val_loss": {k.value: self.held_out_loss(k) for k in KINDS},
                 "report_pages": self.report_pages, "tasks": rows,
                 "geomean_edges_both": shared.geomean_edges | {"tasks": len(shared.tasks)}}
 

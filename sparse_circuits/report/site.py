@@ -26,7 +26,7 @@ from tqdm import tqdm
 from ..circuits.circuit import Circuit, load_circuit
 from ..circuits.summary import SUMMARY_FILE, PruneAllSummary, TaskStatus
 from ..circuits.validate import VALIDATION_FILE, Validation
-from ..config import to_dict
+from ..config import ModelKind, to_dict
 from ..errors import UserError
 from ..fileio import read_json, write_text
 from ..model import GPT
@@ -53,7 +53,7 @@ class CircuitEntry:
 class RunView:
     run: Run
     label: str
-    kind: str  # "sparse" or "dense"
+    kind: ModelKind
     summary: RunSummary
     config: dict
     metrics: list[dict]
@@ -81,10 +81,6 @@ def _bridge_view(run: Run) -> tuple[dict | None, list[dict]]:
     return {"dense_run": record.get("dense_run"), "config": record.get("bridge"), "quality": quality}, steering
 
 
-def _kind(config: dict) -> str:
-    return "dense" if config["sparsity"]["nonzero_frac"] >= 1.0 else "sparse"
-
-
 def _unique_label(run_dir: Path, taken: set[str]) -> str:
     base = re.sub(r"[^A-Za-z0-9_.-]+", "-", run_dir.resolve().name) or "model"
     label, n = base, 2
@@ -96,10 +92,11 @@ def _unique_label(run_dir: Path, taken: set[str]) -> str:
 
 def load_run_view(run_dir: Path, taken: set[str], progress: bool) -> RunView:
     run = Run(run_dir).require_weights()
-    config = to_dict(run.config())
+    cfg = run.config()
+    config = to_dict(cfg)
     circuits_dir = run.circuits_dir
     bridges, steering = _bridge_view(run)
-    return RunView(run=run, label=_unique_label(run_dir, taken), kind=_kind(config), bridges=bridges,
+    return RunView(run=run, label=_unique_label(run_dir, taken), kind=cfg.sparsity.kind, bridges=bridges,
                    steering=steering,
                    summary=run.summary(), config=config, metrics=run.metric_records(),
                    scores=load_or_evaluate_run(run_dir, progress=progress),
@@ -182,7 +179,7 @@ def circuit_page_data(model: GPT, tokenizer: Tokenizer, run: RunView, entry: Cir
                        "tau": float(c.tau[node.site][node.index]) if node.site in c.tau else None,
                        "head": (node.index // model.cfg.d_head) if node.location.head_channel else None}
     data = {
-        "model": {"label": run.label, "kind": run.kind, "run_dir": str(run.run.dir), "n_layer": model.cfg.n_layer,
+        "model": {"label": run.label, "kind": run.kind.value, "run_dir": str(run.run.dir), "n_layer": model.cfg.n_layer,
                   "d_head": model.cfg.d_head},
         "task": {"name": task.name, "description": task.description, "candidates": list(task.candidates),
                  "examples": [{"prompt": e.prompt, "correct": e.correct, "wrong": e.wrong}
@@ -232,7 +229,7 @@ def _circuit_rows(runs: list[RunView]) -> list[dict]:
         for e in run.circuits:
             shown.add(e.circuit.task)
             v = e.validation
-            rows.append({"run": run.label, "kind": run.kind, "task": e.circuit.task, "page": e.page,
+            rows.append({"run": run.label, "kind": run.kind.value, "task": e.circuit.task, "page": e.page,
                          "nodes": e.circuit.num_nodes, "edges": e.circuit.num_edges,
                          "residual": len(e.circuit.residual_links), "qk": len(e.circuit.qk_pairs),
                          "loss": e.circuit.loss, "target": e.circuit.target_loss,
@@ -253,15 +250,15 @@ def _circuit_rows(runs: list[RunView]) -> list[dict]:
             elif r.status == TaskStatus.NOT_LEARNED:
                 unlearned.append(f"{task} ({r.test_accuracy:.2f})")
             else:
-                rows.append({"run": run.label, "kind": run.kind, "task": task, "page": None,
+                rows.append({"run": run.label, "kind": run.kind.value, "task": task, "page": None,
                              "note": r.error or "no circuit"})
         if unlearned:
-            rows.append({"run": run.label, "kind": run.kind, "task": f"{len(unlearned)} tasks", "page": None,
+            rows.append({"run": run.label, "kind": run.kind.value, "task": f"{len(unlearned)} tasks", "page": None,
                          "note": f"not attempted, the model's test accuracy is below {run.prune_summary.min_accuracy}: "
                                  + ", ".join(unlearned)})
         if skipped:
             limit = run.prune_summary.max_full_loss
-            rows.append({"run": run.label, "kind": run.kind, "task": f"{len(skipped)} tasks", "page": None,
+            rows.append({"run": run.label, "kind": run.kind.value, "task": f"{len(skipped)} tasks", "page": None,
                          "note": f"not attempted, the whole model's task loss is above {limit}: " + ", ".join(skipped)})
     return rows
 
@@ -270,7 +267,7 @@ def _sizes_plot(runs: list[RunView]) -> str | None:
     tasks = sorted({e.circuit.task for run in runs for e in run.circuits if not get_task(e.circuit.task).control})
     if not tasks:
         return None
-    models = [{"label": run.label, "kind": run.kind,
+    models = [{"label": run.label, "kind": run.kind.value,
                "edges": {e.circuit.task: e.circuit.num_edges for e in run.circuits},
                "nodes": {e.circuit.task: e.circuit.num_nodes for e in run.circuits}} for run in runs]
     return plots.circuit_sizes(tasks, models)
@@ -322,7 +319,7 @@ def build_report(model_dirs: list[str | os.PathLike], circuit_dirs: list[str | o
                 title=f"{c.task} · {run.label}", data=data, loss_plot=loss_plot, run=run, chance=CHANCE_LOSS))
             bar.update()
     bar.close()
-    curves = plots.training_curves([{"label": r.label, "kind": r.kind, "metrics": r.metrics,
+    curves = plots.training_curves([{"label": r.label, "kind": r.kind.value, "metrics": r.metrics,
                                      "baselines": r.summary.baselines_val_loss} for r in runs])
     write("index.html", env.get_template("index.html.j2").render(
         title="sparse-circuits report", runs=runs, curves=curves, sizes=_sizes_plot(runs), tasks=_task_rows(runs),

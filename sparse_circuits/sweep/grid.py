@@ -9,23 +9,17 @@ width sets d_model; d_mlp is `mlp_ratio` times it; everything else comes from th
 
 from __future__ import annotations
 
-import enum
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..circuits.api import DEFAULT_BUDGET, MAX_FULL_LOSS, PRUNE_PAIRS
 from ..circuits.prune import PruneConfig
-from ..config import Preset, RunConfig, dataclass_from_dict, merge_overrides, resolve_run_config, to_dict
+from ..config import ModelKind, Preset, RunConfig, dataclass_from_dict, merge_overrides, resolve_run_config, to_dict
 from ..errors import UserError
 from ..data.meta import DataMeta
 from ..fileio import read_json
 from ..nodes import NodeLocation
 from ..tasks import all_tasks
-
-
-class ModelKind(str, enum.Enum):
-    SPARSE = "sparse"
-    DENSE = "dense"
 
 
 @dataclass
