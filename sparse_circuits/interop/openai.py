@@ -317,7 +317,8 @@ def import_openai(src_dir: str | os.PathLike, out_dir: str | os.PathLike,
     names = _our_shapes(cfg)
     if set(ours) != set(names) or any(tuple(ours[k].shape) != names[k] for k in names):
         raise RuntimeError("import-openai: converted tensors do not match our model (a bug; please report it)")
-    sparsified = [k for k in ours if k.endswith(".weight") and k.split(".")[-2] in {"c_q", "c_k", "c_v", "c_proj", "c_fc"}]
+    with torch.device("meta"):  # the blocks' linear weights, as the model names them (no allocation)
+        sparsified = [k for k in GPT(cfg).sparsified_parameters() if k.startswith("blocks.") and k.endswith(".weight")]
     nonzero = sum(int(ours[k].count_nonzero()) for k in sparsified) / max(1, sum(ours[k].numel() for k in sparsified))
 
     run_cfg = RunConfig(model=cfg, sparsity=SparsityConfig(nonzero_frac=max(nonzero, 1e-9)),
@@ -344,6 +345,22 @@ def import_openai(src_dir: str | os.PathLike, out_dir: str | os.PathLike,
     return run_cfg
 
 
+# -- the name table, used both ways -------------------------------------------------------------
+# Per block, in the order their state dict lists the tensors: (their suffix, our suffix) after
+# "transformer.h.{i}." / "blocks.{i}.". Import reads the left name and writes the right one; export
+# the other way round. The fused c_attn is split into (joined from) QKV in their order.
+BLOCK_NORMS = (("ln_1.weight", "ln_1.weight"), ("ln_2.weight", "ln_2.weight"))
+FUSED_QKV = ("attn.c_attn", ("attn.c_q", "attn.c_k", "attn.c_v"))
+BLOCK_LINEARS = (("attn.c_proj", "attn.c_proj"), ("mlp.c_fc", "mlp.c_fc"), ("mlp.c_proj", "mlp.c_proj"))
+SINK = ("attn.attn_imp.sink_logit", "attn.sink_logit")
+POSITION_NORMS = (("ln_p1.weight", "attn.ln_pos.weight"), ("ln_p2.weight", "mlp.ln_pos.weight"))
+FINAL_NORM = ("transformer.ln_f.weight", "ln_f.weight")
+
+
+def block_prefixes(i: int) -> tuple[str, str]:
+    return f"transformer.h.{i}.", f"blocks.{i}."
+
+
 def _our_shapes(cfg: ModelConfig) -> dict[str, tuple[int, ...]]:
     """Names and shapes of our GPT's state dict, without allocating it."""
     with torch.device("meta"):
@@ -356,7 +373,7 @@ def _to_ours(sd: dict[str, torch.Tensor], rel: ReleaseConfig, cfg: ModelConfig) 
     f32 = lambda t: t.detach().to(torch.float32).contiguous()
     zeros = lambda n: torch.zeros(n)
     ours = {"wte.weight": f32(sd["transformer.wte.weight"]),
-            "ln_f.weight": f32(sd["transformer.ln_f.weight"]),
+            FINAL_NORM[1]: f32(sd[FINAL_NORM[0]]),
             "lm_head.weight": f32(sd["lm_head.weight"]).clone() if rel.tied_unembed else f32(sd["lm_head.weight"]),
             "lm_head.bias": f32(sd["final_logits_bias"]) if "final_logits_bias" in sd else zeros(rel.vocab_size)}
     if cfg.positions == Positions.LEARNED:
@@ -367,22 +384,23 @@ def _to_ours(sd: dict[str, torch.Tensor], rel: ReleaseConfig, cfg: ModelConfig) 
         ours["bigram"] = f32(sd["bigram_table"])
     width = rel.n_head * rel.d_head
     for i in range(rel.n_layer):
-        p, q = f"transformer.h.{i}.", f"blocks.{i}."
-        ours[q + "ln_1.weight"] = f32(sd[p + "ln_1.weight"])
-        ours[q + "ln_2.weight"] = f32(sd[p + "ln_2.weight"])
-        w = sd[p + "attn.c_attn.weight"]
-        b = sd[p + "attn.c_attn.bias"] if rel.bias else zeros(3 * width)
-        for j, name in enumerate(("c_q", "c_k", "c_v")):  # their split order: q, k, v
-            ours[q + f"attn.{name}.weight"] = f32(w[j * width:(j + 1) * width])
-            ours[q + f"attn.{name}.bias"] = f32(b[j * width:(j + 1) * width])
-        for mod, d_out in (("attn.c_proj", rel.d_model), ("mlp.c_fc", rel.d_mlp), ("mlp.c_proj", rel.d_model)):
-            ours[q + mod + ".weight"] = f32(sd[p + mod + ".weight"])
-            ours[q + mod + ".bias"] = f32(sd[p + mod + ".bias"]) if rel.bias else zeros(d_out)
+        p, q = block_prefixes(i)
+        for theirs, own in BLOCK_NORMS:
+            ours[q + own] = f32(sd[p + theirs])
+        fused, split = FUSED_QKV
+        w = sd[p + fused + ".weight"]
+        b = sd[p + fused + ".bias"] if rel.bias else zeros(3 * width)
+        for j, name in enumerate(split):
+            ours[q + name + ".weight"] = f32(w[j * width:(j + 1) * width])
+            ours[q + name + ".bias"] = f32(b[j * width:(j + 1) * width])
+        for (theirs, own), d_out in zip(BLOCK_LINEARS, (rel.d_model, rel.d_mlp, rel.d_model)):
+            ours[q + own + ".weight"] = f32(sd[p + theirs + ".weight"])
+            ours[q + own + ".bias"] = f32(sd[p + theirs + ".bias"]) if rel.bias else zeros(d_out)
         if rel.sink:
-            ours[q + "attn.sink_logit"] = f32(sd[p + "attn.attn_imp.sink_logit"])
+            ours[q + SINK[1]] = f32(sd[p + SINK[0]])
         if rel.d_pos_emb is not None:
-            ours[q + "attn.ln_pos.weight"] = f32(sd[p + "ln_p1.weight"])
-            ours[q + "mlp.ln_pos.weight"] = f32(sd[p + "ln_p2.weight"])
+            for theirs, own in POSITION_NORMS:
+                ours[q + own] = f32(sd[p + theirs])
     return ours
 
 
@@ -430,21 +448,24 @@ def export_openai(run_dir: str | os.PathLike, out_dir: str | os.PathLike, log=pr
     sd = {"transformer.wte.weight": s["wte.weight"][order],
           "transformer.wpe.weight": (s["wpe.weight"] if "wpe.weight" in s else s["pos_channels"]
                                      if "pos_channels" in s else torch.zeros(cfg.model.context, cfg.model.d_model)),
-          "transformer.ln_f.weight": s["ln_f.weight"],
+          FINAL_NORM[0]: s[FINAL_NORM[1]],
           "lm_head.weight": s["lm_head.weight"][order], "final_logits_bias": s["lm_head.bias"][order]}
     if "bigram" in s:
         sd["bigram_table"] = s["bigram"][order][:, order]
     for i in range(cfg.model.n_layer):
-        p, q = f"transformer.h.{i}.", f"blocks.{i}."
-        sd[p + "ln_1.weight"], sd[p + "ln_2.weight"] = s[q + "ln_1.weight"], s[q + "ln_2.weight"]
-        sd[p + "attn.c_attn.weight"] = torch.cat([s[q + f"attn.{n}.weight"] for n in ("c_q", "c_k", "c_v")])
-        sd[p + "attn.c_attn.bias"] = torch.cat([s[q + f"attn.{n}.bias"] for n in ("c_q", "c_k", "c_v")])
-        for mod in ("attn.c_proj", "mlp.c_fc", "mlp.c_proj"):
-            sd[p + mod + ".weight"], sd[p + mod + ".bias"] = s[q + mod + ".weight"], s[q + mod + ".bias"]
+        p, q = block_prefixes(i)
+        for theirs, own in BLOCK_NORMS:
+            sd[p + theirs] = s[q + own]
+        fused, split = FUSED_QKV
+        for kind in ("weight", "bias"):
+            sd[p + f"{fused}.{kind}"] = torch.cat([s[q + f"{name}.{kind}"] for name in split])
+        for theirs, own in BLOCK_LINEARS:
+            sd[p + theirs + ".weight"], sd[p + theirs + ".bias"] = s[q + own + ".weight"], s[q + own + ".bias"]
         if cfg.model.attention_sink:
-            sd[p + "attn.attn_imp.sink_logit"] = s[q + "attn.sink_logit"]
+            sd[p + SINK[0]] = s[q + SINK[1]]
         if cfg.model.positions == Positions.CONCAT:
-            sd[p + "ln_p1.weight"], sd[p + "ln_p2.weight"] = s[q + "attn.ln_pos.weight"], s[q + "mlp.ln_pos.weight"]
+            for theirs, own in POSITION_NORMS:
+                sd[p + theirs] = s[q + own]
     sd = {k: v.contiguous().clone() for k, v in sd.items()}
     with atomic_path(out / WEIGHTS_FILE) as tmp:
         torch.save(sd, tmp)
