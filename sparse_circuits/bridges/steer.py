@@ -72,6 +72,14 @@ class SteeringResult:
         return asdict(self)
 
 
+class _AnswerSums:
+    """Probabilities of the two answers, summed over pairs, one entry per strength."""
+
+    def __init__(self, n_strengths: int):
+        self.actual = torch.zeros(n_strengths)
+        self.counterfactual = torch.zeros(n_strengths)
+
+
 def _aligned_pairs(tt: TaskTensors) -> tuple[list[int], int]:
     used, skipped = [], 0
     for p in range(tt.n // 2):
@@ -121,7 +129,9 @@ def steer(pair: BridgedPair, task: str, node: NodeId, n_pairs: int = 32, seed: i
     u = torch.randn(pair.dense.cfg.d_model, generator=g)
     u = u / u.norm()
     res = SteeringResult(task, str(node), site, len(used), skipped, list(strengths))
-    sums = {k: torch.zeros(len(strengths)) for k in ("a", "c", "ca", "cc")}
+    # Summed over pairs, per strength: P(actual answer) and P(counterfactual answer), for the mapped
+    # perturbation (steered) and for the random direction (control).
+    steered, ctrl = _AnswerSums(len(strengths)), _AnswerSums(len(strengths))
     norms = []
     for p in used:
         a, c = 2 * p, 2 * p + 1
@@ -132,15 +142,15 @@ def steer(pair: BridgedPair, task: str, node: NodeId, n_pairs: int = 32, seed: i
         norms.append(float(mapped.norm(dim=-1).mean()))
         answers = torch.tensor([int(tt.correct[a]), int(tt.wrong[a])])
         for j, s in enumerate(strengths):
-            for key, vec in (("", mapped), ("c", control)):
+            for sums, vec in ((steered, mapped), (ctrl, control)):
                 probs = pair.dense(ia, Hooks().add(site, lambda x, v=vec, s=s: x + s * v[None]))[0, -1].softmax(-1)
-                sums[key + "a"][j] += probs[answers[0]]
-                sums[key + "c"][j] += probs[answers[1]]
+                sums.actual[j] += probs[answers[0]]
+                sums.counterfactual[j] += probs[answers[1]]
     n = len(used)
-    res.p_actual_answer = (sums["a"] / n).tolist()
-    res.p_counterfactual_answer = (sums["c"] / n).tolist()
-    res.control_p_actual_answer = (sums["ca"] / n).tolist()
-    res.control_p_counterfactual_answer = (sums["cc"] / n).tolist()
+    res.p_actual_answer = (steered.actual / n).tolist()
+    res.p_counterfactual_answer = (steered.counterfactual / n).tolist()
+    res.control_p_actual_answer = (ctrl.actual / n).tolist()
+    res.control_p_counterfactual_answer = (ctrl.counterfactual / n).tolist()
     res.delta_norm = sum(norms) / n
     return res
 

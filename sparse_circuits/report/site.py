@@ -23,6 +23,7 @@ import torch
 from tokenizers import Tokenizer
 from tqdm import tqdm
 
+from ..bridges.core import BridgeQuality
 from ..circuits.circuit import Circuit, load_circuit
 from ..circuits.summary import SUMMARY_FILE, PruneAllSummary, TaskStatus
 from ..circuits.validate import VALIDATION_FILE, Validation
@@ -70,7 +71,7 @@ def _bridge_view(run: Run) -> tuple[dict | None, list[dict]]:
     if not run.bridge_record_path.is_file():
         return None, []
     record = read_json(run.bridge_record_path, "bridge record")
-    quality = read_json(run.bridge_quality_path, "bridge quality") if run.bridge_quality_path.is_file() else None
+    quality = BridgeQuality.load(run.bridge_quality_path) if run.bridge_quality_path.is_file() else None
     steering = []
     for path in sorted(run.steering_dir.glob("*.json")) if run.steering_dir.is_dir() else []:
         png = path.with_suffix(".png")
