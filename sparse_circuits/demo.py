@@ -146,8 +146,8 @@ class Demo:
         note = (f"{meta.tokens.train:,} train tokens ({meta.synthetic.tokens:,} generated) / "
                 f"{meta.tokens.val:,} validation tokens")
         if self.scale.contamination:
-            rows = contamination_report(self.data_dir, log=lambda _: None)["tasks"]
-            note += f"; long test prompts found verbatim: {sum(r['long_verbatim'] for r in rows)}"
+            report = contamination_report(self.data_dir, log=lambda _: None)
+            note += f"; long test prompts found verbatim: {report.long_verbatim}"
         return note
 
     def run_config(self, kind: ModelKind) -> RunConfig:

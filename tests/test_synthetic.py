@@ -298,11 +298,11 @@ def test_contamination_finds_a_planted_test_prompt(tmp_path, corpus_dir):
     prepare_data([str(planted_dir), "synthetic"], tmp_path / "d", vocab_size=300, val_frac=0.2, synthetic_files=150,
                  log=lambda *_: None)
     report = contamination_report(tmp_path / "d", n_pairs=16, log=lambda *_: None)
-    rows = {r["task"]: r for r in report["tasks"]}
-    assert rows["while_return_true"]["verbatim"] >= 1 and rows["while_return_true"]["long_verbatim"] >= 1
-    assert all(r["long_verbatim"] == 0 for name, r in rows.items() if name != "while_return_true")
+    rows = {r.task: r for r in report.tasks}
+    assert rows["while_return_true"].verbatim >= 1 and rows["while_return_true"].long_verbatim >= 1
+    assert all(r.long_verbatim == 0 for name, r in rows.items() if name != "while_return_true")
     clean = contamination_report(tmp_path / "d", n_pairs=16, log=lambda *_: None)  # reused, same numbers
-    assert [r["verbatim"] for r in clean["tasks"]] == [r["verbatim"] for r in report["tasks"]]
+    assert [r.verbatim for r in clean.tasks] == [r.verbatim for r in report.tasks]
 
 
 def test_v2_keeps_every_task_idiom_about_as_frequent_as_v1():
