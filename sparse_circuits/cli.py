@@ -452,11 +452,11 @@ def frontier(sweep_dir) -> None:
     from .report.frontier import write_frontier
 
     result = write_frontier(sweep_dir, log=click.echo)
-    for s in result["frontier"].spread:
+    for s in result.frontier.spread:
         ratio = "no ratio" if s.mean is None else f"{s.mean:.1f}x" + (f" +- {s.std:.1f}" if s.std is not None else "")
         click.echo(f"  width {s.width}, nonzero fraction {s.nonzero_frac:g}: dense/sparse at matched loss {ratio} "
                    f"({s.n} seeds with a ratio, {s.without_ratio} without)")
-    for r in result["frontier"].target_ratios:
+    for r in result.frontier.target_ratios:
         ratio = "no ratio" if r.ratio is None else f"{r.ratio:.1f}x"
         click.echo(f"  Fig. 2, seed {r.seed}, target {r.target_loss:g}: dense/sparse {ratio} over {len(r.tasks)} tasks")
 

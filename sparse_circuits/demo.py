@@ -211,8 +211,8 @@ class Demo:
     def report(self) -> str:
         site = build_report([self.run_dir(k) for k in KINDS], [], self.site_dir,
                             progress=self.progress, snippet_windows=self.scale.snippet_windows, log=self.log)
-        self.report_pages = site["pages"]
-        return f"{len(site['pages'])} pages, {sum(site['pages'].values()) / 1e6:.1f} MB"
+        self.report_pages = site.pages
+        return f"{len(site.pages)} pages, {site.total_bytes / 1e6:.1f} MB"
 
     # -- summary --------------------------------------------------------------------------------
 

@@ -161,7 +161,7 @@ def test_site_files_and_escaping(site):
     index = (out / "index.html").read_text(encoding="utf-8")
     page_path = next((out / "circuits").glob("*.html"))
     page = page_path.read_text(encoding="utf-8")
-    assert set(result["pages"]) == {"index.html", f"circuits/{page_path.name}"}
+    assert set(result.pages) == {"index.html", f"circuits/{page_path.name}"}
     assert f'href="circuits/{page_path.name}"' in index
     for html in (index, page):
         # Nothing is loaded from anywhere: no src/href to http(s), and a policy that forbids it.

@@ -274,10 +274,22 @@ def _sizes_plot(runs: list[RunView]) -> str | None:
     return plots.circuit_sizes(tasks, models)
 
 
+@dataclass(frozen=True)
+class ReportSite:
+    """What `build_report` wrote: every page's size in bytes, keyed by its path under the site."""
+    pages: dict[str, int]
+    seconds: float
+    index: Path
+
+    @property
+    def total_bytes(self) -> int:
+        return sum(self.pages.values())
+
+
 def build_report(model_dirs: list[str | os.PathLike], circuit_dirs: list[str | os.PathLike], out_dir: str | os.PathLike,
                  progress: bool = True, snippet_windows: int = SNIPPET_WINDOWS, log=print,
-                 sweep_dir: str | os.PathLike | None = None) -> dict:
-    """Write the site; returns {pages: {path: bytes}, seconds}. With `sweep_dir`, the index also
+                 sweep_dir: str | os.PathLike | None = None) -> ReportSite:
+    """Write the site. With `sweep_dir`, the index also
     shows that sweep's frontier (report/frontier.py)."""
     start = time.perf_counter()
     if not model_dirs:
@@ -328,4 +340,4 @@ def build_report(model_dirs: list[str | os.PathLike], circuit_dirs: list[str | o
         configs={r.label: json.dumps(r.config, indent=1) for r in runs}))
     seconds = time.perf_counter() - start
     log(f"report: {len(pages)} pages, {sum(pages.values()) / 1e6:.2f} MB in {seconds:.1f} s -> {out / 'index.html'}")
-    return {"pages": pages, "seconds": seconds, "index": str(out / "index.html")}
+    return ReportSite(pages, seconds, out / "index.html")
