@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
 
@@ -88,6 +88,59 @@ class StageResult:
 
 
 @dataclass
+class HeldOut:
+    """Loss on the whole held-out split of real code."""
+    nats_per_token: float
+    nats_per_char: float
+
+
+@dataclass
+class ModelOnTask:
+    accuracy: float
+    loss: float
+    nodes: int | None  # None: no circuit
+    edges: int | None
+    control: bool | None  # None: the task has no prune-all outcome
+
+
+@dataclass
+class TaskRow:
+    """One task in both models (the field order is demo.json's)."""
+    sparse: ModelOnTask
+    bigram_decided: bool
+    dense: ModelOnTask
+
+    def of(self, kind: ModelKind) -> ModelOnTask:
+        return self.sparse if kind == ModelKind.SPARSE else self.dense
+
+
+@dataclass
+class SharedEdges:
+    """Geometric mean of edges of each model over the tasks both have a circuit for."""
+    sparse: float | None
+    dense: float | None
+    tasks: int
+
+
+@dataclass
+class DemoSummary:
+    """What the demo did and found: demo.json, and the closing table."""
+    scale: str
+    seed: int
+    out: str
+    report: str
+    stages: list[StageResult]
+    total_seconds: float
+    val_loss: dict[str, HeldOut]  # ModelKind value -> loss
+    report_pages: dict[str, int]  # page -> bytes
+    tasks: dict[str, TaskRow]
+    geomean_edges_both: SharedEdges
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
 class Demo:
     out: Path
     scale: DemoScale
@@ -125,7 +178,7 @@ class Demo:
         return [("data", self.data)] + training + [("task scores", self.task_scores)] + pruning + \
             [("report", self.report)]
 
-    def run(self) -> dict:
+    def run(self) -> DemoSummary:
         stages = self.stages()
         for i, (name, fn) in enumerate(stages, 1):
             self.log(f"[{i}/{len(stages)}] {name}")
@@ -135,7 +188,7 @@ class Demo:
             self.results.append(StageResult(name, seconds, note))
             self.log(f"[{i}/{len(stages)}] {name}: {note} ({_duration(seconds)})")
         summary = self.summary()
-        write_json(self.out / TIMINGS_FILE, summary)
+        write_json(self.out / TIMINGS_FILE, summary.as_dict())
         return summary
 
     # -- stages ---------------------------------------------------------------------------------
@@ -216,76 +269,77 @@ class Demo:
 
     # -- summary --------------------------------------------------------------------------------
 
-    def held_out_loss(self, kind: ModelKind) -> dict:
+    def held_out_loss(self, kind: ModelKind) -> HeldOut:
         """Loss on the whole held-out split of real code, per token and per character."""
         model, cfg = Run(self.run_dir(kind)).load_model()
         loss = full_validation_loss(model, TokenData(cfg.data_dir), cfg.model.context)
-        return {"nats_per_token": loss.nats_per_token, "nats_per_char": loss.nats_per_char}
+        return HeldOut(loss.nats_per_token, loss.nats_per_char)
 
-    def summary(self) -> dict:
-        rows, summaries = {}, {}
+    def summary(self) -> DemoSummary:
+        scores, summaries = {}, {}
         for kind in KINDS:
-            run_dir = self.run_dir(kind)
-            scores = load_or_evaluate_run(run_dir, progress=False).by_task()
-            summaries[kind.value] = PruneAllSummary.load(Run(run_dir).circuits_dir)
-            for task, score in scores.items():
-                row = rows.setdefault(task, {})
-                c = summaries[kind.value].tasks.get(task)
-                row[kind.value] = {"accuracy": score.accuracy, "loss": score.loss,
-                             "nodes": c.num_nodes if c else None, "edges": c.num_edges if c else None,
-                             "control": c.control if c else None}
-                row["bigram_decided"] = bigram_decided(score.bigram_accuracy)
+            run = Run(self.run_dir(kind))
+            scores[kind] = load_or_evaluate_run(run.dir, progress=False).by_task()
+            summaries[kind.value] = PruneAllSummary.load(run.circuits_dir)
+
+        def on(kind: ModelKind, task: str) -> ModelOnTask:
+            score, c = scores[kind][task], summaries[kind.value].tasks.get(task)
+            return ModelOnTask(score.accuracy, score.loss, c.num_nodes if c else None, c.num_edges if c else None,
+                               c.control if c else None)
+
+        rows = {task: TaskRow(on(ModelKind.SPARSE, task), bigram_decided(score.bigram_accuracy),
+                              on(ModelKind.DENSE, task))
+                for task, score in scores[ModelKind.DENSE].items()}
         shared = shared_geomean(summaries)
-        return {"scale": self.scale.name, "seed": self.seed, "out": str(self.out), "report": str(self.site_dir / "index.html"),
-                "stages": [{"name": r.name, "seconds": r.seconds, "note": r.note} for r in self.results],
-                "total_seconds": sum(r.seconds for r in self.results),
-                "val_loss": {k.value: self.held_out_loss(k) for k in KINDS},
-                "report_pages": self.report_pages, "tasks": rows,
-                "geomean_edges_both": shared.geomean_edges | {"tasks": len(shared.tasks)}}
+        return DemoSummary(
+            scale=self.scale.name, seed=self.seed, out=str(self.out), report=str(self.site_dir / "index.html"),
+            stages=list(self.results), total_seconds=sum(r.seconds for r in self.results),
+            val_loss={k.value: self.held_out_loss(k) for k in KINDS}, report_pages=self.report_pages, tasks=rows,
+            geomean_edges_both=SharedEdges(shared.geomean_edges["sparse"], shared.geomean_edges["dense"],
+                                           len(shared.tasks)))
 
 
 def _duration(seconds: float) -> str:
     return f"{seconds:.1f} s" if seconds < 60 else f"{int(seconds // 60)} min {seconds % 60:02.0f} s"
 
 
-def summary_table(summary: dict) -> str:
+def summary_table(summary: DemoSummary) -> str:
     """The demo's closing table: stage times, then every task with a circuit in either model."""
     lines = [f"{'stage':<14} {'time':>12}  result"]
-    for s in summary["stages"]:
-        lines.append(f"{s['name']:<14} {_duration(s['seconds']):>12}  {s['note']}")
-    lines.append(f"{'total':<14} {_duration(summary['total_seconds']):>12}")
-    vl = summary["val_loss"]
-    lines.append(f"\nloss on the whole held-out split: sparse {vl['sparse']['nats_per_token']:.3f}, dense "
-                 f"{vl['dense']['nats_per_token']:.3f} nats/token ({vl['sparse']['nats_per_char']:.4f}, "
-                 f"{vl['dense']['nats_per_char']:.4f} nats/char)")
+    for s in summary.stages:
+        lines.append(f"{s.name:<14} {_duration(s.seconds):>12}  {s.note}")
+    lines.append(f"{'total':<14} {_duration(summary.total_seconds):>12}")
+    sv, dv = summary.val_loss[ModelKind.SPARSE.value], summary.val_loss[ModelKind.DENSE.value]
+    lines.append(f"\nloss on the whole held-out split: sparse {sv.nats_per_token:.3f}, dense "
+                 f"{dv.nats_per_token:.3f} nats/token ({sv.nats_per_char:.4f}, {dv.nats_per_char:.4f} nats/char)")
     lines.append(f"\n{'task':<28} {'acc sparse':>10} {'acc dense':>9} {'sparse nodes/edges':>18} "
                  f"{'dense nodes/edges':>17} {'dense/sparse edges':>18}")
-    fmt = lambda r: "-" if r["edges"] is None else f"{r['nodes']}/{r['edges']}"
+    fmt = lambda m: "-" if m.edges is None else f"{m.nodes}/{m.edges}"
     shown = 0
-    for task, r in summary["tasks"].items():
-        s, d = r["sparse"], r["dense"]
-        if s["edges"] is None and d["edges"] is None:
+    for task, r in summary.tasks.items():
+        s, d = r.sparse, r.dense
+        if s.edges is None and d.edges is None:
             continue
         shown += 1
-        ratio = (f"{max(d['edges'], 1) / max(s['edges'], 1):.1f}x" if s["edges"] is not None and d["edges"] is not None
-                 else "-") + (" (bigram)" if r["bigram_decided"] else "")
-        lines.append(f"{task:<28} {s['accuracy']:>10.2f} {d['accuracy']:>9.2f} {fmt(s):>18} {fmt(d):>17} {ratio:>18}")
+        ratio = (f"{max(d.edges, 1) / max(s.edges, 1):.1f}x" if s.edges is not None and d.edges is not None
+                 else "-") + (" (bigram)" if r.bigram_decided else "")
+        lines.append(f"{task:<28} {s.accuracy:>10.2f} {d.accuracy:>9.2f} {fmt(s):>18} {fmt(d):>17} {ratio:>18}")
     if not shown:
         lines.append("(no task reached the pruning target in either model)")
-    g = summary["geomean_edges_both"]
-    if g["tasks"]:
-        lines.append(f"geometric mean of edges over the {g['tasks']} tasks with both circuits (not bigram-decided): "
-                     f"sparse {g['sparse']:.1f}, dense {g['dense']:.1f} ({g['dense'] / g['sparse']:.1f}x)")
-    if any(r["bigram_decided"] for r in summary["tasks"].values()):
+    g = summary.geomean_edges_both
+    if g.tasks:
+        lines.append(f"geometric mean of edges over the {g.tasks} tasks with both circuits (not bigram-decided): "
+                     f"sparse {g.sparse:.1f}, dense {g.dense:.1f} ({g.dense / g.sparse:.1f}x)")
+    if any(r.bigram_decided for r in summary.tasks.values()):
         lines.append(f"(bigram): the corpus bigram table alone gets >= {BIGRAM_DECIDED} of the test pairs; "
                      "kept out of the mean")
-    lines.append(f"\nreport: {summary['report']}\n  open it in a browser, or: sparse-circuits view "
-                 f"{Path(summary['report']).parent}")
+    lines.append(f"\nreport: {summary.report}\n  open it in a browser, or: sparse-circuits view "
+                 f"{Path(summary.report).parent}")
     return "\n".join(lines)
 
 
 def run_demo(out: str | os.PathLike, scale: DemoScale = DEFAULT, progress: bool = True, log=print,
-             seed: int = 0) -> dict:
+             seed: int = 0) -> DemoSummary:
     if seed < 0:
         raise UserError(f"demo: --seed must be >= 0, got {seed}")
     demo = Demo(Path(out), scale, log=log, progress=progress, seed=seed)
