@@ -9,7 +9,7 @@ RUN_DIR/ is an ordinary run directory (the sparse model works with every command
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from ..checkpoint import load_module
@@ -53,6 +53,27 @@ def coupling(dense: GPT, bcfg: BridgeConfig, seed: int):
     return couple
 
 
+@dataclass
+class BridgeRecord:
+    """RUN_DIR/bridges.json: the bridge config and the dense run it was trained against (written first,
+    so that a killed run resumes against the same record)."""
+    bridge: dict  # BridgeConfig as a dict
+    dense_run: str
+    dense_weights_sha256: str
+
+    def save(self, path: Path) -> None:
+        write_json(path, asdict(self))
+
+    @classmethod
+    def load(cls, path: Path) -> BridgeRecord:
+        d = read_json(path, "bridge record")
+        try:
+            return cls(d["bridge"], d["dense_run"], d["dense_weights_sha256"])
+        except (KeyError, TypeError) as e:
+            raise UserError(f"{path}: damaged bridge record ({type(e).__name__}: {e}); train the bridges again") \
+                from None
+
+
 def train_bridged(cfg: RunConfig, dense_dir: str | os.PathLike, out_dir: str | os.PathLike,
                   bcfg: BridgeConfig | None = None, resume: bool = False, progress: bool = True) -> dict:
     """Train `cfg`'s sparse model with bridges to the dense run; returns the final metrics."""
@@ -60,16 +81,15 @@ def train_bridged(cfg: RunConfig, dense_dir: str | os.PathLike, out_dir: str | o
     bcfg = (bcfg or BridgeConfig()).validate()
     dense = load_dense(dense_dir, cfg.train.device)
     check_pair(cfg, dense_dir, dense)
-    record = {"bridge": to_dict(bcfg), "dense_run": str(dense_dir.resolve()),
-              "dense_weights_sha256": Run(dense_dir).weights_sha256()}
+    record = BridgeRecord(to_dict(bcfg), str(dense_dir.resolve()), Run(dense_dir).weights_sha256())
     if resume and out.bridge_record_path.is_file():
-        saved = read_json(out.bridge_record_path, "bridge record")
+        saved = BridgeRecord.load(out.bridge_record_path)
         for key in ("bridge", "dense_weights_sha256"):
-            if saved.get(key) != record[key]:
+            if getattr(saved, key) != getattr(record, key):
                 raise UserError(f"{out}: a resumed bridged run cannot change its {key.replace('_', ' ')} "
-                                f"(saved {saved.get(key)!r}); start a new run")
+                                f"(saved {getattr(saved, key)!r}); start a new run")
     if not out.bridge_record_path.is_file():  # written first: a killed run resumes against the same record
-        write_json(out.bridge_record_path, record)
+        record.save(out.bridge_record_path)
     final = train(cfg, out.dir, resume=resume, progress=progress, couple=coupling(dense, bcfg, cfg.train.seed))
     if "bridges" in final:
         write_json(out.bridge_quality_path, final["bridges"])
@@ -92,12 +112,12 @@ class BridgedPair:
         run_dir = run.dir
         if not run.bridge_record_path.is_file():
             raise UserError(f"{run_dir}: not a bridged run (no {BRIDGE_RECORD}); train one with `sparse-circuits bridge`")
-        record = read_json(run.bridge_record_path, "bridge record")
-        bcfg = dataclass_from_dict(BridgeConfig, record.get("bridge", {}), f"{run.bridge_record_path}: bridge")
-        dense = Run(record["dense_run"])
+        record = BridgeRecord.load(run.bridge_record_path)
+        bcfg = dataclass_from_dict(BridgeConfig, record.bridge, f"{run.bridge_record_path}: bridge")
+        dense = Run(record.dense_run)
         if not dense.has_weights():
             raise UserError(f"{run_dir}: its dense run {dense.dir} is gone; restore it there")
-        if dense.weights_sha256() != record["dense_weights_sha256"]:
+        if dense.weights_sha256() != record.dense_weights_sha256:
             raise UserError(f"{run_dir}: the dense run {dense.dir} has changed since the bridges were trained")
         sparse, _ = run.load_model(device=device)
         dense_model = load_dense(dense.dir, device)

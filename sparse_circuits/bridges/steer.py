@@ -24,7 +24,7 @@ import torch
 
 from ..circuits.circuit import Circuit
 from ..errors import UserError
-from ..fileio import write_json
+from ..fileio import read_json, write_json
 from ..hooks import Hooks
 from ..nodes import NodeId, NodeLocation
 from ..runs import Run
@@ -70,6 +70,14 @@ class SteeringResult:
 
     def as_dict(self) -> dict:
         return asdict(self)
+
+    @classmethod
+    def load(cls, path: Path) -> SteeringResult:
+        d = read_json(path, "steering result")
+        try:
+            return cls(**d)
+        except TypeError as e:
+            raise UserError(f"{path}: not a steering result ({e}); run `sparse-circuits steer` again") from None
 
 
 class _AnswerSums:

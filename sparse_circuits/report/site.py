@@ -24,12 +24,14 @@ from tokenizers import Tokenizer
 from tqdm import tqdm
 
 from ..bridges.core import BridgeQuality
+from ..bridges.run import BridgeRecord
+from ..bridges.steer import SteeringResult
 from ..circuits.circuit import Circuit, load_circuit
 from ..circuits.summary import SUMMARY_FILE, PruneAllSummary, TaskStatus
 from ..circuits.validate import VALIDATION_FILE, Validation
 from ..config import ModelKind, to_dict
 from ..errors import UserError
-from ..fileio import read_json, write_text
+from ..fileio import write_text
 from ..model import GPT
 from ..nodes import NodeLocation
 from ..tasks import Split, get_task
@@ -62,24 +64,38 @@ class RunView:
     prune_summary: PruneAllSummary | None
     weights_sha256: str
     circuits: list[CircuitEntry] = field(default_factory=list)
-    bridges: dict | None = None  # a bridged run's bridge_quality.json, with its dense run
-    steering: list[dict] = field(default_factory=list)  # {"title", "png" (data URI), "result"} per steer run
+    bridges: BridgeView | None = None  # a bridged run's bridges
+    steering: list[SteeringView] = field(default_factory=list)  # one per steer run
 
 
-def _bridge_view(run: Run) -> tuple[dict | None, list[dict]]:
+@dataclass
+class BridgeView:
+    dense_run: str
+    config: dict
+    quality: BridgeQuality | None  # None: the bridged run has not finished
+
+
+@dataclass
+class SteeringView:
+    title: str
+    result: SteeringResult
+    png: str | None  # data URI of the plot
+
+
+def _bridge_view(run: Run) -> tuple[BridgeView | None, list[SteeringView]]:
     """Bridge quality and steering results of a bridged run (docs/bridges.md), if any."""
     if not run.bridge_record_path.is_file():
         return None, []
-    record = read_json(run.bridge_record_path, "bridge record")
+    record = BridgeRecord.load(run.bridge_record_path)
     quality = BridgeQuality.load(run.bridge_quality_path) if run.bridge_quality_path.is_file() else None
     steering = []
     for path in sorted(run.steering_dir.glob("*.json")) if run.steering_dir.is_dir() else []:
         png = path.with_suffix(".png")
-        result = read_json(path, "steering result")
-        steering.append({"title": f"{result['task']}: {result['node']} via {result['site']}", "result": result,
-                         "png": "data:image/png;base64," + base64.b64encode(png.read_bytes()).decode("ascii")
-                         if png.is_file() else None})
-    return {"dense_run": record.get("dense_run"), "config": record.get("bridge"), "quality": quality}, steering
+        result = SteeringResult.load(path)
+        steering.append(SteeringView(f"{result.task}: {result.node} via {result.site}", result,
+                                     "data:image/png;base64," + base64.b64encode(png.read_bytes()).decode("ascii")
+                                     if png.is_file() else None))
+    return BridgeView(record.dense_run, record.bridge, quality), steering
 
 
 def _unique_label(run_dir: Path, taken: set[str]) -> str:
