@@ -26,7 +26,7 @@ from ..circuits.circuit import Circuit
 from ..errors import UserError
 from ..fileio import read_json, write_json
 from ..hooks import Hooks
-from ..nodes import NodeId, NodeLocation
+from ..nodes import NodeId, NodeLocation, ResidualPoint, SiteName
 from ..runs import Run
 from ..tasks.core import Split
 from ..tasks.evaluate import TaskTensors, score_logit_diffs
@@ -40,14 +40,14 @@ def residual_site_of(node: NodeId, n_layer: int) -> str:
     """The bridge site where the node's residual channel lives."""
     loc, L = node.location, node.layer
     if loc == NodeLocation.ATTN_IN:
-        return f"{L}.resid_pre"
+        return SiteName.residual(L, ResidualPoint.PRE)
     if loc in (NodeLocation.ATTN_OUT, NodeLocation.MLP_IN):
-        return f"{L}.resid_mid"
+        return SiteName.residual(L, ResidualPoint.MID)
     if loc == NodeLocation.MLP_OUT:
         if L + 1 >= n_layer:
             raise UserError(f"node {node}: the last MLP writes past the last bridge site; pick a channel that a "
                             "later block reads (an act_in node) or an earlier write")
-        return f"{L + 1}.resid_pre"
+        return SiteName.residual(L + 1, ResidualPoint.PRE)
     raise UserError(f"node {node}: steering moves a residual channel; give a node at attn.act_in, "
                     "attn.resid_delta, mlp.act_in or mlp.resid_delta")
 
