@@ -413,6 +413,84 @@ class _SyntheticDraw:
 MIN_VOCAB, MAX_VOCAB = 257, 1 << 16
 
 
+def _check_options(sources: str | list[str], vocab_size: int, val_frac: float, given_tok: Tokenizer | None,
+                   tokenizer, synthetic_share, synthetic_tokens, synthetic_files, synthetic_seed,
+                   synthetic_version) -> tuple[list[str], int, SyntheticBudget | None]:
+    """(sources, vocab size, generated-code budget) from `prepare_data`'s options; one-line errors."""
+    if given_tok is not None:
+        if given_tok.token_to_id(EOT) is None:
+            raise UserError(f"{tokenizer}: has no {EOT} token to separate documents")
+        vocab_size = given_tok.get_vocab_size()
+    if not MIN_VOCAB <= vocab_size <= MAX_VOCAB:
+        raise UserError(f"data: --vocab-size must be between {MIN_VOCAB} (the 256 bytes and {EOT}) and "
+                        f"{MAX_VOCAB} (tokens are stored as 16-bit integers), got {vocab_size}")
+    if not 0.0 < val_frac < 1.0:
+        raise UserError(f"data: --val-frac is the fraction of files held out for validation and must be "
+                        f"between 0 and 1 (exclusive), got {val_frac}")
+    sources = [sources] if isinstance(sources, str) else list(sources)
+    if not sources:
+        raise UserError("data: give at least one --corpus source")
+    if len(set(sources)) != len(sources):
+        raise UserError(f"data: a --corpus source is given twice ({sources})")
+    budget = None
+    if SYNTHETIC in sources:
+        budget = SyntheticBudget.resolve(any(s != SYNTHETIC for s in sources), synthetic_share, synthetic_tokens,
+                                         synthetic_files, synthetic_seed, synthetic_version)
+    elif (synthetic_share, synthetic_tokens, synthetic_files) != (None, None, None) or synthetic_version:
+        raise UserError("data: a synthetic budget was given but 'synthetic' is not a --corpus source; "
+                        "add --corpus synthetic")
+    return sources, vocab_size, budget
+
+
+def _first_draw(budget: SyntheticBudget, train_docs: list[Document], has_real: bool,
+                val_frac: float) -> tuple[_SyntheticDraw, list[Document] | None]:
+    """Generated programs for the training split, about as many as the budget asks (encoding decides
+    the exact cut); and, for a generated-only corpus, its validation programs (a separate stream)."""
+    draw = _SyntheticDraw(budget.seed, budget.version)
+    if budget.files is not None:
+        draw.more(n_files=budget.files)
+    elif budget.tokens is not None:
+        draw.more(n_chars=int(budget.tokens * CHARS_PER_TOKEN_GUESS * 1.1))
+    else:
+        real_chars = sum(len(d.text) for d in train_docs)
+        draw.more(n_chars=int(real_chars * budget.share / (1 - budget.share) * 1.1))
+    if has_real:
+        return draw, None
+    n_val = max(1, round(len(draw.docs) * val_frac / (1 - val_frac)))
+    return draw, [Document(f"{SYNTHETIC}/val/{i:07d}.py", d.text) for i, d in
+                  enumerate(_SyntheticDraw(budget.seed + 1_000_003, budget.version).more(n_files=n_val))]
+
+
+def _encode_generated(tok: Tokenizer, draw: _SyntheticDraw, budget: SyntheticBudget, real_tokens: int
+                      ) -> tuple[np.ndarray, list[Document], int | None]:
+    """The generated programs' tokens, cut at the first whole program that meets the budget (drawing
+    more if the first draw fell short); the programs kept; the token target (None: a file budget)."""
+    pieces = encode_each(tok, draw.docs, "encode generated")
+    target = None
+    if budget.files is None:
+        target = budget.tokens if budget.tokens is not None else \
+            math.ceil(real_tokens * budget.share / (1 - budget.share))
+        have = sum(p.size for p in pieces)
+        while have < target:  # the first draw fell short: draw more
+            more = encode_each(tok, draw.more(n_chars=int((target - have) * 4)))
+            pieces += more
+            have += sum(p.size for p in more)
+        cum = np.cumsum([p.size for p in pieces])
+        pieces = pieces[:int(np.searchsorted(cum, target)) + 1]
+    return np.concatenate(pieces), draw.docs[:len(pieces)], target
+
+
+def _write_arrays(out: Path, tok: Tokenizer, train_tokens: np.ndarray, val_tokens: np.ndarray,
+                  counts: np.ndarray) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    with atomic_path(out / TOKENIZER_FILE) as tmp:
+        tok.save(str(tmp))
+    for name, arr in ((TRAIN_FILE, train_tokens), (VAL_FILE, val_tokens)):
+        with atomic_path(out / name) as tmp:
+            arr.tofile(tmp)
+    write_safetensors(out / BIGRAM_FILE, {"counts": torch.from_numpy(counts).to(torch.int32)})
+
+
 def prepare_data(sources: str | list[str], out_dir: str | os.PathLike, vocab_size: int = 2048,
                  val_frac: float = 0.05, seed: int = 0, synthetic_share: float | None = None,
                  synthetic_tokens: int | None = None, synthetic_files: int | None = None,
@@ -429,29 +507,10 @@ def prepare_data(sources: str | list[str], out_dir: str | os.PathLike, vocab_siz
     """
     out = Path(out_dir)
     given_tok = load_tokenizer(tokenizer) if tokenizer is not None else None
-    if given_tok is not None:
-        if given_tok.token_to_id(EOT) is None:
-            raise UserError(f"{tokenizer}: has no {EOT} token to separate documents")
-        vocab_size = given_tok.get_vocab_size()
-    if not MIN_VOCAB <= vocab_size <= MAX_VOCAB:
-        raise UserError(f"data: --vocab-size must be between {MIN_VOCAB} (the 256 bytes and {EOT}) and "
-                        f"{MAX_VOCAB} (tokens are stored as 16-bit integers), got {vocab_size}")
-    if not 0.0 < val_frac < 1.0:
-        raise UserError(f"data: --val-frac is the fraction of files held out for validation and must be "
-                        f"between 0 and 1 (exclusive), got {val_frac}")
-    sources = [sources] if isinstance(sources, str) else list(sources)
-    if not sources:
-        raise UserError("data: give at least one --corpus source")
-    if len(set(sources)) != len(sources):
-        raise UserError(f"data: a --corpus source is given twice ({sources})")
+    sources, vocab_size, budget = _check_options(sources, vocab_size, val_frac, given_tok, tokenizer,
+                                                 synthetic_share, synthetic_tokens, synthetic_files, synthetic_seed,
+                                                 synthetic_version)
     real = [s for s in sources if s != SYNTHETIC]
-    budget = None
-    if SYNTHETIC in sources:
-        budget = SyntheticBudget.resolve(bool(real), synthetic_share, synthetic_tokens, synthetic_files,
-                                         synthetic_seed, synthetic_version)
-    elif (synthetic_share, synthetic_tokens, synthetic_files) != (None, None, None) or synthetic_version:
-        raise UserError("data: a synthetic budget was given but 'synthetic' is not a --corpus source; "
-                        "add --corpus synthetic")
     scan = read_sources(real) if real else CorpusScan([], 0, 0, 0)
     fingerprint = _fingerprint(scan.documents, vocab_size, val_frac, seed, budget,
                                sha256_file(tokenizer) if tokenizer is not None else None)
@@ -464,19 +523,10 @@ def prepare_data(sources: str | list[str], out_dir: str | os.PathLike, vocab_siz
             return earlier
 
     train_docs, val_docs = split_by_file(scan.documents, val_frac, seed) if real else ([], [])
-    draw = _SyntheticDraw(budget.seed, budget.version) if budget else None
+    draw = None
     if budget is not None:
-        real_chars = sum(len(d.text) for d in train_docs)
-        if budget.files is not None:
-            draw.more(n_files=budget.files)
-        elif budget.tokens is not None:
-            draw.more(n_chars=int(budget.tokens * CHARS_PER_TOKEN_GUESS * 1.1))
-        else:
-            draw.more(n_chars=int(real_chars * budget.share / (1 - budget.share) * 1.1))
-        if not real:
-            n_val = max(1, round(len(draw.docs) * val_frac / (1 - val_frac)))
-            val_docs = [Document(f"{SYNTHETIC}/val/{i:07d}.py", d.text) for i, d in
-                        enumerate(_SyntheticDraw(budget.seed + 1_000_003, budget.version).more(n_files=n_val))]
+        draw, generated_val = _first_draw(budget, train_docs, bool(real), val_frac)
+        val_docs = generated_val if generated_val is not None else val_docs
     tokenizer_docs = train_docs + (draw.docs if draw else [])
     log(f"data: {len(scan.documents)} documents from {real or 'no real-code source'}"
         + (f" + generated programs ({budget.as_dict()})" if budget else "")
@@ -487,21 +537,7 @@ def prepare_data(sources: str | list[str], out_dir: str | os.PathLike, vocab_siz
     val_tokens = encode_documents(tok, val_docs, "encode val", cuts)
     synthetic_meta = None
     if budget is not None:
-        pieces = encode_each(tok, draw.docs, "encode generated")
-        if budget.files is not None:
-            target = None
-        else:
-            target = budget.tokens if budget.tokens is not None else \
-                math.ceil(train_tokens.size * budget.share / (1 - budget.share))
-            have = sum(p.size for p in pieces)
-            while have < target:  # the first draw fell short: draw more
-                more = encode_each(tok, draw.more(n_chars=int((target - have) * 4)))
-                pieces += more
-                have += sum(p.size for p in more)
-            cum = np.cumsum([p.size for p in pieces])
-            pieces = pieces[:int(np.searchsorted(cum, target)) + 1]
-        kept = draw.docs[:len(pieces)]
-        synth = np.concatenate(pieces)
+        synth, kept, target = _encode_generated(tok, draw, budget, train_tokens.size)
         synthetic_meta = SyntheticMeta(budget=budget.as_dict(), files=len(kept), tokens=int(synth.size),
                                        chars=sum(len(d.text) for d in kept),
                                        share_of_train_tokens=synth.size / (synth.size + train_tokens.size),
@@ -511,14 +547,7 @@ def prepare_data(sources: str | list[str], out_dir: str | os.PathLike, vocab_siz
     vocab = tok.get_vocab_size()
     counts = bigram_counts(train_tokens, vocab)
     logprobs = bigram_logprobs(torch.from_numpy(counts))
-
-    out.mkdir(parents=True, exist_ok=True)
-    with atomic_path(out / TOKENIZER_FILE) as tmp:
-        tok.save(str(tmp))
-    for name, arr in ((TRAIN_FILE, train_tokens), (VAL_FILE, val_tokens)):
-        with atomic_path(out / name) as tmp:
-            arr.tofile(tmp)
-    write_safetensors(out / BIGRAM_FILE, {"counts": torch.from_numpy(counts).to(torch.int32)})
+    _write_arrays(out, tok, train_tokens, val_tokens, counts)
     meta = DataMeta(
         format_version=DATA_FORMAT_VERSION,
         source=" + ".join(s if s != "stdlib" else f"stdlib ({stdlib_dir()})" for s in sources),

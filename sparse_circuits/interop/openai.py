@@ -281,33 +281,7 @@ def import_openai(src_dir: str | os.PathLike, out_dir: str | os.PathLike,
 
     weights_path = _find_weights(src)
     log(f"import-openai: reading {weights_path}")
-    sd = read_release_weights(weights_path)
-    dropped = sorted(k for k in sd if _is_mask_buffer(k) and sd[k].dim() == 4)
-    for k in dropped:
-        del sd[k]
-    expected = rel.expected_shapes()
-    if rel.tied_unembed:  # one tensor under two names; either may be the one saved
-        for a, b in (("lm_head.weight", "transformer.wte.weight"), ("transformer.wte.weight", "lm_head.weight")):
-            if a not in sd and b in sd:
-                sd[a] = sd[b]
-    missing = sorted(set(expected) - set(sd))
-    extra = sorted(set(sd) - set(expected) - OPTIONAL_TENSORS)
-    if missing:
-        raise UserError(f"{weights_path}: tensor {missing[0]!r} is missing ({len(missing)} in all) for the config in "
-                        f"{config_path.name}; the files do not belong together")
-    if extra:
-        raise UserError(f"{weights_path}: unexpected tensor {extra[0]!r} ({len(extra)} in all) for the config in "
-                        f"{config_path.name}; the files do not belong together")
-    for name, shape in expected.items():
-        if tuple(sd[name].shape) != shape:
-            raise UserError(f"{weights_path}: tensor {name} has shape {tuple(sd[name].shape)}, the config says {shape}")
-    if "final_logits_bias" in sd and tuple(sd["final_logits_bias"].shape) != (rel.vocab_size,):
-        raise UserError(f"{weights_path}: final_logits_bias has shape {tuple(sd['final_logits_bias'].shape)}, "
-                        f"expected ({rel.vocab_size},)")
-    for name, t in sd.items():
-        if not t.is_floating_point() or not bool(torch.isfinite(t).all()):
-            raise UserError(f"{weights_path}: tensor {name} is not finite floating point; the file is damaged")
-
+    sd, dropped = _checked_release_weights(weights_path, rel, config_path.name)
     wpe_nonzero = rel.d_pos_emb is None and bool(sd["transformer.wpe.weight"].count_nonzero())
     cfg = rel.model_config(wpe_nonzero, norm_eps)
     if rel.d_pos_emb is not None and ours_cfg.get("positions_at_input_site") is False:
@@ -343,6 +317,39 @@ def import_openai(src_dir: str | os.PathLike, out_dir: str | os.PathLike,
         f"{cfg.positions.value}, sink {rel.sink}, bigram {cfg.bigram_table.value}; "
         + (f"ignored {', '.join(sorted(ignored))}; " if ignored else "") + f"-> {out}")
     return run_cfg
+
+
+def _checked_release_weights(weights_path: Path, rel: ReleaseConfig, config_name: str
+                             ) -> tuple[dict[str, torch.Tensor], list[str]]:
+    """Their state dict, without the attention-mask buffers (returned by name), with every tensor the
+    config implies present, of its shape, finite floating point; one-line errors otherwise."""
+    sd = read_release_weights(weights_path)
+    dropped = sorted(k for k in sd if _is_mask_buffer(k) and sd[k].dim() == 4)
+    for k in dropped:
+        del sd[k]
+    expected = rel.expected_shapes()
+    if rel.tied_unembed:  # one tensor under two names; either may be the one saved
+        for a, b in (("lm_head.weight", "transformer.wte.weight"), ("transformer.wte.weight", "lm_head.weight")):
+            if a not in sd and b in sd:
+                sd[a] = sd[b]
+    missing = sorted(set(expected) - set(sd))
+    extra = sorted(set(sd) - set(expected) - OPTIONAL_TENSORS)
+    if missing:
+        raise UserError(f"{weights_path}: tensor {missing[0]!r} is missing ({len(missing)} in all) for the config in "
+                        f"{config_name}; the files do not belong together")
+    if extra:
+        raise UserError(f"{weights_path}: unexpected tensor {extra[0]!r} ({len(extra)} in all) for the config in "
+                        f"{config_name}; the files do not belong together")
+    for name, shape in expected.items():
+        if tuple(sd[name].shape) != shape:
+            raise UserError(f"{weights_path}: tensor {name} has shape {tuple(sd[name].shape)}, the config says {shape}")
+    if "final_logits_bias" in sd and tuple(sd["final_logits_bias"].shape) != (rel.vocab_size,):
+        raise UserError(f"{weights_path}: final_logits_bias has shape {tuple(sd['final_logits_bias'].shape)}, "
+                        f"expected ({rel.vocab_size},)")
+    for name, t in sd.items():
+        if not t.is_floating_point() or not bool(torch.isfinite(t).all()):
+            raise UserError(f"{weights_path}: tensor {name} is not finite floating point; the file is damaged")
+    return sd, dropped
 
 
 # -- the name table, used both ways -------------------------------------------------------------
