@@ -28,10 +28,10 @@ from tqdm import tqdm
 
 from .config import BigramTable, LossReduction, RunConfig
 from .data import DataSplit, TokenData
+from .data.meta import TOKENIZER_FILE
 from .errors import UserError
 from .kernels import keep_freed_memory
 from .model import GPT
-from .data.meta import TOKENIZER_FILE
 from .runs import RESUMABLE, Run, config_changes
 from .sparsity import Projector, nonzero_fraction, sharkfin_lr
 

@@ -11,15 +11,15 @@ from tokenizers import Tokenizer
 from ..config import RunConfig
 from ..errors import UserError
 from ..model import GPT
-from ..tasks import Split, TaskDataset, all_tasks, get_task
 from ..nodes import NodeId
 from ..runs import Run
+from ..tasks import Split, TaskDataset, all_tasks, get_task
+from ..tasks.evaluate import TaskTensors, load_or_evaluate_run
 from .ablations import AblationInputs, ablation_values
 from .circuit import Circuit, SearchRun, TaskSample, check_circuit_model, load_circuit
 from .edges import count_edges
 from .intervention import CircuitIntervention
 from .masks import keep_masks
-from ..tasks.evaluate import TaskTensors, load_or_evaluate_run
 from .prune import PruneConfig, PruneResult, prune_search
 from .summary import SUMMARY_FILE, PruneAllSummary, TaskOutcome, TaskStatus, bigram_decided
 from .validate import Validation, validate
