@@ -26,7 +26,7 @@ import torch.distributed as dist
 from torch import nn
 from tqdm import tqdm
 
-from .config import BigramTable, LossReduction, RunConfig
+from .config import BigramTable, LossReduction, ModelKind, RunConfig
 from .data import DataSplit, TokenData
 from .data.meta import TOKENIZER_FILE
 from .errors import UserError
@@ -344,7 +344,7 @@ class Trainer:
         grad_rms = [clip_grad_rms_(group, t.grad_clip_rms) for group in self.clip_groups][0]
         self.opt.step()
         self.opt.zero_grad(set_to_none=True)
-        if not sp.dense:
+        if sp.kind == ModelKind.SPARSE:
             for p in self.sparsified:
                 self.projector(p.data, frac)
         return loss_value, lr, frac, grad_rms
