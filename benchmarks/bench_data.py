@@ -24,8 +24,9 @@ import tempfile
 import time
 from pathlib import Path
 
+from sparse_circuits.data.meta import META_FILE, DataMeta
 from sparse_circuits.data.prepare import HARD_CUT_CHARS, PIECE_CHARS, Document, split_by_file, stdlib_dir
-from sparse_circuits.fileio import read_json, write_json
+from sparse_circuits.fileio import write_json
 
 
 def stdlib_copies(dest: Path, megabytes: float) -> None:
@@ -107,9 +108,9 @@ def run_data(corpus: Path, out: Path, timeout: float) -> dict:
     except subprocess.TimeoutExpired:
         status = f"timeout after {timeout:.0f} s"
     seconds = time.perf_counter() - start
-    meta = read_json(out / "meta.json", "data metadata") if (out / "meta.json").is_file() else {}
+    meta = DataMeta.load(out) if (out / META_FILE).is_file() else None
     return {"status": status, "seconds": seconds, "peak_rss_mb": peak_kb / 1024 if peak_kb else None,
-            "tokens": meta.get("tokens", {}).get("train"), "hard_cuts": meta.get("hard_cuts")}
+            "tokens": meta.tokens.train if meta else None, "hard_cuts": meta.hard_cuts if meta else None}
 
 
 def main() -> None:

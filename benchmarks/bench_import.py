@@ -32,7 +32,7 @@ from sparse_circuits.interop import import_openai
 import_openai(sys.argv[1], sys.argv[2], tokenizer_dir=sys.argv[3], log=lambda *_: None)
 t1 = time.perf_counter()
 peak_import = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-from sparse_circuits.checkpoint import load_model
+from sparse_circuits.runs import load_model
 model, _ = load_model(sys.argv[2])
 t2 = time.perf_counter()
 print(json.dumps({"import_s": t1 - t0, "import_peak_rss": peak_import, "load_s": t2 - t1,

@@ -35,9 +35,9 @@ MATMULS = [(4096, 64, 256), (4096, 256, 64), (4096, 128, 512), (4096, 512, 128),
 
 def _config(data_dir: str, shape: str, dense: bool, precision: str, batch: int, steps: int, threads: int):
     from sparse_circuits.config import resolve_run_config
-    meta = json.loads((Path(data_dir) / "meta.json").read_text())
+    from sparse_circuits.data import DataMeta
     return resolve_run_config("micro", {
-        "data_dir": data_dir, "model": {"vocab_size": meta["vocab_size"]} | SHAPES[shape],
+        "data_dir": data_dir, "model": {"vocab_size": DataMeta.load(data_dir).vocab_size} | SHAPES[shape],
         "sparsity": {"nonzero_frac": 1.0} if dense else {},
         "train": {"steps": 2000, "batch_size": batch, "threads": threads, "precision": precision},
     })

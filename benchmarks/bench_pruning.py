@@ -19,7 +19,8 @@ from pathlib import Path
 
 import torch
 
-from sparse_circuits.circuits.api import PRUNE_PAIRS, ablation_values, load_task_setup
+from sparse_circuits.circuits.ablations import ablation_values
+from sparse_circuits.circuits.api import PRUNE_PAIRS, LoadedRun
 from sparse_circuits.circuits.prune import PruneConfig, best_of, prune, search_configs
 from sparse_circuits.fileio import write_json
 from sparse_circuits.tasks import Split
@@ -38,10 +39,10 @@ def main() -> None:
                           "threads": torch.get_num_threads()},
               "model": args.model, "runs": args.runs, "tasks": {}}
     for task in args.tasks.split(","):
-        setup = load_task_setup(args.model, task, Split.TRAIN, args.pairs, 0)
-        model, tt = setup.model, setup.tensors
-        values = ablation_values(model, args.model, setup.run_config.data_dir, setup.dataset.prompt_tokens,
-                                 progress=False)
+        loaded = LoadedRun.load(args.model)
+        ds, tt = loaded.task(task, Split.TRAIN, args.pairs, 0)
+        model = loaded.model
+        values = ablation_values(loaded.ablation_inputs(ds.prompt_tokens, progress=False))
         results = []
         for i, cfg in enumerate(search_configs(PruneConfig(), args.runs)):
             t0 = time.perf_counter()

@@ -33,7 +33,7 @@ def main() -> None:
             result = build_report(args.model, [], Path(tmp) / f"site{i}", progress=False,
                                   snippet_windows=args.windows, log=lambda *_: None)
             builds.append(time.perf_counter() - start)
-    pages = result["pages"]
+    pages = result.pages
     nodes = {}
     for run in args.model:
         for d in sorted((Path(run) / "circuits").glob("*/circuit.json")):

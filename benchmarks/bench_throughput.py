@@ -47,7 +47,7 @@ BATCH = {"demo": 8}  # shapes trained at another batch size than the preset's
 
 def _worker_config(data_dir: str, shape: str, dense: bool, steps: int, threads: int):
     from sparse_circuits.config import resolve_run_config
-    meta = json.loads((Path(data_dir) / "meta.json").read_text())
+    meta = json.loads((Path(data_dir) / "meta.json").read_text())  # not DataMeta: the baseline commit may predate it
     return resolve_run_config("micro", {
         "data_dir": data_dir, "model": {"vocab_size": meta["vocab_size"]} | SHAPES[shape],
         "sparsity": {"nonzero_frac": 1.0} if dense else {},

@@ -22,6 +22,7 @@ from pathlib import Path
 import torch
 
 from sparse_circuits.config import resolve_run_config, to_dict
+from sparse_circuits.data import DataMeta
 from sparse_circuits.sparsity import Projector
 from sparse_circuits.train import train
 
@@ -30,9 +31,8 @@ from common import machine, write_result
 
 
 def run_config(data_dir: str, preset: str, dense: bool, steps: int):
-    meta = json.loads((Path(data_dir) / "meta.json").read_text())
     return resolve_run_config(preset, {
-        "data_dir": data_dir, "model": {"vocab_size": meta["vocab_size"]},
+        "data_dir": data_dir, "model": {"vocab_size": DataMeta.load(data_dir).vocab_size},
         "sparsity": {"nonzero_frac": 1.0} if dense else {},
         "train": {"steps": steps, "log_every": 10, "eval_every": steps, "checkpoint_every": steps,
                   "eval_batches": 1},

@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.describe_circuit import describe  # noqa: E402
-from sparse_circuits.checkpoint import load_model  # noqa: E402
+from sparse_circuits.runs import load_model  # noqa: E402
 from sparse_circuits.circuits.circuit import load_circuit  # noqa: E402
 from sparse_circuits.data import load_tokenizer  # noqa: E402
 from sparse_circuits.report import analysis  # noqa: E402

@@ -21,7 +21,7 @@ from pathlib import Path
 from sparse_circuits.bridges import BridgedPair
 from sparse_circuits.bridges.run import sparse_alone_comparison
 from sparse_circuits.bridges.steer import circuit_through_bridge, residual_site_of, steer, steering_plot
-from sparse_circuits.checkpoint import BRIDGE_QUALITY_FILE, STEERING_DIR
+from sparse_circuits.runs import BRIDGE_QUALITY_FILE, STEERING_DIR
 from sparse_circuits.circuits.api import NoCircuit, prune_task
 from sparse_circuits.circuits.circuit import load_circuit
 from sparse_circuits.errors import UserError

@@ -31,9 +31,9 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from sparse_circuits.checkpoint import load_model  # noqa: E402
+from sparse_circuits.runs import load_model  # noqa: E402
 from sparse_circuits.config import merge_overrides, resolve_run_config  # noqa: E402
-from sparse_circuits.data import TokenData, load_tokenizer, prepare_data  # noqa: E402
+from sparse_circuits.data import DataMeta, TokenData, load_tokenizer, prepare_data  # noqa: E402
 from sparse_circuits.fileio import read_json, write_json, write_text  # noqa: E402
 from sparse_circuits.tasks.contamination import contamination_report  # noqa: E402
 from sparse_circuits.tasks import all_tasks  # noqa: E402
@@ -148,9 +148,8 @@ def run_one(name: str, seed: int, runs: Path, threads: int = 0) -> dict:
         return read_json(result_path, "study result")
     setting = SETTINGS[name]
     data = data_dir(setting["corpus"], runs)
-    meta = read_json(data / "meta.json", "data metadata")
     overrides = merge_overrides(setting["config"], {"data_dir": str(data), "train": {"seed": seed, "threads": threads},
-                                               "model": {"vocab_size": meta["vocab_size"]}})
+                                               "model": {"vocab_size": DataMeta.load(data).vocab_size}})
     cfg = resolve_run_config("micro", overrides)
     run_dir = runs / f"{name}-s{seed}"
     resume = (run_dir / "config.json").is_file()

@@ -20,7 +20,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from sparse_circuits.checkpoint import load_model  # noqa: E402
+from sparse_circuits.runs import load_model  # noqa: E402
 from sparse_circuits.circuits.summary import PruneAllSummary, shared_geomean  # noqa: E402
 from sparse_circuits.data import TokenData  # noqa: E402
 from sparse_circuits.fileio import write_json, write_text  # noqa: E402

@@ -1,47 +1,22 @@
-"""Run directories: the on-disk model format and training checkpoints.
-
-RUN_DIR/
-  config.json            the resolved RunConfig (strictly validated on load)
-  tokenizer.json         the tokenizer the model was trained with
-  model.safetensors      latest weights; metadata: format, step, hash of the model config
-  metrics.jsonl          one JSON object per log / evaluation
-  config_history.jsonl   options changed on --resume (train.steps, lr, device, threads)
-  bridges.json, bridges.safetensors, bridge_quality.json, steering/
-                         a bridged run's extras (sparse_circuits/bridges, docs/bridges.md)
-  checkpoints/step_N/    model.safetensors, optimizer.safetensors, state.json: a whole
-                         checkpoint, written to a temporary directory and renamed, so a killed
-                         run always finds a complete one to resume from
-Every safetensors file carries a digest of its tensors (fileio.CONTENT_DIGEST), checked on load.
+"""The on-disk formats of a model's weights and an optimizer's state (where they lie in a run
+directory is `runs.py`'s). Every safetensors file carries a digest of its tensors
+(fileio.CONTENT_DIGEST), checked on load.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import torch
 
-from .config import ModelConfig, Positions, RunConfig, run_config_from_dict, to_dict
+from .config import ModelConfig, Positions, to_dict
 from .errors import UserError
-from .fileio import (
-    fsync_path,
-    read_json,
-    read_safetensors,
-    read_safetensors_metadata,
-    write_json,
-    write_safetensors,
-)
-from .kernels import SPARSE_DENSITY_THRESHOLD, keep_freed_memory
+from .fileio import read_safetensors, read_safetensors_metadata, write_safetensors
 from .model import GPT
 
 MODEL_FORMAT = "sparse-circuits-model"
-BRIDGE_RECORD = "bridges.json"  # a bridged run: bridge config, dense run, digest of its weights
-BRIDGE_QUALITY_FILE = "bridge_quality.json"
-STEERING_DIR = "steering"
 MODEL_FORMAT_VERSION = "1"
 
 
@@ -107,35 +82,6 @@ def load_weights_into(model: GPT, path: Path, assign: bool = False) -> int:
     return int(meta.get("step", 0))
 
 
-def load_run_config(run_dir: str | os.PathLike) -> RunConfig:
-    path = Path(run_dir) / "config.json"
-    return run_config_from_dict(read_json(path, "run config"), where=str(path))
-
-
-def load_model(run_dir: str | os.PathLike, device: str = "cpu", step: int | None = None,
-               sparse_threshold: float = SPARSE_DENSITY_THRESHOLD) -> tuple[GPT, RunConfig]:
-    """The trained model of a run directory (or its checkpoint at `step`), in eval mode.
-
-    On the CPU, weights with a nonzero fraction below `sparse_threshold` run as sparse matrices
-    (GPT.use_sparse_weights; 0 keeps every product dense). Results equal the dense ones within
-    float tolerance."""
-    run_dir = Path(run_dir)
-    cfg = load_run_config(run_dir)
-    keep_freed_memory()
-    with torch.device("meta"):  # no random init: the weights come from the file (half the peak memory)
-        model = GPT(cfg.model)
-    path = run_dir / "model.safetensors" if step is None else run_dir / "checkpoints" / f"step_{step:08d}" / "model.safetensors"
-    if step is not None and not path.is_file():
-        kept = ", ".join(p.name[5:].lstrip("0") for p in checkpoint_dirs(run_dir)) or "none"
-        raise UserError(f"{run_dir}: no checkpoint at step {step} (kept: {kept})")
-    load_weights_into(model, path, assign=True)
-    model = model.to(device).eval()
-    model.compute_dtype = cfg.train.precision.dtype  # evaluated, pruned and reported as it was trained
-    if torch.device(device).type == "cpu":
-        model.use_sparse_weights(sparse_threshold)
-    return model, cfg
-
-
 # -- optimizer state ---------------------------------------------------------------------------
 
 def save_optimizer(path: Path, opt: torch.optim.Optimizer, names: dict[int, str]) -> None:
@@ -166,61 +112,6 @@ def load_optimizer(path: Path, opt: torch.optim.Optimizer, names: dict[int, str]
     opt.load_state_dict({"state": state, "param_groups": groups})
 
 
-# -- whole checkpoints ---------------------------------------------------------------------------
-
-def checkpoint_dirs(run_dir: Path) -> list[Path]:
-    root = run_dir / "checkpoints"
-    if not root.is_dir():
-        return []
-    dirs = [p for p in root.iterdir() if p.is_dir() and p.name.startswith("step_") and p.name[5:].isdigit()]
-    return sorted(dirs, key=lambda p: int(p.name[5:]))
-
-
-def save_checkpoint(run_dir: Path, model: GPT, opt: torch.optim.Optimizer, names: dict[int, str],
-                    state: dict, keep: int = 2, extra: dict[str, torch.nn.Module] | None = None) -> None:
-    """Weights, optimizer and loop state in one directory renamed into place; `extra` modules
-    trained with the model (bridges) are saved beside it as NAME.safetensors."""
-    step = state["step"]
-    root = run_dir / "checkpoints"
-    root.mkdir(parents=True, exist_ok=True)
-    for stale in root.glob(".step_*"):  # half-written checkpoints of a killed run
-        shutil.rmtree(stale, ignore_errors=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".step_{step}.", dir=root))
-    save_weights(tmp / "model.safetensors", model, step)
-    save_optimizer(tmp / "optimizer.safetensors", opt, names)
-    for name, module in (extra or {}).items():
-        write_safetensors(tmp / f"{name}.safetensors", module.state_dict())
-    write_json(tmp / "state.json", state)
-    final = root / f"step_{step:08d}"
-    if final.exists():
-        shutil.rmtree(final)
-    os.replace(tmp, final)
-    fsync_path(root)
-    save_weights(run_dir / "model.safetensors", model, step)
-    for name, module in (extra or {}).items():
-        write_safetensors(run_dir / f"{name}.safetensors", module.state_dict())
-    if keep > 0:
-        for old in checkpoint_dirs(run_dir)[:-keep]:
-            shutil.rmtree(old)
-
-
-def load_latest_checkpoint(run_dir: Path, model: GPT, opt: torch.optim.Optimizer,
-                           names: dict[int, str], extra: dict[str, torch.nn.Module] | None = None) -> dict | None:
-    dirs = checkpoint_dirs(run_dir)
-    if not dirs:
-        return None
-    latest = dirs[-1]
-    state = read_json(latest / "state.json", "checkpoint state")
-    step = load_weights_into(model, latest / "model.safetensors")
-    if step != state.get("step"):
-        raise UserError(f"{latest}: weights are from step {step} but state.json says {state.get('step')}; "
-                        "delete this checkpoint directory to resume from the previous one")
-    for name, module in (extra or {}).items():
-        load_module(module, latest / f"{name}.safetensors", name)
-    load_optimizer(latest / "optimizer.safetensors", opt, names)
-    return state
-
-
 def load_module(module: torch.nn.Module, path: Path, what: str) -> None:
     """Strict load of a module's tensors from a safetensors file; a mismatch is a one-line error."""
     tensors = read_safetensors(path, what)
@@ -228,7 +119,3 @@ def load_module(module: torch.nn.Module, path: Path, what: str) -> None:
     if set(tensors) != set(expected) or any(tensors[k].shape != expected[k].shape for k in expected):
         raise UserError(f"{path}: {what} do not match this run's shapes; the file belongs to another run")
     module.load_state_dict(tensors, strict=True)
-
-
-def write_run_config(run_dir: Path, cfg: RunConfig) -> None:
-    write_json(run_dir / "config.json", to_dict(cfg))

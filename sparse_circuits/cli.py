@@ -9,6 +9,7 @@ from pathlib import Path
 
 import click
 
+from .circuits.ablations import ablation_choices
 from .config import Precision, Preset, resolve_run_config, to_dict
 from .data.prepare import DEFAULT_SOURCES
 from .errors import UserError
@@ -98,10 +99,11 @@ def _training_config(data_dir, preset, out_dir, config_file, nonzero_frac, dense
                      device, threads, precision, resume, resume_if_exists, model_defaults: dict | None = None):
     """(RunConfig, resume) from the training options: preset, --config overrides, then flags; on
     --resume the saved config with the given options laid over it."""
-    from .checkpoint import load_run_config
     from .config import merge_overrides, run_config_from_dict, to_dict
+    from .data import DataMeta
+    from .runs import Run
 
-    resume = resume or (resume_if_exists and (Path(out_dir) / "config.json").is_file())
+    resume = resume or (resume_if_exists and Run(out_dir).has_config())
     if not resume and not data_dir:
         raise UserError("train: --data DATA_DIR is required (make one with `sparse-circuits data`)")
     overrides = read_json(config_file, "config file") if config_file else {}
@@ -121,13 +123,12 @@ def _training_config(data_dir, preset, out_dir, config_file, nonzero_frac, dense
             section[key] = value
     if data_dir:
         overrides["data_dir"] = str(Path(data_dir))
-        meta = read_json(Path(data_dir) / "meta.json", "data metadata (run `sparse-circuits data` first)")
-        overrides.setdefault("model", {}).setdefault("vocab_size", meta["vocab_size"])
+        overrides.setdefault("model", {}).setdefault("vocab_size", DataMeta.load(data_dir).vocab_size)
     for key, value in (model_defaults or {}).items():
         overrides.setdefault("model", {}).setdefault(key, value)
     if resume:  # the saved config, with what was given on the command line (checked by train)
         where = f"{out_dir}/config.json with the given options"
-        return run_config_from_dict(merge_overrides(to_dict(load_run_config(out_dir)), overrides), where), True
+        return run_config_from_dict(merge_overrides(to_dict(Run(out_dir).config()), overrides), where), True
     return resolve_run_config(preset, overrides, where=config_file or "config"), False
 
 
@@ -156,9 +157,10 @@ def train(data_dir, preset, out_dir, config_file, nonzero_frac, dense, steps, lr
 @_user_errors
 def info(run_dir: str, as_json: bool) -> None:
     """Final losses, wall time and per-tensor nonzero fractions of a training run."""
-    from .train import summarize_run
+    from .runs import Run
 
-    s = summarize_run(run_dir)
+    summary = Run(run_dir).summary()
+    s = summary.as_dict()
     if as_json:
         click.echo(json.dumps(s, indent=2))
         return
@@ -194,11 +196,12 @@ def tasks_list() -> None:
 
 def _tokenizer_for(model_dir: str | None, tokenizer_path: str | None):
     from .data import load_tokenizer
+    from .runs import Run
 
     if tokenizer_path:
         return load_tokenizer(tokenizer_path)
     if model_dir:
-        return load_tokenizer(Path(model_dir) / "tokenizer.json")
+        return Run(model_dir).tokenizer()
     raise UserError("give --model RUN_DIR or --tokenizer FILE: token boundaries depend on the tokenizer")
 
 
@@ -262,11 +265,12 @@ def tasks_eval(model_dir, split, n_pairs, seed, names, json_out, step) -> None:
 def tasks_corpus_stats(data_dir) -> None:
     """How often each task's deciding idiom occurs in a data directory's training text."""
     from .data import TokenData, load_tokenizer
+    from .data.meta import TOKENIZER_FILE
     from .tasks import all_tasks
     from .tasks.evaluate import corpus_pattern_counts
 
     data = TokenData(data_dir)
-    text = load_tokenizer(Path(data_dir) / "tokenizer.json").decode(data.train.tolist(), skip_special_tokens=False)
+    text = load_tokenizer(Path(data_dir) / TOKENIZER_FILE).decode(data.train.tolist(), skip_special_tokens=False)
     click.echo(f"{'task':<28} {'class A':>9} {'class B':>9}")
     fmt = lambda v: "-" if v is None else f"{v:,}"
     for name, (a, b) in corpus_pattern_counts(all_tasks(), text).items():
@@ -279,10 +283,10 @@ def tasks_corpus_stats(data_dir) -> None:
 @_user_errors
 def means(model_dir: str, batches: int) -> None:
     """Mean activation of every node over pretraining tokens (cached in RUN_DIR/means.safetensors)."""
-    from .checkpoint import load_model
     from .circuits.means import load_or_compute_means
+    from .runs import Run
 
-    model, cfg = load_model(model_dir)
+    model, cfg = Run(model_dir).load_model()
     m = load_or_compute_means(model, model_dir, cfg.data_dir, n_batches=batches)
     click.echo(f"{model_dir}/means.safetensors: {len(m)} sites, {sum(v.numel() for v in m.values())} nodes")
 
@@ -290,7 +294,8 @@ def means(model_dir: str, batches: int) -> None:
 def _prune_options(fn):
     options = [
         click.option("--target-loss", type=float, help="task loss the circuit must reach (default 0.15)"),
-        click.option("--ablation", type=click.Choice(["mean-pretrain", "mean-task", "zero"])),
+        click.option("--ablation", type=click.Choice(ablation_choices()),
+                     help="what nodes outside the circuit are set to (default mean-pretrain)"),
         click.option("--freeze-norms", is_flag=True, default=None, help="fix norm scales to the full model's"),
         click.option("--tie-qk", is_flag=True, default=None, help="one mask for each query/key channel pair"),
         click.option("--steps", type=int, help="mask optimisation steps per run"),
@@ -346,9 +351,10 @@ def prune_all_cmd(model_dir, out_dir, reuse, min_accuracy, target_loss, ablation
     """Prune and validate every task; print the geometric mean of edge counts."""
     from .circuits.api import DEFAULT_BUDGET, PRUNE_PAIRS, prune_all
     from .circuits.summary import TaskStatus
+    from .runs import Run
 
     cfg = _prune_config(target_loss, ablation, freeze_norms, tie_qk, steps, config_file)
-    out = out_dir or str(Path(model_dir) / "circuits")
+    out = out_dir or str(Run(model_dir).circuits_dir)
     s = prune_all(model_dir, out, cfg, budget or DEFAULT_BUDGET, n_pairs or PRUNE_PAIRS, reuse=reuse,
                   min_accuracy=min_accuracy)
     click.echo(f"{'task':<28} {'nodes':>6} {'edges':>6} {'loss':>6} {'test':>6} {'necess.':>7} {'random':>6}")
@@ -446,11 +452,11 @@ def frontier(sweep_dir) -> None:
     from .report.frontier import write_frontier
 
     result = write_frontier(sweep_dir, log=click.echo)
-    for s in result["frontier"].spread:
+    for s in result.frontier.spread:
         ratio = "no ratio" if s.mean is None else f"{s.mean:.1f}x" + (f" +- {s.std:.1f}" if s.std is not None else "")
         click.echo(f"  width {s.width}, nonzero fraction {s.nonzero_frac:g}: dense/sparse at matched loss {ratio} "
                    f"({s.n} seeds with a ratio, {s.without_ratio} without)")
-    for r in result["frontier"].target_ratios:
+    for r in result.frontier.target_ratios:
         ratio = "no ratio" if r.ratio is None else f"{r.ratio:.1f}x"
         click.echo(f"  Fig. 2, seed {r.seed}, target {r.target_loss:g}: dense/sparse {ratio} over {len(r.tasks)} tasks")
 
@@ -530,12 +536,12 @@ def bridge(dense_dir, data_dir, preset, out_dir, config_file, nonzero_frac, dens
     """Train a weight-sparse model jointly with bridges to a frozen dense run (same layers, same
     tokenizer): LM loss + NMSE both ways + KL of every hybrid forward (docs/bridges.md)."""
     from .bridges import BridgeConfig, train_bridged
-    from .checkpoint import load_run_config
     from .config import dataclass_from_dict
+    from .runs import Run
 
     if dense:
         raise UserError("bridge: the bridged model is the sparse one; --dense does not apply (give --nonzero-frac)")
-    dense_cfg = load_run_config(dense_dir)
+    dense_cfg = Run(dense_dir).config()
     cfg, resume = _training_config(data_dir, preset, out_dir, config_file, nonzero_frac, False, steps, lr,
                                    batch_size, seed, device, threads, precision, resume, resume_if_exists,
                                    model_defaults={"n_layer": dense_cfg.model.n_layer})
@@ -561,10 +567,8 @@ def steer(run_dir, task_name, node, n_pairs, seed, out_dir) -> None:
     decoder into the dense model; the dense model's answer probabilities against strength, with a
     random-direction control (JSON + PNG)."""
     from .bridges import BridgedPair
+    from .bridges.steer import save_steering
     from .bridges.steer import steer as run_steer
-    from .bridges.steer import steering_plot
-    from .checkpoint import STEERING_DIR
-    from .fileio import write_json
     from .nodes import NodeId
 
     if n_pairs < 1:
@@ -572,17 +576,14 @@ def steer(run_dir, task_name, node, n_pairs, seed, out_dir) -> None:
     node_id = NodeId.parse(node)
     pair = BridgedPair.load(run_dir)
     res = run_steer(pair, task_name, node_id, n_pairs, seed)
-    out = Path(out_dir) if out_dir else Path(run_dir) / STEERING_DIR
-    stem = f"{task_name}--{str(node_id).replace(':', '_')}"
-    write_json(out / f"{stem}.json", res.as_dict())
-    steering_plot(res, out / f"{stem}.png")
+    stem = save_steering(res, run_dir, out_dir)
     click.echo(f"{task_name}, {node_id} via {res.site}, {res.pairs_used} pairs ({res.pairs_skipped} skipped: "
                "prompts of different lengths)")
     click.echo(f"{'strength':>8} {'P(cf)':>9} {'P(actual)':>9} {'ctrl P(cf)':>10} {'ctrl P(act)':>11}")
     for j, st in enumerate(res.strengths):
         click.echo(f"{st:8.2f} {res.p_counterfactual_answer[j]:9.4f} {res.p_actual_answer[j]:9.4f} "
                    f"{res.control_p_counterfactual_answer[j]:10.4f} {res.control_p_actual_answer[j]:11.4f}")
-    click.echo(f"-> {out / stem}.json, .png")
+    click.echo(f"-> {stem}.json, .png")
 
 
 @main.command("through-bridge")
@@ -596,11 +597,12 @@ def through_bridge(run_dir, circuit_dir, n_pairs) -> None:
     from .bridges import BridgedPair
     from .bridges.steer import circuit_through_bridge
     from .circuits.circuit import load_circuit
-    from .fileio import sha256_file, write_json
+    from .fileio import write_json
+    from .runs import Run
 
     pair = BridgedPair.load(run_dir)
     circuit = load_circuit(circuit_dir)
-    if circuit.model_sha256 != sha256_file(Path(run_dir) / "model.safetensors"):
+    if circuit.model_sha256 != Run(run_dir).weights_sha256():
         raise UserError(f"{circuit_dir}: pruned from another model than {run_dir}'s sparse model")
     res = circuit_through_bridge(pair, circuit, n_pairs)
     write_json(Path(circuit_dir) / "through_bridge.json", res.as_dict())

@@ -80,6 +80,12 @@ class Precision(str, enum.Enum):
         return torch.bfloat16 if self == Precision.BF16 else None
 
 
+class ModelKind(str, enum.Enum):
+    """Weight-sparse or dense. A dense model is the same config with sparsity.nonzero_frac 1 (SPEC 3)."""
+    SPARSE = "sparse"
+    DENSE = "dense"
+
+
 class Preset(str, enum.Enum):
     TINY = "tiny"
     MICRO = "micro"
@@ -145,8 +151,8 @@ class SparsityConfig:
     unit_axis: UnitAxis = UnitAxis.OUTPUT
 
     @property
-    def dense(self) -> bool:
-        return self.nonzero_frac >= 1.0
+    def kind(self) -> ModelKind:
+        return ModelKind.DENSE if self.nonzero_frac >= 1.0 else ModelKind.SPARSE
 
     def validate(self) -> None:
         if not 0.0 < self.nonzero_frac <= 1.0:

@@ -12,7 +12,6 @@ Site names follow the public release: `{layer}.attn.act_in`, `{layer}.attn.q`, `
 
 from __future__ import annotations
 
-import enum
 import math
 from collections import defaultdict
 from typing import Callable, Iterable
@@ -22,6 +21,7 @@ import torch
 from torch import nn
 
 from .errors import UserError
+from .nodes import SiteKind
 
 HookFn = Callable[[torch.Tensor], torch.Tensor]
 
@@ -57,14 +57,6 @@ def kth_largest_last_dim(m: torch.Tensor, k: int) -> torch.Tensor:
         kth = np.partition(a, width - k, axis=-1)[:, width - k]
         return torch.from_numpy(kth).to(m.dtype).reshape(*m.shape[:-1], 1)
     return m.topk(k, dim=-1, sorted=False).values.amin(dim=-1, keepdim=True)
-
-
-class SiteKind(str, enum.Enum):
-    """What passes through a hook site."""
-
-    NODE = "node"  # one of the eight node locations: its channels are the circuit's nodes
-    NORM_SCALE = "norm_scale"  # a norm's per-token 1/rms factor (width 1), frozen by pruning's option
-    RESIDUAL = "residual"  # the residual stream before an attention or MLP block (bridges read and write it)
 
 
 class HookSite(nn.Module):

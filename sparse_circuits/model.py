@@ -18,9 +18,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from .config import BigramTable, ModelConfig, Positions
-from .hooks import Hooks, HookSite, SiteKind
+from .hooks import Hooks, HookSite
 from .kernels import SPARSE_DENSITY_THRESHOLD, SparseWeight, head_loss, sparse_linear
-from .nodes import NodeLocation, site_name
+from .nodes import NodeLocation, ResidualPoint, SiteKind, SiteName, site_name
 
 
 def _site(cfg: ModelConfig, layer: int, loc: NodeLocation, width: int) -> HookSite:
@@ -55,7 +55,7 @@ class RMSNorm(nn.Module):
         super().__init__()
         self.weight = nn.Parameter(torch.ones(d))
         self.eps = eps  # None: the dtype's machine epsilon, as torch.nn.RMSNorm (OpenAI's release)
-        self.scale = HookSite(f"{name}.scale", 1, None, SiteKind.NORM_SCALE)
+        self.scale = HookSite(SiteName.norm_scale(name), 1, None, SiteKind.NORM_SCALE)
 
     def forward(self, x: torch.Tensor, hooks: Hooks | None) -> torch.Tensor:
         eps = torch.finfo(x.dtype).eps if self.eps is None else self.eps
@@ -180,8 +180,8 @@ class Block(nn.Module):
 
     def __init__(self, cfg: ModelConfig, layer: int):
         super().__init__()
-        self.resid_pre = HookSite(f"{layer}.resid_pre", cfg.d_model, None, SiteKind.RESIDUAL)
-        self.resid_mid = HookSite(f"{layer}.resid_mid", cfg.d_model, None, SiteKind.RESIDUAL)
+        self.resid_pre = HookSite(SiteName.residual(layer, ResidualPoint.PRE), cfg.d_model, None, SiteKind.RESIDUAL)
+        self.resid_mid = HookSite(SiteName.residual(layer, ResidualPoint.MID), cfg.d_model, None, SiteKind.RESIDUAL)
         self.ln_1 = RMSNorm(cfg.d_model, f"{layer}.ln_1", cfg.norm_eps)
         self.attn = Attention(cfg, layer)
         self.ln_2 = RMSNorm(cfg.d_model, f"{layer}.ln_2", cfg.norm_eps)

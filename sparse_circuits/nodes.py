@@ -1,10 +1,13 @@
-"""What a node is: one channel at one of the eight node locations of one layer.
+"""What a node is: one channel at one of the eight node locations of one layer; and what every
+hook site is called.
 
-Every other module names nodes through these types: a `NodeLocation` knows where it sits in the
-block (forward order, whether it reads or writes the residual stream, whether it is a per-head
-channel), a node site is the hook site `"{layer}.{location}"`, and a `NodeId` is one channel of
-one site, written `"{layer}.{location}:{index}"` (e.g. `"0.attn.v:21"`) wherever it is stored.
-Which weight connects which locations is declared by the block (`model.Block.WIRING`).
+Every other module names nodes and sites through these types: a `NodeLocation` knows where it sits
+in the block (forward order, whether it reads or writes the residual stream, whether it is a
+per-head channel); a `SiteName` is the name of any hook site (a node site `"{layer}.{location}"`,
+a residual point `"{layer}.resid_pre"`, a norm's scale `"{layer}.ln_1.scale"`); and a `NodeId` is
+one channel of one node site, written `"{layer}.{location}:{index}"` (e.g. `"0.attn.v:21"`)
+wherever it is stored. Which weight connects which locations is declared by the block
+(`model.Block.WIRING`).
 """
 
 from __future__ import annotations
@@ -48,9 +51,52 @@ class NodeLocation(str, enum.Enum):
         return self in (NodeLocation.ATTN_Q, NodeLocation.ATTN_K, NodeLocation.ATTN_V)
 
 
-def site_name(layer: int, location: NodeLocation) -> str:
+class SiteKind(str, enum.Enum):
+    """What passes through a hook site."""
+
+    NODE = "node"  # one of the eight node locations: its channels are the circuit's nodes
+    NORM_SCALE = "norm_scale"  # a norm's per-token 1/rms factor (width 1), frozen by pruning's option
+    RESIDUAL = "residual"  # the residual stream before an attention or MLP block (bridges read and write it)
+
+
+class ResidualPoint(str, enum.Enum):
+    """Where a residual site reads the stream in its layer."""
+
+    PRE = "resid_pre"  # before the block's attention (0.resid_pre: the embeddings)
+    MID = "resid_mid"  # between the block's attention and its MLP
+
+
+class SiteName(str):
+    """The name of a hook site of any kind. A str, so that hooks, masks, means and stored records key
+    by it as before; made only through its constructors, so that every name has one spelling."""
+
+    @classmethod
+    def node(cls, layer: int, location: NodeLocation) -> SiteName:
+        """`"0.attn.q"`."""
+        return cls(f"{layer}.{location.value}")
+
+    @classmethod
+    def residual(cls, layer: int, point: ResidualPoint) -> SiteName:
+        """`"1.resid_mid"`."""
+        return cls(f"{layer}.{point.value}")
+
+    @classmethod
+    def norm_scale(cls, norm: str) -> SiteName:
+        """`"0.ln_1.scale"`, `"ln_f.scale"`: the 1/rms factor of the norm named `norm`."""
+        return cls(f"{norm}.scale")
+
+    @property
+    def kind(self) -> SiteKind:
+        if self.endswith(".scale"):
+            return SiteKind.NORM_SCALE
+        if self.rpartition(".")[2] in {p.value for p in ResidualPoint}:
+            return SiteKind.RESIDUAL
+        return SiteKind.NODE
+
+
+def site_name(layer: int, location: NodeLocation) -> SiteName:
     """The hook-site name of a node location in a layer: `"0.attn.q"`."""
-    return f"{layer}.{location.value}"
+    return SiteName.node(layer, location)
 
 
 def parse_site(name: str) -> tuple[int, NodeLocation]:
@@ -85,8 +131,8 @@ class NodeId:
         return cls.at(site, int(index))
 
     @property
-    def site(self) -> str:
-        return site_name(self.layer, self.location)
+    def site(self) -> SiteName:
+        return SiteName.node(self.layer, self.location)
 
     def sort_key(self) -> tuple[int, int, int]:
         return self.layer, self.location.order, self.index

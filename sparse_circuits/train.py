@@ -26,19 +26,13 @@ import torch.distributed as dist
 from torch import nn
 from tqdm import tqdm
 
-from .checkpoint import (
-    checkpoint_dirs,
-    load_latest_checkpoint,
-    load_run_config,
-    save_checkpoint,
-    write_run_config,
-)
-from .config import BigramTable, LossReduction, RunConfig, to_dict
+from .config import BigramTable, LossReduction, ModelKind, RunConfig
 from .data import DataSplit, TokenData
+from .data.meta import TOKENIZER_FILE
 from .errors import UserError
-from .fileio import write_text
 from .kernels import keep_freed_memory
 from .model import GPT
+from .runs import RESUMABLE, Run, config_changes
 from .sparsity import Projector, nonzero_fraction, sharkfin_lr
 
 
@@ -172,30 +166,11 @@ def full_validation_loss(model: GPT, data: TokenData, context: int, batch_size: 
         total += float(model(windows[:, :-1], targets=windows[:, 1:])) * windows[:, 1:].numel()
     model.train(was_training)
     per_token = total / (n_windows * context)
-    return HeldOutLoss(per_token, per_token * data.meta["tokens"]["val"] / data.meta["chars"]["val"],
+    return HeldOutLoss(per_token, per_token * data.meta.tokens.val / data.meta.chars.val,
                        n_windows * context)
 
 
 # -- the run: checks, directory, resume -----------------------------------------------------------
-
-# Options a resumed run may change: extending it, a lower learning rate after a divergence, another
-# device or thread count. Any other difference from the saved config is refused: the run would no
-# longer be one run. Changes are recorded in RUN_DIR/config_history.jsonl.
-RESUMABLE = ("train.steps", "train.lr", "train.device", "train.threads")
-HISTORY_FILE = "config_history.jsonl"
-
-
-def config_changes(saved: RunConfig, wanted: RunConfig) -> dict[str, tuple]:
-    """{"section.key": (saved value, wanted value)} for every config value that differs."""
-    def flat(d: dict, prefix: str = "") -> dict:
-        out = {}
-        for k, v in d.items():
-            out |= flat(v, f"{prefix}{k}.") if isinstance(v, dict) and k != "activation_topk" else {f"{prefix}{k}": v}
-        return out
-
-    a, b = flat(to_dict(saved)), flat(to_dict(wanted))
-    return {k: (a.get(k), b.get(k)) for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)}
-
 
 def check_device(device: str) -> torch.device:
     """The device, if this machine has it; a one-line error otherwise."""
@@ -212,16 +187,11 @@ def check_device(device: str) -> torch.device:
     return dev
 
 
-def _latest_checkpoint_step(out: Path) -> int | None:
-    dirs = checkpoint_dirs(out)
-    return int(dirs[-1].name[5:]) if dirs else None
-
-
 @dataclass
 class RunSetup:
     """Everything checked before anything is written (a failed start leaves no half-made run)."""
     cfg: RunConfig
-    out: Path
+    run: Run
     data: TokenData
     ddp: Distributed
     device: torch.device
@@ -231,22 +201,22 @@ class RunSetup:
 
 def setup_run(cfg: RunConfig, out: Path, resume: bool) -> RunSetup:
     """Check the config, data, device and directory; then create or update the run directory."""
+    run = Run(out)
     changes: dict[str, tuple] = {}
     if resume:
-        if not (out / "config.json").is_file():
+        if not run.has_config():
             raise UserError(f"{out}: nothing to resume (no config.json); start a run without --resume")
-        saved = load_run_config(out)
-        changes = config_changes(saved, cfg)
-        refused = [k for k in changes if k not in RESUMABLE]
-        if refused:
-            k = refused[0]
-            raise UserError(f"{out}: a resumed run cannot change {k} ({changes[k][0]!r} -> {changes[k][1]!r}); "
+        conflict = run.resume_conflict(cfg)
+        if conflict is not None:
+            k, (saved, wanted) = conflict
+            raise UserError(f"{out}: a resumed run cannot change {k} ({saved!r} -> {wanted!r}); "
                             f"only {', '.join(RESUMABLE)} can change on --resume; start a new run for the rest")
-        done = _latest_checkpoint_step(out)
+        changes = config_changes(run.config(), cfg)
+        done = run.latest_checkpoint_step()
         if done is not None and cfg.train.steps < done:
             raise UserError(f"{out}: train.steps {cfg.train.steps} is below the last checkpoint's step {done}; "
                             "give at least that many steps")
-    elif (out / "config.json").exists() and checkpoint_dirs(out):
+    elif run.config_path.exists() and run.checkpoint_dirs():
         raise UserError(f"{out}: already holds a run; pass --resume to continue it or choose another --out")
     # (a directory with a config but no checkpoint is a start that failed: it is started over)
     data = TokenData(cfg.data_dir)
@@ -261,17 +231,14 @@ def setup_run(cfg: RunConfig, out: Path, resume: bool) -> RunSetup:
     if ddp.main:
         out.mkdir(parents=True, exist_ok=True)
         if not resume:
-            shutil.copyfile(Path(cfg.data_dir) / "tokenizer.json", out / "tokenizer.json")
+            shutil.copyfile(Path(cfg.data_dir) / TOKENIZER_FILE, run.tokenizer_path)
         if not resume or changes:
-            write_run_config(out, cfg)
+            run.write_config(cfg)
         if changes:
-            record = {"resumed_at_step": _latest_checkpoint_step(out) or 0,
-                      "changes": {k: list(v) for k, v in changes.items()}}
-            with open(out / HISTORY_FILE, "a", encoding="utf-8") as f:
-                f.write(json.dumps(record) + "\n")
+            run.record_resume(changes)
     if ddp.world > 1:
         dist.barrier()
-    return RunSetup(cfg, out, data, ddp, device, resume, changes)
+    return RunSetup(cfg, run, data, ddp, device, resume, changes)
 
 
 class MetricsLog:
@@ -279,9 +246,9 @@ class MetricsLog:
 
     The window may straddle a checkpoint, so its sums are part of the checkpoint's state."""
 
-    def __init__(self, out: Path, main: bool, tokens_per_step: int, world: int, start_step: int,
+    def __init__(self, run: Run, main: bool, tokens_per_step: int, world: int, start_step: int,
                  state: dict | None):
-        self.path = out / "metrics.jsonl"
+        self.path = run.metrics_path
         self.tokens_per_step, self.world = tokens_per_step, world
         self.window_loss = state["window_loss"] if state else 0.0
         self.window_steps = state["window_steps"] if state else 0
@@ -290,7 +257,7 @@ class MetricsLog:
         self.last: dict = {}
         self.file = None
         if main:
-            _truncate_metrics(self.path, start_step)  # drop what came after the checkpoint
+            run.truncate_metrics(start_step)  # drop what came after the checkpoint
             self.file = open(self.path, "a", encoding="utf-8")
 
     @property
@@ -324,27 +291,6 @@ class MetricsLog:
     def close(self) -> None:
         if self.file is not None:
             self.file.close()
-
-
-def _truncate_metrics(path: Path, last_step: int) -> None:
-    """Keep the metrics of steps up to the checkpoint we resume from; drop a torn last line."""
-    if not path.is_file():
-        return
-    kept = [line for line, rec in _metric_lines(path) if rec.get("step", 0) <= last_step]
-    write_text(path, "".join(k + "\n" for k in kept))
-
-
-def _metric_lines(path: Path) -> list[tuple[str, dict]]:
-    """(line, record) for every readable line; a torn line (a run killed mid-write) is skipped."""
-    out = []
-    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
-        try:
-            rec = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if isinstance(rec, dict):
-            out.append((line, rec))
-    return out
 
 
 # -- the loop ---------------------------------------------------------------------------------------
@@ -398,7 +344,7 @@ class Trainer:
         grad_rms = [clip_grad_rms_(group, t.grad_clip_rms) for group in self.clip_groups][0]
         self.opt.step()
         self.opt.zero_grad(set_to_none=True)
-        if not sp.dense:
+        if sp.kind == ModelKind.SPARSE:
             for p in self.sparsified:
                 self.projector(p.data, frac)
         return loss_value, lr, frac, grad_rms
@@ -433,26 +379,26 @@ def train(cfg: RunConfig, out_dir: str | os.PathLike, resume: bool = False,
 
     On resume, `cfg` may differ from the saved config only in `RESUMABLE` options. `couple`
     builds an `Objective` around the freshly made model (bridges to a dense model)."""
-    run = setup_run(cfg, Path(out_dir), resume)
-    cfg, t, ddp, out = run.cfg, run.cfg.train, run.ddp, run.out
+    setup = setup_run(cfg, Path(out_dir), resume)
+    cfg, t, ddp, run = setup.cfg, setup.cfg.train, setup.ddp, setup.run
     if t.threads:
         torch.set_num_threads(t.threads)
     keep_freed_memory()
     torch.manual_seed(t.seed)
-    bigram = run.data.bigram_logprobs() if cfg.model.bigram_table != BigramTable.NONE else None
-    model = GPT(cfg.model, bigram).to(run.device)
+    bigram = setup.data.bigram_logprobs() if cfg.model.bigram_table != BigramTable.NONE else None
+    model = GPT(cfg.model, bigram).to(setup.device)
     model.compute_dtype = t.precision.dtype
-    objective = couple(model).to(run.device) if couple is not None else None
+    objective = couple(model).to(setup.device) if couple is not None else None
     extra = objective.extra_modules() if objective is not None else {}
     opt, names = build_optimizer(model, cfg, extra, objective.lr_mults() if objective is not None else None)
-    state = load_latest_checkpoint(out, model, opt, names, extra) if resume else None
+    state = run.load_latest_checkpoint(model, opt, names, extra) if resume else None
     start = state["step"] if state else 0
     core = objective if objective is not None else model
     # An objective may leave modules out of a step (bridges: switch points drawn per step).
     forward = torch.nn.parallel.DistributedDataParallel(core, find_unused_parameters=objective is not None) \
         if ddp.world > 1 else core
-    trainer = Trainer(cfg, model, forward, opt, names, run.data, ddp, run.device, objective)
-    log = MetricsLog(out, ddp.main, t.batch_size * cfg.model.context, ddp.world, start, state)
+    trainer = Trainer(cfg, model, forward, opt, names, setup.data, ddp, setup.device, objective)
+    log = MetricsLog(run, ddp.main, t.batch_size * cfg.model.context, ddp.world, start, state)
     bar = tqdm(total=t.steps, initial=start, desc="train", unit="step", disable=not (progress and ddp.main),
                mininterval=2.0, dynamic_ncols=True)
     try:
@@ -461,22 +407,22 @@ def train(cfg: RunConfig, out_dir: str | os.PathLike, resume: bool = False,
             try:
                 loss, lr, frac, grad_rms = trainer.step(step)
             except TrainingDiverged as e:
-                raise e.explained(out, t.lr, _latest_checkpoint_step(out)) from None
+                raise e.explained(run.dir, t.lr, run.latest_checkpoint_step()) from None
             done = step + 1
             log.add(loss)
             record = log.close_window(done, lr, frac, grad_rms) if done % t.log_every == 0 or done == t.steps \
                 else None
             if ddp.main and (done % t.eval_every == 0 or done == t.steps):
                 record = (record or {"step": done}) | {
-                    "val_loss": evaluate(model, run.data, cfg), "nonzero_frac": nonzero_fractions(model)}
+                    "val_loss": evaluate(model, setup.data, cfg), "nonzero_frac": nonzero_fractions(model)}
                 if objective is not None:
-                    record |= objective.eval_metrics(run.data, cfg)
+                    record |= objective.eval_metrics(setup.data, cfg)
             if record is not None and ddp.main:
                 log.write(record)
                 bar.set_postfix(loss=f"{log.last['train_loss']:.3f}" if "train_loss" in log.last else "",
                                 val=f"{log.last.get('val_loss', float('nan')):.3f}", refresh=False)
             if ddp.main and (done % t.checkpoint_every == 0 or done == t.steps):
-                save_checkpoint(out, model, opt, names, log.state(done), keep=t.keep_checkpoints, extra=extra)
+                run.save_checkpoint(model, opt, names, log.state(done), keep=t.keep_checkpoints, extra=extra)
             bar.update(1)
             if on_step is not None:
                 on_step(done, record or {})
@@ -485,35 +431,4 @@ def train(cfg: RunConfig, out_dir: str | os.PathLike, resume: bool = False,
         log.close()
         if ddp.world > 1 and dist.is_initialized():
             dist.destroy_process_group()
-    return log.last or final_metrics(out)
-
-
-def metric_records(run_dir: str | os.PathLike) -> list[dict]:
-    """Every readable record of a run's metrics.jsonl, in order ([] when there is none)."""
-    path = Path(run_dir) / "metrics.jsonl"
-    return [rec for _, rec in _metric_lines(path)] if path.is_file() else []
-
-
-def final_metrics(run_dir: str | os.PathLike) -> dict:
-    """The last values of every metric of a run (e.g. of one that had nothing left to train)."""
-    last: dict = {}
-    for rec in metric_records(run_dir):
-        last |= rec
-    return last
-
-
-def summarize_run(run_dir: str | os.PathLike) -> dict:
-    """Final losses, wall time, baselines and per-tensor nonzero fractions of a run directory."""
-    run_dir = Path(run_dir)
-    cfg = load_run_config(run_dir)
-    last = final_metrics(run_dir)
-    meta_path = Path(cfg.data_dir) / "meta.json"
-    baselines = json.loads(meta_path.read_text())["baselines_val_loss"] if meta_path.is_file() else {}
-    return {
-        "run": str(run_dir), "preset": cfg.preset.value,
-        "shape": f"{cfg.model.n_layer} x {cfg.model.d_model}, d_mlp {cfg.model.d_mlp}, context {cfg.model.context}",
-        "nonzero_frac_target": cfg.sparsity.nonzero_frac, "step": last.get("step"), "steps": cfg.train.steps,
-        "tokens": last.get("tokens"), "elapsed_s": last.get("elapsed_s"), "train_loss": last.get("train_loss"),
-        "val_loss": last.get("val_loss"), "baselines_val_loss": baselines,
-        "nonzero_frac": last.get("nonzero_frac", {}),
-    }
+    return log.last or run.final_metrics()

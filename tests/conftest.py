@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import random
 from pathlib import Path
 
 import pytest
 
 from sparse_circuits.config import resolve_run_config
-from sparse_circuits.data import prepare_data
+from sparse_circuits.data import DataMeta, prepare_data
 
 NAMES = ["items", "values", "result", "path", "data", "name", "count", "total", "line", "key"]
 
@@ -59,7 +58,7 @@ def data_dir(tmp_path_factory, corpus_dir) -> Path:
 
 
 def tiny_config(data_dir: Path, **train):
-    vocab = json.loads((Path(data_dir) / "meta.json").read_text())["vocab_size"]
+    vocab = DataMeta.load(data_dir).vocab_size
     overrides = {"data_dir": str(data_dir), "model": {"vocab_size": vocab},
                  "train": {"steps": 12, "batch_size": 4, "eval_every": 6, "checkpoint_every": 3,
                            "log_every": 2, "eval_batches": 2, "threads": 1} | train}

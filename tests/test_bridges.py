@@ -72,10 +72,10 @@ def test_identity_bridges_between_equal_models_cost_nothing():
     bridged = Bridged(sparse, identity_bridges(list(sparse.residual_sites()), 32), dense, BridgeConfig(encoder_topk=1.0))
     q = bridge_quality(bridged, [batch(0), batch(1)])
     for key in ("nmse_sparse_to_dense", "nmse_dense_to_sparse", "kl_dense_to_sparse", "kl_sparse_to_dense"):
-        assert max(abs(v) for v in q[key].values()) < 1e-5, key
-    assert abs(q["sparse_loss"] - q["dense_loss"]) < 1e-5
+        assert max(abs(v) for v in getattr(q, key).values()) < 1e-5, key
+    assert abs(q.sparse_loss - q.dense_loss) < 1e-5
     for site in sparse.residual_sites():
-        assert abs(q["loss_dense_to_sparse"][site] - q["dense_loss"]) < 1e-4
+        assert abs(q.loss_dense_to_sparse[site] - q.dense_loss) < 1e-4
 
 
 def test_objective_is_lm_plus_each_term_and_trains_only_sparse_and_bridges():

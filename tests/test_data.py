@@ -56,18 +56,18 @@ def test_split_is_by_file_deterministic_and_disjoint():
 def test_prepare_data_writes_arrays_and_metadata(tmp_path, corpus_dir):
     out = tmp_path / "data"
     meta = prepare_data(str(corpus_dir), out, vocab_size=300, val_frac=0.2, log=lambda *_: None)
-    assert meta["files"]["train"] == 32 and meta["files"]["val"] == 8
+    assert meta.files.train == 32 and meta.files.val == 8
     train = np.fromfile(out / "train.bin", dtype=np.uint16)
     val = np.fromfile(out / "val.bin", dtype=np.uint16)
-    assert meta["tokens"] == {"train": train.size, "val": val.size}
+    assert (meta.tokens.train, meta.tokens.val) == (train.size, val.size)
     tok = load_tokenizer(out / "tokenizer.json")
     eot = tok.token_to_id("<|endoftext|>")
     assert int((train == eot).sum()) == 32 and int((val == eot).sum()) == 8
     # The validation files' text is exactly what val.bin decodes to.
-    val_text = "".join((corpus_dir / name).read_text() for name in meta["val_files"])
+    val_text = "".join((corpus_dir / name).read_text() for name in meta.val_files)
     assert tok.decode([int(t) for t in val if t != eot]) == val_text
-    assert meta["baselines_val_loss"]["bigram"] < meta["baselines_val_loss"]["unigram"]
-    assert set(meta["sha256"]) == {"tokenizer.json", "train.bin", "val.bin", "bigram.safetensors"}
+    assert meta.baselines_val_loss.bigram < meta.baselines_val_loss.unigram
+    assert set(meta.sha256) == {"tokenizer.json", "train.bin", "val.bin", "bigram.safetensors"}
 
 
 def test_rerun_reuses_result(tmp_path, corpus_dir):

@@ -7,7 +7,7 @@ import sys
 
 import torch
 
-from sparse_circuits.checkpoint import load_model
+from sparse_circuits.runs import load_model
 from sparse_circuits.config import to_dict
 from sparse_circuits.train import train
 

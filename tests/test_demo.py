@@ -51,14 +51,16 @@ def test_demo_refuses_two_scales_before_writing_anything(tmp_path):
 def test_every_scale_resolves_and_the_seed_reaches_both_models(tmp_path, data_dir):
     import shutil
 
-    from sparse_circuits.demo import DEFAULT, QUICK, REFERENCE, WIDE, Demo
+    from sparse_circuits.config import ModelKind
+    from sparse_circuits.demo import DEFAULT, KINDS, QUICK, REFERENCE, WIDE, Demo
 
     for scale in (DEFAULT, WIDE, REFERENCE, QUICK):
         demo = Demo(tmp_path / scale.name, scale, seed=3)
         shutil.copytree(data_dir, demo.data_dir)
-        for kind in ("sparse", "dense"):
+        for kind in KINDS:
             cfg = demo.run_config(kind)
-            assert cfg.train.seed == 3 and (cfg.sparsity.nonzero_frac == 1.0) == (kind == "dense")
+            assert cfg.train.seed == 3 and cfg.sparsity.kind == kind
+            assert (cfg.sparsity.nonzero_frac == 1.0) == (kind == ModelKind.DENSE)
             if demo.side_by_side:
                 assert cfg.train.threads == 1
     res = CliRunner().invoke(main, ["demo", "--reference", "--quick", "--out", str(tmp_path / "x")])

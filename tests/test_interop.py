@@ -17,7 +17,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from sparse_circuits.checkpoint import load_model
+from sparse_circuits.runs import load_model
 from sparse_circuits.data import load_tokenizer
 from sparse_circuits.errors import UserError
 from sparse_circuits.interop import export_openai, import_openai, load_bpe

@@ -5,7 +5,7 @@ import shutil
 import pytest
 import torch
 
-from sparse_circuits.checkpoint import load_model
+from sparse_circuits.runs import load_model
 from sparse_circuits.errors import UserError
 from sparse_circuits.parallel import TrainJob, one_thread, side_by_side_workers, train_side_by_side
 from sparse_circuits.train import train

@@ -12,8 +12,9 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from sparse_circuits.checkpoint import load_model
-from sparse_circuits.circuits.api import ablation_values, validate_circuit
+from sparse_circuits.runs import Run, load_model
+from sparse_circuits.circuits.ablations import AblationInputs, ablation_values
+from sparse_circuits.circuits.api import validate_circuit
 from sparse_circuits.circuits.circuit import Circuit, TaskSample
 from sparse_circuits.circuits.prune import Calibration, PruneConfig
 from sparse_circuits.circuits.edges import count_edges
@@ -62,7 +63,8 @@ def handmade_circuit(run_dir: Path, out: Path, task: str = "single_double_quote"
     from sparse_circuits.tasks import Split, get_task
 
     prompts = get_task(task).build(tok, Split.TRAIN, 8).prompt_tokens
-    means = ablation_values(model, run_dir, cfg.data_dir, prompts, progress=False)[Ablation.MEAN_PRETRAIN]
+    inputs = AblationInputs(model, Run(run_dir), cfg.data_dir, prompts, progress=False)
+    means = ablation_values(inputs, [Ablation.MEAN_PRETRAIN])[Ablation.MEAN_PRETRAIN]
     circuit = Circuit(
         task=task, model_dir=str(run_dir), model_sha256=sha256_file(run_dir / "model.safetensors"),
         config=PruneConfig(), loss=0.5, loss_calibrated=0.4, calibration=Calibration(),
@@ -159,7 +161,7 @@ def test_site_files_and_escaping(site):
     index = (out / "index.html").read_text(encoding="utf-8")
     page_path = next((out / "circuits").glob("*.html"))
     page = page_path.read_text(encoding="utf-8")
-    assert set(result["pages"]) == {"index.html", f"circuits/{page_path.name}"}
+    assert set(result.pages) == {"index.html", f"circuits/{page_path.name}"}
     assert f'href="circuits/{page_path.name}"' in index
     for html in (index, page):
         # Nothing is loaded from anywhere: no src/href to http(s), and a policy that forbids it.

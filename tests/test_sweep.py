@@ -135,7 +135,7 @@ def test_frontier_figures_and_page_from_a_constructed_sweep(tmp_path):
     ratio = {r["sparse"]: r["ratio"] for r in saved["matched_ratios"]}
     # sparse at 3.8 between dense 3.6 (900) and 4.0 (300): sqrt(900 * 300) / 20
     assert ratio["sparse-w64-nz0.25-s0"] == pytest.approx(math.sqrt(900 * 300) / 20)
-    assert len(result["figures"]) == 4
+    assert len(result.figures) == 4
     # Fig. 2 per target: dense 2000 / sparse 40 at 0.1, 900 / 20 at 0.3.
     assert [(r.target_loss, r.tasks, pytest.approx(r.ratio)) for r in fr.target_ratios] == [
         (0.1, ["single_double_quote"], 50.0), (0.3, ["single_double_quote"], 45.0)]

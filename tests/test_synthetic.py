@@ -219,46 +219,46 @@ def test_generator_shares_no_pools_with_the_tasks():
 
 
 def _synthetic_tokens(meta) -> int:
-    return meta["synthetic"]["tokens"]
+    return meta.synthetic.tokens
 
 
 def test_token_budget_is_met_by_whole_programs(tmp_path, corpus_dir):
     meta = prepare_data([str(corpus_dir), "synthetic"], tmp_path / "d", vocab_size=300, val_frac=0.2,
                         synthetic_tokens=20_000, log=lambda *_: None)
     tok = load_tokenizer(tmp_path / "d" / "tokenizer.json")
-    longest = max(len(tok.encode(p).ids) + 1 for p in itertools.islice(generate_programs(0), meta["synthetic"]["files"]))
+    longest = max(len(tok.encode(p).ids) + 1 for p in itertools.islice(generate_programs(0), meta.synthetic.files))
     assert 20_000 <= _synthetic_tokens(meta) < 20_000 + longest
-    assert meta["tokens"]["train"] == np.fromfile(tmp_path / "d" / "train.bin", dtype=np.uint16).size
+    assert meta.tokens.train == np.fromfile(tmp_path / "d" / "train.bin", dtype=np.uint16).size
 
 
 def test_share_budget_and_the_real_validation_split(tmp_path, corpus_dir):
     real = prepare_data(str(corpus_dir), tmp_path / "real", vocab_size=300, val_frac=0.2, log=lambda *_: None)
     mix = prepare_data([str(corpus_dir), "synthetic"], tmp_path / "mix", vocab_size=300, val_frac=0.2,
                        synthetic_share=0.5, log=lambda *_: None)
-    share = mix["synthetic"]["share_of_train_tokens"]
+    share = mix.synthetic.share_of_train_tokens
     assert 0.5 <= share < 0.6
     # Validation stays the real files, the same ones as without generated code.
-    assert mix["val_files"] == real["val_files"] and mix["chars"]["val"] == real["chars"]["val"]
+    assert mix.val_files == real.val_files and mix.chars.val == real.chars.val
     tok = load_tokenizer(tmp_path / "mix" / "tokenizer.json")
-    assert "synthetic/" not in " ".join(mix["val_files"])
+    assert "synthetic/" not in " ".join(mix.val_files)
     val_text = tok.decode(TokenData(tmp_path / "mix").val.astype(np.int64).tolist())
     assert "def func_" in val_text  # the test corpus's own code
 
 
 def test_file_budget_and_synthetic_only(tmp_path):
     meta = prepare_data(["synthetic"], tmp_path / "s", vocab_size=300, synthetic_files=60, log=lambda *_: None)
-    assert meta["synthetic"]["files"] == 60 and meta["files"]["train"] == 60
-    assert meta["files"]["val"] >= 1 and meta["split"]["validation"].startswith("generated")
+    assert meta.synthetic.files == 60 and meta.files.train == 60
+    assert meta.files.val >= 1 and meta.split.validation.startswith("generated")
     again = prepare_data(["synthetic"], tmp_path / "s2", vocab_size=300, synthetic_files=60, log=lambda *_: None)
-    assert again["sha256"]["train.bin"] == meta["sha256"]["train.bin"]  # deterministic
+    assert again.sha256["train.bin"] == meta.sha256["train.bin"]  # deterministic
 
 
 def test_generator_version_is_a_data_option(tmp_path):
     v1 = prepare_data(["synthetic"], tmp_path / "v1", vocab_size=300, synthetic_files=40, synthetic_version=1,
                       log=lambda *_: None)
     v2 = prepare_data(["synthetic"], tmp_path / "v2", vocab_size=300, synthetic_files=40, log=lambda *_: None)
-    assert v1["synthetic"]["budget"]["version"] == 1 and v2["synthetic"]["budget"]["version"] == 2
-    assert v1["fingerprint"] != v2["fingerprint"] and v1["sha256"]["train.bin"] != v2["sha256"]["train.bin"]
+    assert v1.synthetic.budget["version"] == 1 and v2.synthetic.budget["version"] == 2
+    assert v1.fingerprint != v2.fingerprint and v1.sha256["train.bin"] != v2.sha256["train.bin"]
 
 
 @pytest.mark.parametrize("sources, kwargs, message", [
@@ -298,11 +298,11 @@ def test_contamination_finds_a_planted_test_prompt(tmp_path, corpus_dir):
     prepare_data([str(planted_dir), "synthetic"], tmp_path / "d", vocab_size=300, val_frac=0.2, synthetic_files=150,
                  log=lambda *_: None)
     report = contamination_report(tmp_path / "d", n_pairs=16, log=lambda *_: None)
-    rows = {r["task"]: r for r in report["tasks"]}
-    assert rows["while_return_true"]["verbatim"] >= 1 and rows["while_return_true"]["long_verbatim"] >= 1
-    assert all(r["long_verbatim"] == 0 for name, r in rows.items() if name != "while_return_true")
+    rows = {r.task: r for r in report.tasks}
+    assert rows["while_return_true"].verbatim >= 1 and rows["while_return_true"].long_verbatim >= 1
+    assert all(r.long_verbatim == 0 for name, r in rows.items() if name != "while_return_true")
     clean = contamination_report(tmp_path / "d", n_pairs=16, log=lambda *_: None)  # reused, same numbers
-    assert [r["verbatim"] for r in clean["tasks"]] == [r["verbatim"] for r in report["tasks"]]
+    assert [r.verbatim for r in clean.tasks] == [r.verbatim for r in report.tasks]
 
 
 def test_v2_keeps_every_task_idiom_about_as_frequent_as_v1():

@@ -3,7 +3,7 @@ import json
 import pytest
 import torch
 
-from sparse_circuits.checkpoint import checkpoint_dirs, load_model
+from sparse_circuits.runs import Run, load_model
 from sparse_circuits.data import TokenData
 from sparse_circuits.errors import UserError
 from sparse_circuits.sparsity import keep_count
@@ -33,10 +33,10 @@ def test_run_directory_contents(trained):
     out, cfg = trained
     for name in ("config.json", "model.safetensors", "tokenizer.json", "metrics.jsonl"):
         assert (out / name).is_file(), name
-    latest = checkpoint_dirs(out)[-1]
+    latest = Run(out).checkpoint_dirs()[-1]
     assert latest.name == "step_00000012"
     assert (latest / "optimizer.safetensors").is_file() and (latest / "state.json").is_file()
-    assert len(checkpoint_dirs(out)) == 2  # older checkpoints are removed
+    assert len(Run(out).checkpoint_dirs()) == 2  # older checkpoints are removed
     recs = metrics(out)
     assert [r["step"] for r in recs] == [2, 4, 6, 8, 10, 12]
     evals = [r for r in recs if "val_loss" in r]
@@ -89,7 +89,7 @@ def test_resume_continues_exactly(tmp_path, data_dir, precision):
     broken = tmp_path / "broken"
     with pytest.raises(Killed):
         train(cfg, broken, on_step=die_at_step_5, progress=False)
-    assert checkpoint_dirs(broken)[-1].name == "step_00000003"
+    assert Run(broken).checkpoint_dirs()[-1].name == "step_00000003"
     train(cfg, broken, resume=True, progress=False)
 
     strip = lambda r: {k: v for k, v in r.items() if k not in ("tokens_per_s", "elapsed_s")}
@@ -151,14 +151,14 @@ def test_nan_loss_stops_with_a_clear_error_and_the_run_can_go_on(tmp_path, data_
 
 
 def test_resume_may_change_only_steps_lr_device_and_threads(tmp_path, data_dir):
-    from sparse_circuits.train import HISTORY_FILE
+    from sparse_circuits.runs import CONFIG_HISTORY_FILE
 
     out = tmp_path / "run"
     base = tiny_config(data_dir, steps=6, checkpoint_every=3, eval_every=3)
     train(base, out, progress=False)
     longer = tiny_config(data_dir, steps=9, lr=base.train.lr / 2, checkpoint_every=3, eval_every=3)
     assert train(longer, out, resume=True, progress=False)["step"] == 9
-    history = [json.loads(line) for line in (out / HISTORY_FILE).read_text().splitlines()]
+    history = [json.loads(line) for line in (out / CONFIG_HISTORY_FILE).read_text().splitlines()]
     assert history == [{"resumed_at_step": 6, "changes": {"train.lr": [base.train.lr, base.train.lr / 2],
                                                          "train.steps": [6, 9]}}]
     assert json.loads((out / "config.json").read_text())["train"]["steps"] == 9
@@ -173,14 +173,12 @@ def test_resume_may_change_only_steps_lr_device_and_threads(tmp_path, data_dir):
 def test_a_torn_metrics_line_does_not_break_the_run_summary(tmp_path, trained):
     import shutil
 
-    from sparse_circuits.train import summarize_run
-
     out, _ = trained
     copy = tmp_path / "copy"
     shutil.copytree(out, copy)
     with open(copy / "metrics.jsonl", "a") as f:
         f.write('{"step": 13, "train_lo')  # a run killed mid-write
-    assert summarize_run(copy)["step"] == 12
+    assert Run(copy).summary().step == 12
 
 
 def test_corrupt_checkpoint_is_a_clear_error(tmp_path, trained):
@@ -305,8 +303,8 @@ def test_full_validation_loss_scores_every_window_of_the_split(trained):
         per_window = [float(lm_loss(model(w[None, :-1]), w[None, 1:])) for w in windows]
     assert held_out.nats_per_token == pytest.approx(sum(per_window) / n, rel=1e-5)
     meta = data.meta
-    assert held_out.nats_per_char == pytest.approx(held_out.nats_per_token * meta["tokens"]["val"]
-                                                   / meta["chars"]["val"])
+    assert held_out.nats_per_char == pytest.approx(held_out.nats_per_token * meta.tokens.val
+                                                   / meta.chars.val)
 
 
 def test_a_damaged_means_cache_is_recomputed(tmp_path, trained):
@@ -330,7 +328,6 @@ def test_a_damaged_means_cache_is_recomputed(tmp_path, trained):
 def test_writes_clean_up_what_a_killed_write_left(tmp_path, trained):
     import shutil
 
-    from sparse_circuits.checkpoint import save_checkpoint
     from sparse_circuits.fileio import write_json
     from sparse_circuits.train import build_optimizer
 
@@ -348,7 +345,7 @@ def test_writes_clean_up_what_a_killed_write_left(tmp_path, trained):
     (copy / "checkpoints" / ".step_14.xyz").mkdir()
     model, _ = load_model(copy)
     opt, names = build_optimizer(model, cfg)
-    save_checkpoint(copy, model, opt, names, {"step": 14, "window_loss": 0.0, "window_steps": 0, "elapsed_s": 0.0})
+    Run(copy).save_checkpoint(model, opt, names, {"step": 14, "window_loss": 0.0, "window_steps": 0, "elapsed_s": 0.0})
     assert not (copy / "checkpoints" / ".step_14.xyz").exists()
     assert (copy / "checkpoints" / "step_00000014" / "state.json").is_file()
 

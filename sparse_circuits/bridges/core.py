@@ -21,7 +21,8 @@ means over tokens, like the LM loss. Bridges start from PyTorch's default linear
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+import os
+from dataclasses import asdict, dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -30,6 +31,7 @@ from torch import nn
 from ..config import RunConfig
 from ..data import DataSplit, TokenData
 from ..errors import UserError
+from ..fileio import read_json
 from ..hooks import Hooks, abs_topk
 from ..model import GPT
 from ..train import Objective
@@ -136,7 +138,7 @@ class Bridged(Objective):
         self.sparse, self.bridges, self.cfg, self.seed = sparse, bridges, cfg, seed
         object.__setattr__(self, "dense", dense)
         self.step_index = 0  # which step's switch sites to draw (set by the trainer)
-        self.last_quality: dict = {}
+        self.last_quality: BridgeQuality | None = None
 
     def extra_modules(self) -> dict[str, nn.Module]:
         return {BRIDGES_NAME: self.bridges}
@@ -153,7 +155,7 @@ class Bridged(Objective):
         device = next(self.sparse.parameters()).device
         self.last_quality = bridge_quality(self, [(x.to(device), y.to(device)) for x, y in batches])
         self.train(was)
-        return {"bridges": self.last_quality}
+        return {"bridges": self.last_quality.as_dict()}
 
     def switch_sites(self, step: int) -> list[str]:
         k = self.cfg.switches_per_step
@@ -197,8 +199,37 @@ class Bridged(Objective):
         return t.lm + self.cfg.nmse_coef * bridge_nmse + self.cfg.kl_coef * bridge_kl
 
 
+@dataclass
+class BridgeQuality:
+    """How well the bridges translate, on validation batches (RUN_DIR/bridge_quality.json). Per
+    residual site: NMSE both ways; per switch point: the hybrid forward's KL from the dense model
+    and its LM loss; and the two models' own losses."""
+    nmse_sparse_to_dense: dict[str, float]
+    nmse_dense_to_sparse: dict[str, float]
+    kl_dense_to_sparse: dict[str, float]
+    kl_sparse_to_dense: dict[str, float]
+    loss_dense_to_sparse: dict[str, float]
+    loss_sparse_to_dense: dict[str, float]
+    sparse_loss: float
+    dense_loss: float
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict, where: str) -> BridgeQuality:
+        try:
+            return cls(**d)
+        except TypeError as e:
+            raise UserError(f"{where}: not a bridge quality record ({e}); train the bridges again") from None
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> BridgeQuality:
+        return cls.from_dict(read_json(path, "bridge quality"), str(path))
+
+
 @torch.no_grad()
-def bridge_quality(bridged: Bridged, batches: list[tuple[torch.Tensor, torch.Tensor]]) -> dict:
+def bridge_quality(bridged: Bridged, batches: list[tuple[torch.Tensor, torch.Tensor]]) -> BridgeQuality:
     """Per site: NMSE both ways; per switch point: hybrid KL and hybrid LM loss; and the two
     models' own losses, averaged over `batches` (validation data)."""
     sites = bridged.bridges.sites
@@ -218,4 +249,5 @@ def bridge_quality(bridged: Bridged, batches: list[tuple[torch.Tensor, torch.Ten
         own["sparse_loss"] += float(t.lm)
         own["dense_loss"] += float(bridged.dense(x, targets=y))
     n = len(batches)
-    return {k: {s: v / n for s, v in d.items()} for k, d in sums.items()} | {k: v / n for k, v in own.items()}
+    return BridgeQuality(**{k: {s: v / n for s, v in d.items()} for k, d in sums.items()},
+                         **{k: v / n for k, v in own.items()})

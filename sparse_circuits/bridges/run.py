@@ -9,23 +9,23 @@ RUN_DIR/ is an ordinary run directory (the sparse model works with every command
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from ..checkpoint import BRIDGE_QUALITY_FILE, BRIDGE_RECORD, load_model, load_module, load_run_config
+from ..checkpoint import load_module
 from ..config import RunConfig, dataclass_from_dict, to_dict
-from ..data import check_same_tokenizer, load_tokenizer
+from ..data import check_same_tokenizer
 from ..errors import UserError
-from ..fileio import read_json, sha256_file, write_json
+from ..fileio import read_json, write_json
 from ..model import GPT
+from ..runs import BRIDGE_RECORD, Run
 from ..train import train
 from .core import BRIDGES_NAME, BridgeConfig, Bridged, Bridges
 
 
-
 def load_dense(dense_dir: str | os.PathLike, device: str = "cpu") -> GPT:
     """The dense run's model, frozen."""
-    dense, _ = load_model(dense_dir, device=device, sparse_threshold=0.0)
+    dense, _ = Run(dense_dir).load_model(device=device, sparse_threshold=0.0)
     for p in dense.parameters():
         p.requires_grad_(False)
     return dense
@@ -39,7 +39,7 @@ def check_pair(cfg: RunConfig, dense_dir: Path, dense: GPT) -> None:
                         f"{dcfg.n_layer}; bridges pair the layers one to one, so give model.n_layer {dcfg.n_layer}")
     if cfg.model.context > dcfg.context:
         raise UserError(f"bridge: model.context {cfg.model.context} exceeds the dense model's {dcfg.context}")
-    check_same_tokenizer(cfg.data_dir, load_tokenizer(dense_dir / "tokenizer.json"), f"the dense run {dense_dir}")
+    check_same_tokenizer(cfg.data_dir, Run(dense_dir).tokenizer(), f"the dense run {dense_dir}")
 
 
 def bridge_sites(model: GPT) -> list[str]:
@@ -53,26 +53,46 @@ def coupling(dense: GPT, bcfg: BridgeConfig, seed: int):
     return couple
 
 
+@dataclass
+class BridgeRecord:
+    """RUN_DIR/bridges.json: the bridge config and the dense run it was trained against (written first,
+    so that a killed run resumes against the same record)."""
+    bridge: dict  # BridgeConfig as a dict
+    dense_run: str
+    dense_weights_sha256: str
+
+    def save(self, path: Path) -> None:
+        write_json(path, asdict(self))
+
+    @classmethod
+    def load(cls, path: Path) -> BridgeRecord:
+        d = read_json(path, "bridge record")
+        try:
+            return cls(d["bridge"], d["dense_run"], d["dense_weights_sha256"])
+        except (KeyError, TypeError) as e:
+            raise UserError(f"{path}: damaged bridge record ({type(e).__name__}: {e}); train the bridges again") \
+                from None
+
+
 def train_bridged(cfg: RunConfig, dense_dir: str | os.PathLike, out_dir: str | os.PathLike,
                   bcfg: BridgeConfig | None = None, resume: bool = False, progress: bool = True) -> dict:
     """Train `cfg`'s sparse model with bridges to the dense run; returns the final metrics."""
-    dense_dir, out = Path(dense_dir), Path(out_dir)
+    dense_dir, out = Path(dense_dir), Run(out_dir)
     bcfg = (bcfg or BridgeConfig()).validate()
     dense = load_dense(dense_dir, cfg.train.device)
     check_pair(cfg, dense_dir, dense)
-    record = {"bridge": to_dict(bcfg), "dense_run": str(dense_dir.resolve()),
-              "dense_weights_sha256": sha256_file(dense_dir / "model.safetensors")}
-    if resume and (out / BRIDGE_RECORD).is_file():
-        saved = read_json(out / BRIDGE_RECORD, "bridge record")
+    record = BridgeRecord(to_dict(bcfg), str(dense_dir.resolve()), Run(dense_dir).weights_sha256())
+    if resume and out.bridge_record_path.is_file():
+        saved = BridgeRecord.load(out.bridge_record_path)
         for key in ("bridge", "dense_weights_sha256"):
-            if saved.get(key) != record[key]:
+            if getattr(saved, key) != getattr(record, key):
                 raise UserError(f"{out}: a resumed bridged run cannot change its {key.replace('_', ' ')} "
-                                f"(saved {saved.get(key)!r}); start a new run")
-    if not (out / BRIDGE_RECORD).is_file():  # written first: a killed run resumes against the same record
-        write_json(out / BRIDGE_RECORD, record)
-    final = train(cfg, out, resume=resume, progress=progress, couple=coupling(dense, bcfg, cfg.train.seed))
+                                f"(saved {getattr(saved, key)!r}); start a new run")
+    if not out.bridge_record_path.is_file():  # written first: a killed run resumes against the same record
+        record.save(out.bridge_record_path)
+    final = train(cfg, out.dir, resume=resume, progress=progress, couple=coupling(dense, bcfg, cfg.train.seed))
     if "bridges" in final:
-        write_json(out / BRIDGE_QUALITY_FILE, final["bridges"])
+        write_json(out.bridge_quality_path, final["bridges"])
     return final
 
 
@@ -88,31 +108,32 @@ class BridgedPair:
 
     @classmethod
     def load(cls, run_dir: str | os.PathLike, device: str = "cpu") -> "BridgedPair":
-        run_dir = Path(run_dir)
-        if not (run_dir / BRIDGE_RECORD).is_file():
+        run = Run(run_dir)
+        run_dir = run.dir
+        if not run.bridge_record_path.is_file():
             raise UserError(f"{run_dir}: not a bridged run (no {BRIDGE_RECORD}); train one with `sparse-circuits bridge`")
-        record = read_json(run_dir / BRIDGE_RECORD, "bridge record")
-        bcfg = dataclass_from_dict(BridgeConfig, record.get("bridge", {}), f"{run_dir / BRIDGE_RECORD}: bridge")
-        dense_dir = Path(record["dense_run"])
-        if not (dense_dir / "model.safetensors").is_file():
-            raise UserError(f"{run_dir}: its dense run {dense_dir} is gone; restore it there")
-        if sha256_file(dense_dir / "model.safetensors") != record["dense_weights_sha256"]:
-            raise UserError(f"{run_dir}: the dense run {dense_dir} has changed since the bridges were trained")
-        sparse, _ = load_model(run_dir, device=device)
-        dense = load_dense(dense_dir, device)
-        bridges = Bridges(bridge_sites(sparse), dense.cfg.d_model, sparse.cfg.d_model, bcfg.encoder_topk)
+        record = BridgeRecord.load(run.bridge_record_path)
+        bcfg = dataclass_from_dict(BridgeConfig, record.bridge, f"{run.bridge_record_path}: bridge")
+        dense = Run(record.dense_run)
+        if not dense.has_weights():
+            raise UserError(f"{run_dir}: its dense run {dense.dir} is gone; restore it there")
+        if dense.weights_sha256() != record.dense_weights_sha256:
+            raise UserError(f"{run_dir}: the dense run {dense.dir} has changed since the bridges were trained")
+        sparse, _ = run.load_model(device=device)
+        dense_model = load_dense(dense.dir, device)
+        bridges = Bridges(bridge_sites(sparse), dense_model.cfg.d_model, sparse.cfg.d_model, bcfg.encoder_topk)
         load_module(bridges, run_dir / f"{BRIDGES_NAME}.safetensors", "bridge weights")
         bridges.to(device).eval()
-        return cls(sparse, bridges, dense, bcfg, run_dir)
+        return cls(sparse, bridges, dense_model, bcfg, run_dir)
 
 
 def sparse_alone_comparison(bridged_dir: str | os.PathLike, alone_dir: str | os.PathLike) -> dict:
     """Validation loss of the bridged sparse model against the same config trained alone."""
-    from ..train import final_metrics
-    a, b = load_run_config(alone_dir), load_run_config(bridged_dir)
+    alone, bridged = Run(alone_dir), Run(bridged_dir)
+    a, b = alone.config(), bridged.config()
     if to_dict(a.model) != to_dict(b.model) or a.train.steps != b.train.steps:
         raise UserError(f"{alone_dir}: not the same model config and steps as {bridged_dir}; train the comparison run "
                         "with the bridged run's config.json")
-    la, lb = final_metrics(alone_dir), final_metrics(bridged_dir)
+    la, lb = alone.final_metrics(), bridged.final_metrics()
     return {"alone_val_loss": la.get("val_loss"), "bridged_val_loss": lb.get("val_loss"),
             "cost": (lb.get("val_loss") or float("nan")) - (la.get("val_loss") or float("nan"))}

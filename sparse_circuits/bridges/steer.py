@@ -23,11 +23,11 @@ from pathlib import Path
 import torch
 
 from ..circuits.circuit import Circuit
-from ..circuits.intervention import CircuitIntervention
-from ..data import load_tokenizer
 from ..errors import UserError
+from ..fileio import read_json, write_json
 from ..hooks import Hooks
-from ..nodes import NodeId, NodeLocation
+from ..nodes import NodeId, NodeLocation, ResidualPoint, SiteName
+from ..runs import Run
 from ..tasks.core import Split
 from ..tasks.evaluate import TaskTensors, score_logit_diffs
 from ..tasks.registry import get_task
@@ -40,14 +40,14 @@ def residual_site_of(node: NodeId, n_layer: int) -> str:
     """The bridge site where the node's residual channel lives."""
     loc, L = node.location, node.layer
     if loc == NodeLocation.ATTN_IN:
-        return f"{L}.resid_pre"
+        return SiteName.residual(L, ResidualPoint.PRE)
     if loc in (NodeLocation.ATTN_OUT, NodeLocation.MLP_IN):
-        return f"{L}.resid_mid"
+        return SiteName.residual(L, ResidualPoint.MID)
     if loc == NodeLocation.MLP_OUT:
         if L + 1 >= n_layer:
             raise UserError(f"node {node}: the last MLP writes past the last bridge site; pick a channel that a "
                             "later block reads (an act_in node) or an earlier write")
-        return f"{L + 1}.resid_pre"
+        return SiteName.residual(L + 1, ResidualPoint.PRE)
     raise UserError(f"node {node}: steering moves a residual channel; give a node at attn.act_in, "
                     "attn.resid_delta, mlp.act_in or mlp.resid_delta")
 
@@ -70,6 +70,22 @@ class SteeringResult:
 
     def as_dict(self) -> dict:
         return asdict(self)
+
+    @classmethod
+    def load(cls, path: Path) -> SteeringResult:
+        d = read_json(path, "steering result")
+        try:
+            return cls(**d)
+        except TypeError as e:
+            raise UserError(f"{path}: not a steering result ({e}); run `sparse-circuits steer` again") from None
+
+
+class _AnswerSums:
+    """Probabilities of the two answers, summed over pairs, one entry per strength."""
+
+    def __init__(self, n_strengths: int):
+        self.actual = torch.zeros(n_strengths)
+        self.counterfactual = torch.zeros(n_strengths)
 
 
 def _aligned_pairs(tt: TaskTensors) -> tuple[list[int], int]:
@@ -111,7 +127,7 @@ def steer(pair: BridgedPair, task: str, node: NodeId, n_pairs: int = 32, seed: i
     width = pair.sparse.cfg.d_model
     if not 0 <= node.index < width:
         raise UserError(f"node {node}: channel {node.index} is outside the residual width {width}")
-    tok = load_tokenizer(pair.run_dir / "tokenizer.json")
+    tok = Run(pair.run_dir).tokenizer()
     ds = get_task(task).build(tok, split, n_pairs, seed)
     tt = TaskTensors.of(ds, pair.sparse, tok)
     used, skipped = _aligned_pairs(tt)
@@ -121,7 +137,9 @@ def steer(pair: BridgedPair, task: str, node: NodeId, n_pairs: int = 32, seed: i
     u = torch.randn(pair.dense.cfg.d_model, generator=g)
     u = u / u.norm()
     res = SteeringResult(task, str(node), site, len(used), skipped, list(strengths))
-    sums = {k: torch.zeros(len(strengths)) for k in ("a", "c", "ca", "cc")}
+    # Summed over pairs, per strength: P(actual answer) and P(counterfactual answer), for the mapped
+    # perturbation (steered) and for the random direction (control).
+    steered, ctrl = _AnswerSums(len(strengths)), _AnswerSums(len(strengths))
     norms = []
     for p in used:
         a, c = 2 * p, 2 * p + 1
@@ -132,17 +150,27 @@ def steer(pair: BridgedPair, task: str, node: NodeId, n_pairs: int = 32, seed: i
         norms.append(float(mapped.norm(dim=-1).mean()))
         answers = torch.tensor([int(tt.correct[a]), int(tt.wrong[a])])
         for j, s in enumerate(strengths):
-            for key, vec in (("", mapped), ("c", control)):
+            for sums, vec in ((steered, mapped), (ctrl, control)):
                 probs = pair.dense(ia, Hooks().add(site, lambda x, v=vec, s=s: x + s * v[None]))[0, -1].softmax(-1)
-                sums[key + "a"][j] += probs[answers[0]]
-                sums[key + "c"][j] += probs[answers[1]]
+                sums.actual[j] += probs[answers[0]]
+                sums.counterfactual[j] += probs[answers[1]]
     n = len(used)
-    res.p_actual_answer = (sums["a"] / n).tolist()
-    res.p_counterfactual_answer = (sums["c"] / n).tolist()
-    res.control_p_actual_answer = (sums["ca"] / n).tolist()
-    res.control_p_counterfactual_answer = (sums["cc"] / n).tolist()
+    res.p_actual_answer = (steered.actual / n).tolist()
+    res.p_counterfactual_answer = (steered.counterfactual / n).tolist()
+    res.control_p_actual_answer = (ctrl.actual / n).tolist()
+    res.control_p_counterfactual_answer = (ctrl.counterfactual / n).tolist()
     res.delta_norm = sum(norms) / n
     return res
+
+
+def save_steering(res: SteeringResult, run_dir: str | Path, out_dir: str | Path | None = None) -> Path:
+    """Write the result's JSON and plot as OUT/TASK--NODE.{json,png}; by default OUT is the bridged run's
+    steering directory, where the report finds them. Returns the path without its suffix."""
+    out = Path(out_dir) if out_dir is not None else Run(run_dir).steering_dir
+    stem = f"{res.task}--{res.node.replace(':', '_')}"  # node names hold dots: no with_suffix
+    write_json(out / f"{stem}.json", res.as_dict())
+    steering_plot(res, out / f"{stem}.png")
+    return out / stem
 
 
 def steering_plot(res: SteeringResult, path: Path) -> None:
@@ -186,11 +214,10 @@ class ThroughBridge:
 
 @torch.no_grad()
 def circuit_through_bridge(pair: BridgedPair, circuit: Circuit, n_pairs: int = 64) -> ThroughBridge:
-    tok = load_tokenizer(pair.run_dir / "tokenizer.json")
+    tok = Run(pair.run_dir).tokenizer()
     ds = get_task(circuit.task).build(tok, Split.TEST, n_pairs, circuit.sample.seed)
     tt = TaskTensors.of(ds, pair.sparse, tok)
-    keep = circuit.keep_masks({n: s.width for n, s in pair.sparse.node_sites().items()})
-    intervention = CircuitIntervention.keeping(keep, circuit.means, circuit.config.freeze_norms)
+    intervention = circuit.intervention(pair.sparse)
     sites = pair.bridges.sites
     ar = torch.arange(tt.n)
 

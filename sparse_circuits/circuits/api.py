@@ -6,23 +6,20 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
 from tokenizers import Tokenizer
 
-from ..checkpoint import load_model
 from ..config import RunConfig
-from ..data import load_tokenizer
 from ..errors import UserError
-from ..fileio import sha256_file
 from ..model import GPT
-from ..tasks import Split, TaskDataset, all_tasks, get_task
 from ..nodes import NodeId
+from ..runs import Run
+from ..tasks import Split, TaskDataset, all_tasks, get_task
+from ..tasks.evaluate import TaskTensors, load_or_evaluate_run
+from .ablations import AblationInputs, ablation_values
 from .circuit import Circuit, SearchRun, TaskSample, check_circuit_model, load_circuit
 from .edges import count_edges
 from .intervention import CircuitIntervention
-from .masks import Ablation
-from .means import load_or_compute_means, task_means
-from ..tasks.evaluate import TaskTensors, load_or_evaluate_run
+from .masks import keep_masks
 from .prune import PruneConfig, PruneResult, prune_search
 from .summary import SUMMARY_FILE, PruneAllSummary, TaskOutcome, TaskStatus, bigram_decided
 from .validate import Validation, validate
@@ -38,31 +35,32 @@ class NoCircuit(UserError):
     pass
 
 
-def ablation_values(model: GPT, run_dir: str | os.PathLike, data_dir: str, task_prompts: list[list[int]],
-                    progress: bool = True) -> dict[Ablation, dict[str, torch.Tensor]]:
-    pretrain = load_or_compute_means(model, run_dir, data_dir, progress=progress)
-    return {
-        Ablation.MEAN_PRETRAIN: pretrain,
-        Ablation.MEAN_TASK: task_means(model, task_prompts),
-        Ablation.ZERO: {name: torch.zeros_like(m) for name, m in pretrain.items()},
-    }
-
-
 @dataclass
-class TaskSetup:
-    """A run's model and tokenizer with one task's pairs built for it."""
+class LoadedRun:
+    """A run loaded once for pruning and validation: its model, config, tokenizer and weights hash.
+    `prune_all`, the demo, the sweep and the circuit history pass it between tasks and stages."""
+    run: Run
     model: GPT
-    run_config: RunConfig
+    config: RunConfig
     tokenizer: Tokenizer
-    dataset: TaskDataset
-    tensors: TaskTensors
+    weights_sha256: str
+
+    @classmethod
+    def load(cls, run_dir: str | os.PathLike | Run) -> LoadedRun:
+        run = Run(run_dir)
+        model, cfg = run.load_model()
+        return cls(run, model, cfg, run.tokenizer(), run.weights_sha256())
+
+    def task(self, task_name: str, split: Split, n_pairs: int, seed: int) -> tuple[TaskDataset, TaskTensors]:
+        ds = get_task(task_name).build(self.tokenizer, split, n_pairs, seed)
+        return ds, TaskTensors.of(ds, self.model, self.tokenizer)
+
+    def ablation_inputs(self, task_prompts: list[list[int]], progress: bool = True) -> AblationInputs:
+        return AblationInputs(self.model, self.run, self.config.data_dir, task_prompts, progress)
 
 
-def load_task_setup(run_dir: str | os.PathLike, task_name: str, split: Split, n_pairs: int, seed: int) -> TaskSetup:
-    model, run_cfg = load_model(run_dir)
-    tok = load_tokenizer(Path(run_dir) / "tokenizer.json")
-    ds = get_task(task_name).build(tok, split, n_pairs, seed)
-    return TaskSetup(model, run_cfg, tok, ds, TaskTensors.of(ds, model, tok))
+def _loaded(run: str | os.PathLike | Run | LoadedRun) -> LoadedRun:
+    return run if isinstance(run, LoadedRun) else LoadedRun.load(run)
 
 
 def check_search_size(budget: int, n_pairs: int) -> None:
@@ -72,26 +70,28 @@ def check_search_size(budget: int, n_pairs: int) -> None:
         raise UserError(f"prune: --pairs must be >= 2 (task pairs to prune and validate on), got {n_pairs}")
 
 
-def prune_task(run_dir: str | os.PathLike, task_name: str, out_dir: str | os.PathLike | None,
+def prune_task(run: str | os.PathLike | LoadedRun, task_name: str, out_dir: str | os.PathLike | None,
                cfg: PruneConfig = PruneConfig(), budget: int = DEFAULT_BUDGET, n_pairs: int = PRUNE_PAIRS,
                seed: int = 0, progress: bool = True) -> tuple[Circuit, list[PruneResult]]:
-    """Prune on the task's train split with `budget` runs of the search; write the best circuit."""
+    """Prune on the task's train split with `budget` runs of the search; write the best circuit
+    to `out_dir` (None: keep it in memory only)."""
     check_search_size(budget, n_pairs)
-    s = load_task_setup(run_dir, task_name, Split.TRAIN, n_pairs, seed)
-    model = s.model
-    values = ablation_values(model, run_dir, s.run_config.data_dir, s.dataset.prompt_tokens, progress)
-    best, runs = prune_search(model, s.tensors, values[cfg.ablation], cfg, budget, seed, progress)
+    loaded = _loaded(run)
+    model = loaded.model
+    ds, tensors = loaded.task(task_name, Split.TRAIN, n_pairs, seed)
+    values = ablation_values(loaded.ablation_inputs(ds.prompt_tokens, progress), [cfg.ablation])[cfg.ablation]
+    best, runs = prune_search(model, tensors, values, cfg, budget, seed, progress)
     if not best.found:
-        raise NoCircuit(f"task {task_name!r}: no circuit of {run_dir} reaches task loss {cfg.target_loss} "
+        raise NoCircuit(f"task {task_name!r}: no circuit of {loaded.run} reaches task loss {cfg.target_loss} "
                         f"(the whole model with pruning's ablations: {best.loss_curve[-1][1]:.3f}); "
                         "the model cannot do this task at that target")
     edges = count_edges(model, best.keep)
     circuit = Circuit(
-        task=task_name, model_dir=str(run_dir), model_sha256=sha256_file(Path(run_dir) / "model.safetensors"),
+        task=task_name, model_dir=str(loaded.run), model_sha256=loaded.weights_sha256,
         config=best.config, loss=best.loss, loss_calibrated=best.loss_calibrated, calibration=best.calibration,
         nodes=sorted(NodeId.at(n, i) for n, k in best.keep.items() for i in k.nonzero().squeeze(1).tolist()),
         edges=edges.weights, residual_links=edges.residual, qk_pairs=edges.qk_pairs,
-        tau=best.tau, means=values[cfg.ablation], sample=TaskSample(Split.TRAIN, n_pairs, seed),
+        tau=best.tau, means=values, sample=TaskSample(Split.TRAIN, n_pairs, seed),
         search=[SearchRun(r.num_nodes if r.found else None, r.loss if r.found else None, r.config.k_coef,
                           r.config.lr, r.seconds) for r in runs],
         loss_curve=best.loss_curve, seconds=sum(r.seconds for r in runs),
@@ -101,33 +101,43 @@ def prune_task(run_dir: str | os.PathLike, task_name: str, out_dir: str | os.Pat
     return circuit, runs
 
 
-def validate_circuit(circuit_dir: str | os.PathLike, model_dir: str | os.PathLike | None = None,
-                     n_pairs: int = PRUNE_PAIRS, n_random: int = 10, progress: bool = True) -> Validation:
-    """Faithfulness numbers of a circuit on its task's held-out test split; written to validation.json.
+def validate_loaded(loaded: LoadedRun, circuit: Circuit, n_pairs: int = PRUNE_PAIRS, n_random: int = 10,
+                    progress: bool = True) -> Validation:
+    """Faithfulness numbers of a circuit of `loaded`'s model on its task's held-out test split.
 
     The circuit is ablated with the values it was pruned with (stored in the circuit); the other
-    ablations are recomputed for the sensitivity check."""
+    ablation kinds are computed for the sensitivity check."""
+    if circuit.model_sha256 != loaded.weights_sha256:
+        raise UserError(f"the circuit of {circuit.task!r} was pruned from another model ({circuit.model_dir}), "
+                        f"not {loaded.run}; prune this model or pass the circuit's own model")
+    seed = circuit.sample.seed
+    _, tensors = loaded.task(circuit.task, Split.TEST, n_pairs, seed)
+    train_ds = get_task(circuit.task).build(loaded.tokenizer, Split.TRAIN, circuit.sample.pairs, seed)
+    values = ablation_values(loaded.ablation_inputs(train_ds.prompt_tokens, progress))
+    values[circuit.ablation] = circuit.means
+    keep = keep_masks(circuit.nodes, {n: site.width for n, site in loaded.model.node_sites().items()})
+    return validate(loaded.model, tensors, keep, values, circuit.ablation, circuit.config.freeze_norms,
+                    n_random=n_random)
+
+
+def validate_circuit(circuit_dir: str | os.PathLike, model_dir: str | os.PathLike | None = None,
+                     n_pairs: int = PRUNE_PAIRS, n_random: int = 10, progress: bool = True) -> Validation:
+    """`validate_loaded` on a circuit directory (and its model, or `model_dir`); written to validation.json."""
     circuit = load_circuit(circuit_dir)
     model_dir = model_dir or circuit.model_dir
     check_circuit_model(circuit, circuit_dir, model_dir)
-    seed = circuit.sample.seed
-    s = load_task_setup(model_dir, circuit.task, Split.TEST, n_pairs, seed)
-    train_ds = get_task(circuit.task).build(s.tokenizer, Split.TRAIN, circuit.sample.pairs, seed)
-    values = ablation_values(s.model, model_dir, s.run_config.data_dir, train_ds.prompt_tokens, progress)
-    values[circuit.ablation] = circuit.means
-    keep = circuit.keep_masks({n: site.width for n, site in s.model.node_sites().items()})
-    result = validate(s.model, s.tensors, keep, values, circuit.ablation, circuit.config.freeze_norms,
-                      n_random=n_random)
+    result = validate_loaded(LoadedRun.load(model_dir), circuit, n_pairs, n_random, progress)
     result.save(circuit_dir)
     return result
 
 
-def full_model_loss(run_dir: str | os.PathLike, task_name: str, n_pairs: int = PRUNE_PAIRS) -> float:
-    s = load_task_setup(run_dir, task_name, Split.TRAIN, n_pairs, 0)
-    return CircuitIntervention.keeping(None, {}).task_loss(s.model, s.tensors)[0]
+def full_model_loss(run: str | os.PathLike | LoadedRun, task_name: str, n_pairs: int = PRUNE_PAIRS) -> float:
+    loaded = _loaded(run)
+    _, tensors = loaded.task(task_name, Split.TRAIN, n_pairs, 0)
+    return CircuitIntervention.keeping(None, {}).task_loss(loaded.model, tensors)[0]
 
 
-def prune_all(run_dir: str | os.PathLike, out_root: str | os.PathLike, cfg: PruneConfig = PruneConfig(),
+def prune_all(run_dir: str | os.PathLike | LoadedRun, out_root: str | os.PathLike, cfg: PruneConfig = PruneConfig(),
               budget: int = DEFAULT_BUDGET, n_pairs: int = PRUNE_PAIRS, include_controls: bool = True,
               max_full_loss: float = MAX_FULL_LOSS, progress: bool = True, log=print,
               reuse: bool = False, only: list[str] | None = None,
@@ -143,11 +153,12 @@ def prune_all(run_dir: str | os.PathLike, out_root: str | os.PathLike, cfg: Prun
     if min_accuracy is not None and not 0 <= min_accuracy <= 1:
         raise UserError(f"prune-all: --min-accuracy must be in [0, 1] (a test accuracy), got {min_accuracy}")
     out_root = Path(out_root)
-    summary = PruneAllSummary(model=str(run_dir), weights_sha256=sha256_file(Path(run_dir) / "model.safetensors"),
+    loaded = _loaded(run_dir)
+    summary = PruneAllSummary(model=str(loaded.run), weights_sha256=loaded.weights_sha256,
                               config=cfg, budget=budget, pairs=n_pairs, max_full_loss=max_full_loss, tasks={},
                               min_accuracy=min_accuracy)
     earlier = _earlier_outcomes(out_root, summary) if reuse else {}
-    scores = load_or_evaluate_run(run_dir, progress=progress).by_task()
+    scores = load_or_evaluate_run(loaded.run.dir, progress=progress).by_task()
     for task in all_tasks(include_controls):
         if only is not None and task.name not in only:
             continue
@@ -163,7 +174,7 @@ def prune_all(run_dir: str | os.PathLike, out_root: str | os.PathLike, cfg: Prun
                                   error=f"test accuracy {accuracy:.3f} < {min_accuracy}: not learned, not attempted")
             log(f"{task.name}: skipped, test accuracy {accuracy:.3f}")
         else:
-            outcome = _prune_and_validate(run_dir, out_root, task, cfg, budget, n_pairs, max_full_loss, progress, log)
+            outcome = _prune_and_validate(loaded, out_root, task, cfg, budget, n_pairs, max_full_loss, progress, log)
         score = scores[task.name]
         outcome.test_accuracy, outcome.bigram_accuracy = score.accuracy, score.bigram_accuracy
         outcome.bigram_decided = bigram_decided(score.bigram_accuracy)
@@ -172,16 +183,17 @@ def prune_all(run_dir: str | os.PathLike, out_root: str | os.PathLike, cfg: Prun
     return summary
 
 
-def _prune_and_validate(run_dir, out_root: Path, task, cfg: PruneConfig, budget: int, n_pairs: int,
+def _prune_and_validate(loaded: LoadedRun, out_root: Path, task, cfg: PruneConfig, budget: int, n_pairs: int,
                         max_full_loss: float, progress: bool, log) -> TaskOutcome:
-    full = full_model_loss(run_dir, task.name, n_pairs)
+    full = full_model_loss(loaded, task.name, n_pairs)
     if full > max_full_loss and not task.control:
         log(f"{task.name}: skipped, whole-model loss {full:.3f}")
         return TaskOutcome(TaskStatus.NOT_ATTEMPTED, False, full,
                            error=f"the whole model's task loss {full:.3f} > {max_full_loss}: not attempted")
     try:
-        circuit, _ = prune_task(run_dir, task.name, out_root / task.name, cfg, budget, n_pairs, progress=progress)
-        validation = validate_circuit(out_root / task.name, run_dir, n_pairs, progress=progress)
+        circuit, _ = prune_task(loaded, task.name, out_root / task.name, cfg, budget, n_pairs, progress=progress)
+        validation = validate_loaded(loaded, circuit, n_pairs, progress=progress)
+        validation.save(out_root / task.name)
     except NoCircuit as e:
         log(f"{task.name}: no circuit at the target")
         return TaskOutcome(TaskStatus.NO_CIRCUIT, task.control, full, error=str(e))

@@ -21,11 +21,14 @@ from pathlib import Path
 import torch
 
 from ..errors import UserError
-from ..fileio import read_json, read_safetensors, sha256_file, write_json, write_safetensors
+from ..fileio import read_json, read_safetensors, write_json, write_safetensors
+from ..model import GPT
 from ..nodes import NodeId
+from ..runs import Run
 from ..tasks import Split
 from .edges import Edge
-from .masks import Ablation
+from .intervention import CircuitIntervention
+from .masks import Ablation, keep_masks
 from .prune import Calibration, PruneConfig
 
 CIRCUIT_FORMAT = "sparse-circuits-circuit"
@@ -92,11 +95,10 @@ class Circuit:
             out.setdefault(node.site, []).append(node.index)
         return out
 
-    def keep_masks(self, widths: dict[str, int]) -> dict[str, torch.Tensor]:
-        keep = {name: torch.zeros(w, dtype=torch.bool) for name, w in widths.items()}
-        for node in self.nodes:
-            keep[node.site][node.index] = True
-        return keep
+    def intervention(self, model: GPT) -> CircuitIntervention:
+        """The circuit on `model`: its nodes kept, the rest set to the values it was pruned with."""
+        keep = keep_masks(self.nodes, {n: s.width for n, s in model.node_sites().items()})
+        return CircuitIntervention.keeping(keep, self.means, self.config.freeze_norms)
 
     def save(self, out_dir: str | os.PathLike) -> None:
         out = Path(out_dir)
@@ -157,6 +159,6 @@ def load_circuit(circuit_dir: str | os.PathLike, model_dir: str | os.PathLike | 
 
 def check_circuit_model(circuit: Circuit, circuit_dir: str | os.PathLike, model_dir: str | os.PathLike) -> None:
     """Refuse a circuit that was pruned from other weights than model_dir's."""
-    if sha256_file(Path(model_dir) / "model.safetensors") != circuit.model_sha256:
+    if Run(model_dir).weights_sha256() != circuit.model_sha256:
         raise UserError(f"{circuit_dir}: circuit was pruned from another model ({circuit.model_dir}), not "
                         f"{model_dir}; prune this model or pass the circuit's own model")

@@ -15,15 +15,16 @@ import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from ..checkpoint import checkpoint_dirs, load_run_config
 from ..errors import UserError
-from ..fileio import atomic_path, read_json, sha256_file, write_json
+from ..fileio import atomic_path, read_json, write_json
+from ..runs import CONFIG_FILE, TOKENIZER_FILE, WEIGHTS_FILE, Run, file_sha256
 from ..tasks import get_task
-from .api import DEFAULT_BUDGET, PRUNE_PAIRS, NoCircuit, full_model_loss, prune_task
+from ..model import GPT
+from .api import DEFAULT_BUDGET, PRUNE_PAIRS, LoadedRun, NoCircuit, full_model_loss, prune_task
 from .circuit import load_circuit
 from .prune import PruneConfig
 
-HISTORY_FILE = "history.json"
+CIRCUIT_HISTORY_FILE = "history.json"
 
 
 @dataclass
@@ -62,45 +63,35 @@ class CircuitHistory:
                             "run `sparse-circuits circuit-history` again") from None
 
 
-def checkpoint_view(run_dir: Path, step: int, out: Path) -> tuple[Path, str]:
+def checkpoint_view(run: Run, step: int, out: Path) -> tuple[Run, str]:
     """(OUT/step_N, its weights' sha256): a run directory holding the checkpoint at `step` (copied once)."""
-    src = run_dir / "checkpoints" / f"step_{step:08d}"
-    view = out / src.name
-    weights = view / "model.safetensors"
-    wanted = sha256_file(src / "model.safetensors")
-    if weights.is_file() and sha256_file(weights) == wanted:
+    src = run.checkpoint_dir(step)
+    view = Run(out / src.name)
+    wanted = file_sha256(src / WEIGHTS_FILE)
+    if view.has_weights() and view.weights_sha256() == wanted:
         return view, wanted
-    view.mkdir(parents=True, exist_ok=True)
-    for name, source in (("config.json", run_dir / "config.json"), ("tokenizer.json", run_dir / "tokenizer.json"),
-                         ("model.safetensors", src / "model.safetensors")):
-        with atomic_path(view / name) as tmp:
+    view.dir.mkdir(parents=True, exist_ok=True)
+    for name, source in ((CONFIG_FILE, run.config_path), (TOKENIZER_FILE, run.tokenizer_path),
+                         (WEIGHTS_FILE, src / WEIGHTS_FILE)):
+        with atomic_path(view.dir / name) as tmp:
             shutil.copyfile(source, tmp)
     return view, wanted
 
 
-def weight_density(run_dir: Path) -> float:
-    """Nonzero share of a run's sparsified parameters (linear weights and biases, embeddings)."""
-    from ..checkpoint import load_model  # the model stack; only needed here
-
-    model, _ = load_model(run_dir, sparse_threshold=0.0)
+def weight_density(model: GPT) -> float:
+    """Nonzero share of a model's sparsified parameters (linear weights and biases, embeddings)."""
     params = list(model.sparsified_parameters().values())
     return sum(int((p != 0).sum()) for p in params) / sum(p.numel() for p in params)
-
-
-def _val_losses(run_dir: Path) -> dict[int, float]:
-    from ..train import metric_records  # train imports the model stack; only needed here
-
-    return {rec["step"]: rec["val_loss"] for rec in metric_records(run_dir) if "val_loss" in rec}
 
 
 def circuit_history(run_dir: str | os.PathLike, task_name: str, out_dir: str | os.PathLike,
                     cfg: PruneConfig = PruneConfig(), budget: int = DEFAULT_BUDGET, n_pairs: int = PRUNE_PAIRS,
                     steps: list[int] | None = None, progress: bool = True, log=print) -> CircuitHistory:
     """Prune `task_name` at each kept checkpoint of a run (or at `steps`)."""
-    run_dir, out = Path(run_dir), Path(out_dir)
+    run, out = Run(run_dir), Path(out_dir)
     get_task(task_name)  # an unknown task fails before anything is written
-    cfg_run = load_run_config(run_dir)
-    kept = sorted(int(p.name[5:]) for p in checkpoint_dirs(run_dir))
+    cfg_run = run.config()
+    kept = sorted(int(p.name[5:]) for p in run.checkpoint_dirs())
     if steps:
         missing = [s for s in steps if s not in kept]
         if missing:
@@ -109,22 +100,24 @@ def circuit_history(run_dir: str | os.PathLike, task_name: str, out_dir: str | o
     if len(kept) < 2:
         raise UserError(f"{run_dir}: {len(kept)} checkpoint(s) kept; a history needs >= 2 (train with "
                         "train.keep_checkpoints 0 and a train.checkpoint_every that leaves several)")
-    path = out / HISTORY_FILE
+    path = out / CIRCUIT_HISTORY_FILE
     history = CircuitHistory(str(run_dir), task_name, cfg.target_loss, [])
     tokens_per_step = cfg_run.train.batch_size * cfg_run.model.context
-    val = _val_losses(run_dir)
+    val = {rec["step"]: rec["val_loss"] for rec in run.metric_records() if "val_loss" in rec}
     for i, step in enumerate(kept, 1):
-        view, weights_sha256 = checkpoint_view(run_dir, step, out)
-        full = full_model_loss(view, task_name, n_pairs)
-        point = HistoryPoint(step, step * tokens_per_step, val.get(step), full, weight_density=weight_density(view))
-        circuit_dir = view / "circuits" / task_name
+        view, weights_sha256 = checkpoint_view(run, step, out)
+        loaded = LoadedRun.load(view)
+        full = full_model_loss(loaded, task_name, n_pairs)
+        point = HistoryPoint(step, step * tokens_per_step, val.get(step), full,
+                             weight_density=weight_density(loaded.model))
+        circuit_dir = view.circuits_dir / task_name
         settings = {"weights_sha256": weights_sha256, "prune_config": cfg.as_dict(),
                     "pairs": n_pairs, "budget": budget}
-        none_file = view / "circuits" / f"{task_name}.none.json"
+        none_file = view.circuits_dir / f"{task_name}.none.json"
         circuit = _reusable(circuit_dir, settings)
         if circuit is None and not (none_file.is_file() and read_json(none_file, "no-circuit record")["settings"] == settings):
             try:
-                circuit, _ = prune_task(view, task_name, circuit_dir, cfg, budget, n_pairs, progress=progress)
+                circuit, _ = prune_task(loaded, task_name, circuit_dir, cfg, budget, n_pairs, progress=progress)
             except NoCircuit as e:  # recorded, so that a re-run does not search again
                 write_json(none_file, {"error": str(e), "settings": settings})
         if circuit is not None:

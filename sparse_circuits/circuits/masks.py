@@ -87,15 +87,21 @@ class NodeMasks(nn.Module):
         return [node for _, _, node in entries]
 
     def keep_masks(self, nodes: list[NodeId]) -> dict[str, torch.Tensor]:
-        """Boolean keep mask per node site for a set of tau-owning nodes."""
-        keep = {name: torch.zeros(w, dtype=torch.bool) for name, w in self.widths.items()}
-        for node in nodes:
-            keep[node.site][node.index] = True
+        """Boolean keep mask per node site for a set of tau-owning nodes (a tied key site follows its query)."""
+        keep = keep_masks(nodes, self.widths)
         if self.tie_qk:
             for name in self.widths:
                 if shared_site(name, True) != name:
                     keep[name] = keep[shared_site(name, True)].clone()
         return keep
+
+
+def keep_masks(nodes: list[NodeId], widths: dict[str, int]) -> dict[str, torch.Tensor]:
+    """Boolean keep mask per node site (`widths`: site -> number of nodes) with `nodes` set."""
+    keep = {name: torch.zeros(w, dtype=torch.bool) for name, w in widths.items()}
+    for node in nodes:
+        keep[node.site][node.index] = True
+    return keep
 
 
 def _key(site: str) -> str:

@@ -7,7 +7,6 @@ weights they were computed from, so stale means are recomputed rather than used.
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import torch
 from tqdm import tqdm
@@ -15,11 +14,11 @@ from tqdm import tqdm
 from ..checkpoint import model_config_hash
 from ..data import DataSplit, TokenData
 from ..errors import UserError
-from ..fileio import read_safetensors, read_safetensors_metadata, sha256_file, write_safetensors
+from ..fileio import read_safetensors, read_safetensors_metadata, write_safetensors
 from ..hooks import Hooks
 from ..model import GPT
+from ..runs import Run
 
-MEANS_FILE = "means.safetensors"
 
 
 @torch.no_grad()
@@ -64,9 +63,9 @@ def load_or_compute_means(model: GPT, run_dir: str | os.PathLike, data_dir: str 
                           n_batches: int = 64, batch_size: int = 32, progress: bool = True,
                           log=print) -> dict[str, torch.Tensor]:
     """Pretraining means of a run's model, from the cache when it matches the weights."""
-    run_dir = Path(run_dir)
-    path = run_dir / MEANS_FILE
-    weights = sha256_file(run_dir / "model.safetensors")
+    run = Run(run_dir)
+    path = run.means_path
+    weights = run.weights_sha256()
     wanted = {"weights_sha256": weights, "model_config_sha": model_config_hash(model.cfg),
               "tokens": str(n_batches * batch_size * model.cfg.context)}
     if path.is_file():

@@ -4,4 +4,5 @@
 Python programs that can be mixed in.
 """
 
+from .meta import DataMeta  # noqa: F401
 from .prepare import *  # noqa: F401,F403

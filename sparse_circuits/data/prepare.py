@@ -27,7 +27,21 @@ from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, train
 from tqdm import tqdm
 
 from ..errors import UserError
-from ..fileio import atomic_path, read_json, read_safetensors, sha256_file, write_json, write_safetensors
+from ..fileio import atomic_path, read_safetensors, sha256_file, write_safetensors
+from .meta import (
+    BIGRAM_FILE,
+    DATA_FILES,
+    META_FILE,
+    TOKENIZER_FILE,
+    TRAIN_FILE,
+    VAL_FILE,
+    Baselines,
+    DataMeta,
+    FileCounts,
+    SplitCounts,
+    SplitSettings,
+    SyntheticMeta,
+)
 
 EOT = "<|endoftext|>"
 # The paper's pre-tokenization: letters with an optional non-letter prefix, digit runs of 1-3,
@@ -399,22 +413,10 @@ class _SyntheticDraw:
 MIN_VOCAB, MAX_VOCAB = 257, 1 << 16
 
 
-def prepare_data(sources: str | list[str], out_dir: str | os.PathLike, vocab_size: int = 2048,
-                 val_frac: float = 0.05, seed: int = 0, synthetic_share: float | None = None,
-                 synthetic_tokens: int | None = None, synthetic_files: int | None = None,
-                 synthetic_seed: int = 0, tokenizer: str | os.PathLike | None = None, log=print,
-                 synthetic_version: int = 0) -> dict:
-    """Build (or reuse) a data directory; returns its metadata.
-
-    `sources`: 'stdlib', directories, globs, .txt/.jsonl files, and 'synthetic' (generated simple
-    programs, synthetic.py). Real code is split by file; generated programs all go to the
-    training split, so the validation split, and with it "pretraining loss", stays real code.
-    A synthetic-only corpus validates on further generated programs. `tokenizer`: a tokenizer.json
-    to encode with instead of training one (e.g. an imported model's; vocab_size is then its size).
-    `synthetic_version`: the program generator's version (0: the current one; 1 rebuilds older corpora).
-    """
-    out = Path(out_dir)
-    given_tok = load_tokenizer(tokenizer) if tokenizer is not None else None
+def _check_options(sources: str | list[str], vocab_size: int, val_frac: float, given_tok: Tokenizer | None,
+                   tokenizer, synthetic_share, synthetic_tokens, synthetic_files, synthetic_seed,
+                   synthetic_version) -> tuple[list[str], int, SyntheticBudget | None]:
+    """(sources, vocab size, generated-code budget) from `prepare_data`'s options; one-line errors."""
     if given_tok is not None:
         if given_tok.token_to_id(EOT) is None:
             raise UserError(f"{tokenizer}: has no {EOT} token to separate documents")
@@ -430,40 +432,101 @@ def prepare_data(sources: str | list[str], out_dir: str | os.PathLike, vocab_siz
         raise UserError("data: give at least one --corpus source")
     if len(set(sources)) != len(sources):
         raise UserError(f"data: a --corpus source is given twice ({sources})")
-    real = [s for s in sources if s != SYNTHETIC]
     budget = None
     if SYNTHETIC in sources:
-        budget = SyntheticBudget.resolve(bool(real), synthetic_share, synthetic_tokens, synthetic_files,
-                                         synthetic_seed, synthetic_version)
+        budget = SyntheticBudget.resolve(any(s != SYNTHETIC for s in sources), synthetic_share, synthetic_tokens,
+                                         synthetic_files, synthetic_seed, synthetic_version)
     elif (synthetic_share, synthetic_tokens, synthetic_files) != (None, None, None) or synthetic_version:
         raise UserError("data: a synthetic budget was given but 'synthetic' is not a --corpus source; "
                         "add --corpus synthetic")
+    return sources, vocab_size, budget
+
+
+def _first_draw(budget: SyntheticBudget, train_docs: list[Document], has_real: bool,
+                val_frac: float) -> tuple[_SyntheticDraw, list[Document] | None]:
+    """Generated programs for the training split, about as many as the budget asks (encoding decides
+    the exact cut); and, for a generated-only corpus, its validation programs (a separate stream)."""
+    draw = _SyntheticDraw(budget.seed, budget.version)
+    if budget.files is not None:
+        draw.more(n_files=budget.files)
+    elif budget.tokens is not None:
+        draw.more(n_chars=int(budget.tokens * CHARS_PER_TOKEN_GUESS * 1.1))
+    else:
+        real_chars = sum(len(d.text) for d in train_docs)
+        draw.more(n_chars=int(real_chars * budget.share / (1 - budget.share) * 1.1))
+    if has_real:
+        return draw, None
+    n_val = max(1, round(len(draw.docs) * val_frac / (1 - val_frac)))
+    return draw, [Document(f"{SYNTHETIC}/val/{i:07d}.py", d.text) for i, d in
+                  enumerate(_SyntheticDraw(budget.seed + 1_000_003, budget.version).more(n_files=n_val))]
+
+
+def _encode_generated(tok: Tokenizer, draw: _SyntheticDraw, budget: SyntheticBudget, real_tokens: int
+                      ) -> tuple[np.ndarray, list[Document], int | None]:
+    """The generated programs' tokens, cut at the first whole program that meets the budget (drawing
+    more if the first draw fell short); the programs kept; the token target (None: a file budget)."""
+    pieces = encode_each(tok, draw.docs, "encode generated")
+    target = None
+    if budget.files is None:
+        target = budget.tokens if budget.tokens is not None else \
+            math.ceil(real_tokens * budget.share / (1 - budget.share))
+        have = sum(p.size for p in pieces)
+        while have < target:  # the first draw fell short: draw more
+            more = encode_each(tok, draw.more(n_chars=int((target - have) * 4)))
+            pieces += more
+            have += sum(p.size for p in more)
+        cum = np.cumsum([p.size for p in pieces])
+        pieces = pieces[:int(np.searchsorted(cum, target)) + 1]
+    return np.concatenate(pieces), draw.docs[:len(pieces)], target
+
+
+def _write_arrays(out: Path, tok: Tokenizer, train_tokens: np.ndarray, val_tokens: np.ndarray,
+                  counts: np.ndarray) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    with atomic_path(out / TOKENIZER_FILE) as tmp:
+        tok.save(str(tmp))
+    for name, arr in ((TRAIN_FILE, train_tokens), (VAL_FILE, val_tokens)):
+        with atomic_path(out / name) as tmp:
+            arr.tofile(tmp)
+    write_safetensors(out / BIGRAM_FILE, {"counts": torch.from_numpy(counts).to(torch.int32)})
+
+
+def prepare_data(sources: str | list[str], out_dir: str | os.PathLike, vocab_size: int = 2048,
+                 val_frac: float = 0.05, seed: int = 0, synthetic_share: float | None = None,
+                 synthetic_tokens: int | None = None, synthetic_files: int | None = None,
+                 synthetic_seed: int = 0, tokenizer: str | os.PathLike | None = None, log=print,
+                 synthetic_version: int = 0) -> DataMeta:
+    """Build (or reuse) a data directory; returns its metadata.
+
+    `sources`: 'stdlib', directories, globs, .txt/.jsonl files, and 'synthetic' (generated simple
+    programs, synthetic.py). Real code is split by file; generated programs all go to the
+    training split, so the validation split, and with it "pretraining loss", stays real code.
+    A synthetic-only corpus validates on further generated programs. `tokenizer`: a tokenizer.json
+    to encode with instead of training one (e.g. an imported model's; vocab_size is then its size).
+    `synthetic_version`: the program generator's version (0: the current one; 1 rebuilds older corpora).
+    """
+    out = Path(out_dir)
+    given_tok = load_tokenizer(tokenizer) if tokenizer is not None else None
+    sources, vocab_size, budget = _check_options(sources, vocab_size, val_frac, given_tok, tokenizer,
+                                                 synthetic_share, synthetic_tokens, synthetic_files, synthetic_seed,
+                                                 synthetic_version)
+    real = [s for s in sources if s != SYNTHETIC]
     scan = read_sources(real) if real else CorpusScan([], 0, 0, 0)
     fingerprint = _fingerprint(scan.documents, vocab_size, val_frac, seed, budget,
                                sha256_file(tokenizer) if tokenizer is not None else None)
-    meta_path = out / "meta.json"
-    if meta_path.is_file():
-        meta = read_json(meta_path, "data metadata")
-        if meta.get("fingerprint") == fingerprint and all(
+    if (out / META_FILE).is_file():
+        earlier = DataMeta.load(out)
+        if earlier.fingerprint == fingerprint and all(
                 (out / name).is_file() and sha256_file(out / name) == digest
-                for name, digest in meta.get("sha256", {}).items()):
+                for name, digest in earlier.sha256.items()):
             log(f"data: reusing {out} (same corpus and settings)")
-            return meta
+            return earlier
 
     train_docs, val_docs = split_by_file(scan.documents, val_frac, seed) if real else ([], [])
-    draw = _SyntheticDraw(budget.seed, budget.version) if budget else None
+    draw = None
     if budget is not None:
-        real_chars = sum(len(d.text) for d in train_docs)
-        if budget.files is not None:
-            draw.more(n_files=budget.files)
-        elif budget.tokens is not None:
-            draw.more(n_chars=int(budget.tokens * CHARS_PER_TOKEN_GUESS * 1.1))
-        else:
-            draw.more(n_chars=int(real_chars * budget.share / (1 - budget.share) * 1.1))
-        if not real:
-            n_val = max(1, round(len(draw.docs) * val_frac / (1 - val_frac)))
-            val_docs = [Document(f"{SYNTHETIC}/val/{i:07d}.py", d.text) for i, d in
-                        enumerate(_SyntheticDraw(budget.seed + 1_000_003, budget.version).more(n_files=n_val))]
+        draw, generated_val = _first_draw(budget, train_docs, bool(real), val_frac)
+        val_docs = generated_val if generated_val is not None else val_docs
     tokenizer_docs = train_docs + (draw.docs if draw else [])
     log(f"data: {len(scan.documents)} documents from {real or 'no real-code source'}"
         + (f" + generated programs ({budget.as_dict()})" if budget else "")
@@ -474,63 +537,40 @@ def prepare_data(sources: str | list[str], out_dir: str | os.PathLike, vocab_siz
     val_tokens = encode_documents(tok, val_docs, "encode val", cuts)
     synthetic_meta = None
     if budget is not None:
-        pieces = encode_each(tok, draw.docs, "encode generated")
-        if budget.files is not None:
-            target = None
-        else:
-            target = budget.tokens if budget.tokens is not None else \
-                math.ceil(train_tokens.size * budget.share / (1 - budget.share))
-            have = sum(p.size for p in pieces)
-            while have < target:  # the first draw fell short: draw more
-                more = encode_each(tok, draw.more(n_chars=int((target - have) * 4)))
-                pieces += more
-                have += sum(p.size for p in more)
-            cum = np.cumsum([p.size for p in pieces])
-            pieces = pieces[:int(np.searchsorted(cum, target)) + 1]
-        kept = draw.docs[:len(pieces)]
-        synth = np.concatenate(pieces)
-        synthetic_meta = {"budget": budget.as_dict(), "files": len(kept), "tokens": int(synth.size),
-                          "chars": sum(len(d.text) for d in kept),
-                          "share_of_train_tokens": synth.size / (synth.size + train_tokens.size),
-                          "target_tokens": target}
+        synth, kept, target = _encode_generated(tok, draw, budget, train_tokens.size)
+        synthetic_meta = SyntheticMeta(budget=budget.as_dict(), files=len(kept), tokens=int(synth.size),
+                                       chars=sum(len(d.text) for d in kept),
+                                       share_of_train_tokens=synth.size / (synth.size + train_tokens.size),
+                                       target_tokens=target)
         train_tokens = np.concatenate([train_tokens, synth])
         train_docs = train_docs + kept
     vocab = tok.get_vocab_size()
     counts = bigram_counts(train_tokens, vocab)
     logprobs = bigram_logprobs(torch.from_numpy(counts))
-
-    out.mkdir(parents=True, exist_ok=True)
-    with atomic_path(out / "tokenizer.json") as tmp:
-        tok.save(str(tmp))
-    for name, arr in (("train.bin", train_tokens), ("val.bin", val_tokens)):
-        with atomic_path(out / name) as tmp:
-            arr.tofile(tmp)
-    write_safetensors(out / "bigram.safetensors", {"counts": torch.from_numpy(counts).to(torch.int32)})
-    files = ("tokenizer.json", "train.bin", "val.bin", "bigram.safetensors")
-    meta = {
-        "format_version": DATA_FORMAT_VERSION,
-        "source": " + ".join(s if s != "stdlib" else f"stdlib ({stdlib_dir()})" for s in sources),
-        "sources": sources,
-        "fingerprint": fingerprint,
-        "vocab_size": vocab,
-        "pretokenize_regex": PRETOKENIZE_REGEX,
-        "split": {"seed": seed, "val_frac": val_frac, "by": "file",
-                  "validation": "real code" if real else "generated programs (a separate stream)"},
-        "files": {"train": len(train_docs), "val": len(val_docs),
-                  "skipped_non_utf8": scan.skipped_non_utf8, "skipped_unreadable": scan.skipped_unreadable,
-                  "skipped_empty": scan.skipped_empty},
-        "tokens": {"train": int(train_tokens.size), "val": int(val_tokens.size)},
-        "hard_cuts": cuts.get("hard_cuts", 0),
-        "chars": {"train": sum(len(d.text) for d in train_docs), "val": sum(len(d.text) for d in val_docs)},
-        "synthetic": synthetic_meta,
-        "baselines_val_loss": {"unigram": unigram_loss(train_tokens, val_tokens, vocab),
-                               "bigram": bigram_loss(logprobs, val_tokens) if val_tokens.size > 1 else None},
-        "val_files": [d.name for d in val_docs],
-        "sha256": {name: sha256_file(out / name) for name in files},
-    }
-    write_json(meta_path, meta)
-    log(f"data: {meta['tokens']['train']:,} train / {meta['tokens']['val']:,} validation tokens"
-        + (f" ({synthetic_meta['tokens']:,} train tokens generated, {synthetic_meta['share_of_train_tokens']:.0%})"
+    _write_arrays(out, tok, train_tokens, val_tokens, counts)
+    meta = DataMeta(
+        format_version=DATA_FORMAT_VERSION,
+        source=" + ".join(s if s != "stdlib" else f"stdlib ({stdlib_dir()})" for s in sources),
+        sources=sources,
+        fingerprint=fingerprint,
+        vocab_size=vocab,
+        pretokenize_regex=PRETOKENIZE_REGEX,
+        split=SplitSettings(seed=seed, val_frac=val_frac, by="file",
+                            validation="real code" if real else "generated programs (a separate stream)"),
+        files=FileCounts(train=len(train_docs), val=len(val_docs), skipped_non_utf8=scan.skipped_non_utf8,
+                         skipped_unreadable=scan.skipped_unreadable, skipped_empty=scan.skipped_empty),
+        tokens=SplitCounts(train=int(train_tokens.size), val=int(val_tokens.size)),
+        hard_cuts=cuts.get("hard_cuts", 0),
+        chars=SplitCounts(train=sum(len(d.text) for d in train_docs), val=sum(len(d.text) for d in val_docs)),
+        synthetic=synthetic_meta,
+        baselines_val_loss=Baselines(unigram=unigram_loss(train_tokens, val_tokens, vocab),
+                                     bigram=bigram_loss(logprobs, val_tokens) if val_tokens.size > 1 else None),
+        val_files=[d.name for d in val_docs],
+        sha256={name: sha256_file(out / name) for name in DATA_FILES},
+    )
+    meta.save(out)
+    log(f"data: {meta.tokens.train:,} train / {meta.tokens.val:,} validation tokens"
+        + (f" ({synthetic_meta.tokens:,} train tokens generated, {synthetic_meta.share_of_train_tokens:.0%})"
            if synthetic_meta else "")
         + f"; skipped {scan.skipped_non_utf8} non-UTF-8 and {scan.skipped_unreadable} unreadable files -> {out}")
     return meta
@@ -547,16 +587,16 @@ class TokenData:
 
     def __init__(self, data_dir: str | os.PathLike):
         self.dir = Path(data_dir)
-        self.meta = read_json(self.dir / "meta.json", "data metadata (run `sparse-circuits data` first)")
-        for name in ("train.bin", "val.bin", "tokenizer.json"):
+        self.meta = DataMeta.load(self.dir)
+        for name in (TRAIN_FILE, VAL_FILE, TOKENIZER_FILE):
             if not (self.dir / name).is_file():
                 raise UserError(f"{self.dir / name}: missing; re-run `sparse-circuits data --out {self.dir}`")
-        self.train = np.memmap(self.dir / "train.bin", dtype=np.uint16, mode="r")
-        self.val = np.memmap(self.dir / "val.bin", dtype=np.uint16, mode="r")
-        self.vocab_size = int(self.meta["vocab_size"])
+        self.train = np.memmap(self.dir / TRAIN_FILE, dtype=np.uint16, mode="r")
+        self.val = np.memmap(self.dir / VAL_FILE, dtype=np.uint16, mode="r")
+        self.vocab_size = self.meta.vocab_size
 
     def bigram_logprobs(self) -> torch.Tensor:
-        counts = read_safetensors(self.dir / "bigram.safetensors", "bigram counts")["counts"]
+        counts = read_safetensors(self.dir / BIGRAM_FILE, "bigram counts")["counts"]
         return bigram_logprobs(counts)
 
     def batch(self, split: DataSplit, batch_size: int, context: int, seed: int, index: int,

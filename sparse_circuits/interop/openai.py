@@ -31,11 +31,12 @@ from pathlib import Path
 
 import torch
 
-from ..checkpoint import load_model, load_run_config, save_state_dict, write_run_config
+from ..checkpoint import save_state_dict
 from ..config import BigramTable, ModelConfig, Positions, RunConfig, SparsityConfig, to_dict
 from ..data import check_same_tokenizer, load_tokenizer
 from ..errors import UserError
 from ..fileio import atomic_path, read_json, sha256_file, write_json
+from ..runs import Run
 from ..model import GPT, RMSNorm
 from ..nodes import NodeLocation
 from .bpe import ENCODER_FILE, MERGES_FILE, export_bpe, load_bpe
@@ -44,6 +45,7 @@ CONFIG_FILE = "beeg_config.json"
 WEIGHTS_FILE = "final_model.pt"
 IMPORT_RECORD = "import.json"  # in our run directory: where the model came from, what was dropped
 EXPORT_SIDECAR = "sparse_circuits.json"  # in an exported directory: our config, for an exact round trip
+HUB_WEIGHTS_FILES = ("model.safetensors", "pytorch_model.bin")  # the Hugging Face copy's names for its weights
 HUB_PREFIX = "circuit_model."  # weights of the Hugging Face copy (openai/circuit-sparsity) sit under it
 
 # Their names of the node locations (afrac_loctypes).
@@ -225,10 +227,10 @@ def read_release_weights(path: Path) -> dict[str, torch.Tensor]:
 
 
 def _find_weights(src: Path) -> Path:
-    for name in (WEIGHTS_FILE, "model.safetensors", "pytorch_model.bin"):
+    for name in (WEIGHTS_FILE, HUB_WEIGHTS_FILES[0], HUB_WEIGHTS_FILES[1]):
         if (src / name).is_file():
             return src / name
-    raise UserError(f"{src}: no {WEIGHTS_FILE} (or model.safetensors / pytorch_model.bin) in it")
+    raise UserError(f"{src}: no {WEIGHTS_FILE} (or {' / '.join(HUB_WEIGHTS_FILES)}) in it")
 
 
 def _find_tokenizer(src: Path, tokenizer_dir: str | os.PathLike | None):
@@ -279,33 +281,7 @@ def import_openai(src_dir: str | os.PathLike, out_dir: str | os.PathLike,
 
     weights_path = _find_weights(src)
     log(f"import-openai: reading {weights_path}")
-    sd = read_release_weights(weights_path)
-    dropped = sorted(k for k in sd if _is_mask_buffer(k) and sd[k].dim() == 4)
-    for k in dropped:
-        del sd[k]
-    expected = rel.expected_shapes()
-    if rel.tied_unembed:  # one tensor under two names; either may be the one saved
-        for a, b in (("lm_head.weight", "transformer.wte.weight"), ("transformer.wte.weight", "lm_head.weight")):
-            if a not in sd and b in sd:
-                sd[a] = sd[b]
-    missing = sorted(set(expected) - set(sd))
-    extra = sorted(set(sd) - set(expected) - OPTIONAL_TENSORS)
-    if missing:
-        raise UserError(f"{weights_path}: tensor {missing[0]!r} is missing ({len(missing)} in all) for the config in "
-                        f"{config_path.name}; the files do not belong together")
-    if extra:
-        raise UserError(f"{weights_path}: unexpected tensor {extra[0]!r} ({len(extra)} in all) for the config in "
-                        f"{config_path.name}; the files do not belong together")
-    for name, shape in expected.items():
-        if tuple(sd[name].shape) != shape:
-            raise UserError(f"{weights_path}: tensor {name} has shape {tuple(sd[name].shape)}, the config says {shape}")
-    if "final_logits_bias" in sd and tuple(sd["final_logits_bias"].shape) != (rel.vocab_size,):
-        raise UserError(f"{weights_path}: final_logits_bias has shape {tuple(sd['final_logits_bias'].shape)}, "
-                        f"expected ({rel.vocab_size},)")
-    for name, t in sd.items():
-        if not t.is_floating_point() or not bool(torch.isfinite(t).all()):
-            raise UserError(f"{weights_path}: tensor {name} is not finite floating point; the file is damaged")
-
+    sd, dropped = _checked_release_weights(weights_path, rel, config_path.name)
     wpe_nonzero = rel.d_pos_emb is None and bool(sd["transformer.wpe.weight"].count_nonzero())
     cfg = rel.model_config(wpe_nonzero, norm_eps)
     if rel.d_pos_emb is not None and ours_cfg.get("positions_at_input_site") is False:
@@ -315,18 +291,20 @@ def import_openai(src_dir: str | os.PathLike, out_dir: str | os.PathLike,
     names = _our_shapes(cfg)
     if set(ours) != set(names) or any(tuple(ours[k].shape) != names[k] for k in names):
         raise RuntimeError("import-openai: converted tensors do not match our model (a bug; please report it)")
-    sparsified = [k for k in ours if k.endswith(".weight") and k.split(".")[-2] in {"c_q", "c_k", "c_v", "c_proj", "c_fc"}]
+    with torch.device("meta"):  # the blocks' linear weights, as the model names them (no allocation)
+        sparsified = [k for k in GPT(cfg).sparsified_parameters() if k.startswith("blocks.") and k.endswith(".weight")]
     nonzero = sum(int(ours[k].count_nonzero()) for k in sparsified) / max(1, sum(ours[k].numel() for k in sparsified))
 
     run_cfg = RunConfig(model=cfg, sparsity=SparsityConfig(nonzero_frac=max(nonzero, 1e-9)),
                         data_dir=str(data_dir) if data_dir is not None else "")
     run_cfg.validate()
     out.mkdir(parents=True, exist_ok=True)
-    save_state_dict(out / "model.safetensors", ours, cfg, step=0)
+    run = Run(out)
+    save_state_dict(run.weights_path, ours, cfg, step=0)
     del ours
-    with atomic_path(out / "tokenizer.json") as tmp:
+    with atomic_path(run.tokenizer_path) as tmp:
         tok.save(str(tmp))
-    write_run_config(out, run_cfg)
+    run.write_config(run_cfg)
     record = {"source": str(src.resolve()), "config_file": config_path.name, "weights_file": weights_path.name,
               "weights_sha256": sha256_file(weights_path), "tokenizer": tok_source,
               "release_config": dataclasses.asdict(rel), "keys_without_effect": ignored,
@@ -341,6 +319,55 @@ def import_openai(src_dir: str | os.PathLike, out_dir: str | os.PathLike,
     return run_cfg
 
 
+def _checked_release_weights(weights_path: Path, rel: ReleaseConfig, config_name: str
+                             ) -> tuple[dict[str, torch.Tensor], list[str]]:
+    """Their state dict, without the attention-mask buffers (returned by name), with every tensor the
+    config implies present, of its shape, finite floating point; one-line errors otherwise."""
+    sd = read_release_weights(weights_path)
+    dropped = sorted(k for k in sd if _is_mask_buffer(k) and sd[k].dim() == 4)
+    for k in dropped:
+        del sd[k]
+    expected = rel.expected_shapes()
+    if rel.tied_unembed:  # one tensor under two names; either may be the one saved
+        for a, b in (("lm_head.weight", "transformer.wte.weight"), ("transformer.wte.weight", "lm_head.weight")):
+            if a not in sd and b in sd:
+                sd[a] = sd[b]
+    missing = sorted(set(expected) - set(sd))
+    extra = sorted(set(sd) - set(expected) - OPTIONAL_TENSORS)
+    if missing:
+        raise UserError(f"{weights_path}: tensor {missing[0]!r} is missing ({len(missing)} in all) for the config in "
+                        f"{config_name}; the files do not belong together")
+    if extra:
+        raise UserError(f"{weights_path}: unexpected tensor {extra[0]!r} ({len(extra)} in all) for the config in "
+                        f"{config_name}; the files do not belong together")
+    for name, shape in expected.items():
+        if tuple(sd[name].shape) != shape:
+            raise UserError(f"{weights_path}: tensor {name} has shape {tuple(sd[name].shape)}, the config says {shape}")
+    if "final_logits_bias" in sd and tuple(sd["final_logits_bias"].shape) != (rel.vocab_size,):
+        raise UserError(f"{weights_path}: final_logits_bias has shape {tuple(sd['final_logits_bias'].shape)}, "
+                        f"expected ({rel.vocab_size},)")
+    for name, t in sd.items():
+        if not t.is_floating_point() or not bool(torch.isfinite(t).all()):
+            raise UserError(f"{weights_path}: tensor {name} is not finite floating point; the file is damaged")
+    return sd, dropped
+
+
+# -- the name table, used both ways -------------------------------------------------------------
+# Per block, in the order their state dict lists the tensors: (their suffix, our suffix) after
+# "transformer.h.{i}." / "blocks.{i}.". Import reads the left name and writes the right one; export
+# the other way round. The fused c_attn is split into (joined from) QKV in their order.
+BLOCK_NORMS = (("ln_1.weight", "ln_1.weight"), ("ln_2.weight", "ln_2.weight"))
+FUSED_QKV = ("attn.c_attn", ("attn.c_q", "attn.c_k", "attn.c_v"))
+BLOCK_LINEARS = (("attn.c_proj", "attn.c_proj"), ("mlp.c_fc", "mlp.c_fc"), ("mlp.c_proj", "mlp.c_proj"))
+SINK = ("attn.attn_imp.sink_logit", "attn.sink_logit")
+POSITION_NORMS = (("ln_p1.weight", "attn.ln_pos.weight"), ("ln_p2.weight", "mlp.ln_pos.weight"))
+FINAL_NORM = ("transformer.ln_f.weight", "ln_f.weight")
+
+
+def block_prefixes(i: int) -> tuple[str, str]:
+    return f"transformer.h.{i}.", f"blocks.{i}."
+
+
 def _our_shapes(cfg: ModelConfig) -> dict[str, tuple[int, ...]]:
     """Names and shapes of our GPT's state dict, without allocating it."""
     with torch.device("meta"):
@@ -353,7 +380,7 @@ def _to_ours(sd: dict[str, torch.Tensor], rel: ReleaseConfig, cfg: ModelConfig) 
     f32 = lambda t: t.detach().to(torch.float32).contiguous()
     zeros = lambda n: torch.zeros(n)
     ours = {"wte.weight": f32(sd["transformer.wte.weight"]),
-            "ln_f.weight": f32(sd["transformer.ln_f.weight"]),
+            FINAL_NORM[1]: f32(sd[FINAL_NORM[0]]),
             "lm_head.weight": f32(sd["lm_head.weight"]).clone() if rel.tied_unembed else f32(sd["lm_head.weight"]),
             "lm_head.bias": f32(sd["final_logits_bias"]) if "final_logits_bias" in sd else zeros(rel.vocab_size)}
     if cfg.positions == Positions.LEARNED:
@@ -364,22 +391,23 @@ def _to_ours(sd: dict[str, torch.Tensor], rel: ReleaseConfig, cfg: ModelConfig) 
         ours["bigram"] = f32(sd["bigram_table"])
     width = rel.n_head * rel.d_head
     for i in range(rel.n_layer):
-        p, q = f"transformer.h.{i}.", f"blocks.{i}."
-        ours[q + "ln_1.weight"] = f32(sd[p + "ln_1.weight"])
-        ours[q + "ln_2.weight"] = f32(sd[p + "ln_2.weight"])
-        w = sd[p + "attn.c_attn.weight"]
-        b = sd[p + "attn.c_attn.bias"] if rel.bias else zeros(3 * width)
-        for j, name in enumerate(("c_q", "c_k", "c_v")):  # their split order: q, k, v
-            ours[q + f"attn.{name}.weight"] = f32(w[j * width:(j + 1) * width])
-            ours[q + f"attn.{name}.bias"] = f32(b[j * width:(j + 1) * width])
-        for mod, d_out in (("attn.c_proj", rel.d_model), ("mlp.c_fc", rel.d_mlp), ("mlp.c_proj", rel.d_model)):
-            ours[q + mod + ".weight"] = f32(sd[p + mod + ".weight"])
-            ours[q + mod + ".bias"] = f32(sd[p + mod + ".bias"]) if rel.bias else zeros(d_out)
+        p, q = block_prefixes(i)
+        for theirs, own in BLOCK_NORMS:
+            ours[q + own] = f32(sd[p + theirs])
+        fused, split = FUSED_QKV
+        w = sd[p + fused + ".weight"]
+        b = sd[p + fused + ".bias"] if rel.bias else zeros(3 * width)
+        for j, name in enumerate(split):
+            ours[q + name + ".weight"] = f32(w[j * width:(j + 1) * width])
+            ours[q + name + ".bias"] = f32(b[j * width:(j + 1) * width])
+        for (theirs, own), d_out in zip(BLOCK_LINEARS, (rel.d_model, rel.d_mlp, rel.d_model)):
+            ours[q + own + ".weight"] = f32(sd[p + theirs + ".weight"])
+            ours[q + own + ".bias"] = f32(sd[p + theirs + ".bias"]) if rel.bias else zeros(d_out)
         if rel.sink:
-            ours[q + "attn.sink_logit"] = f32(sd[p + "attn.attn_imp.sink_logit"])
+            ours[q + SINK[1]] = f32(sd[p + SINK[0]])
         if rel.d_pos_emb is not None:
-            ours[q + "attn.ln_pos.weight"] = f32(sd[p + "ln_p1.weight"])
-            ours[q + "mlp.ln_pos.weight"] = f32(sd[p + "ln_p2.weight"])
+            for theirs, own in POSITION_NORMS:
+                ours[q + own] = f32(sd[p + theirs])
     return ours
 
 
@@ -416,38 +444,41 @@ def export_openai(run_dir: str | os.PathLike, out_dir: str | os.PathLike, log=pr
     """Write a run's model in the release's format: beeg_config.json, final_model.pt (tensors
     only), encoder.json + vocab.bpe with the data-gym id layout (weights permuted to match), and
     sparse_circuits.json (our config, so that importing it back is exact)."""
-    run_dir, out = Path(run_dir), Path(out_dir)
-    cfg = load_run_config(run_dir)
+    run, out = Run(run_dir), Path(out_dir)
+    cfg = run.config()
     config = release_config(cfg.model)
-    tok = load_tokenizer(run_dir / "tokenizer.json")
-    model, _ = load_model(run_dir, sparse_threshold=0.0)
+    tok = run.tokenizer()
+    model, _ = run.load_model(sparse_threshold=0.0)
     out.mkdir(parents=True, exist_ok=True)
     order = torch.tensor(export_bpe(tok, out))
     s = {k: v.detach() for k, v in model.state_dict().items()}
     sd = {"transformer.wte.weight": s["wte.weight"][order],
           "transformer.wpe.weight": (s["wpe.weight"] if "wpe.weight" in s else s["pos_channels"]
                                      if "pos_channels" in s else torch.zeros(cfg.model.context, cfg.model.d_model)),
-          "transformer.ln_f.weight": s["ln_f.weight"],
+          FINAL_NORM[0]: s[FINAL_NORM[1]],
           "lm_head.weight": s["lm_head.weight"][order], "final_logits_bias": s["lm_head.bias"][order]}
     if "bigram" in s:
         sd["bigram_table"] = s["bigram"][order][:, order]
     for i in range(cfg.model.n_layer):
-        p, q = f"transformer.h.{i}.", f"blocks.{i}."
-        sd[p + "ln_1.weight"], sd[p + "ln_2.weight"] = s[q + "ln_1.weight"], s[q + "ln_2.weight"]
-        sd[p + "attn.c_attn.weight"] = torch.cat([s[q + f"attn.{n}.weight"] for n in ("c_q", "c_k", "c_v")])
-        sd[p + "attn.c_attn.bias"] = torch.cat([s[q + f"attn.{n}.bias"] for n in ("c_q", "c_k", "c_v")])
-        for mod in ("attn.c_proj", "mlp.c_fc", "mlp.c_proj"):
-            sd[p + mod + ".weight"], sd[p + mod + ".bias"] = s[q + mod + ".weight"], s[q + mod + ".bias"]
+        p, q = block_prefixes(i)
+        for theirs, own in BLOCK_NORMS:
+            sd[p + theirs] = s[q + own]
+        fused, split = FUSED_QKV
+        for kind in ("weight", "bias"):
+            sd[p + f"{fused}.{kind}"] = torch.cat([s[q + f"{name}.{kind}"] for name in split])
+        for theirs, own in BLOCK_LINEARS:
+            sd[p + theirs + ".weight"], sd[p + theirs + ".bias"] = s[q + own + ".weight"], s[q + own + ".bias"]
         if cfg.model.attention_sink:
-            sd[p + "attn.attn_imp.sink_logit"] = s[q + "attn.sink_logit"]
+            sd[p + SINK[0]] = s[q + SINK[1]]
         if cfg.model.positions == Positions.CONCAT:
-            sd[p + "ln_p1.weight"], sd[p + "ln_p2.weight"] = s[q + "attn.ln_pos.weight"], s[q + "mlp.ln_pos.weight"]
+            for theirs, own in POSITION_NORMS:
+                sd[p + theirs] = s[q + own]
     sd = {k: v.contiguous().clone() for k, v in sd.items()}
     with atomic_path(out / WEIGHTS_FILE) as tmp:
         torch.save(sd, tmp)
     write_json(out / CONFIG_FILE, config)
     write_json(out / EXPORT_SIDECAR, {"note": "written by sparse-circuits export-openai; their code ignores this file",
-                                      "source_run": str(run_dir.resolve()), "model": to_dict(cfg.model)})
+                                      "source_run": str(run.dir.resolve()), "model": to_dict(cfg.model)})
     eps_note = None
     if cfg.model.norm_eps is not None:
         eps_note = _eps_difference(model, cfg.model)

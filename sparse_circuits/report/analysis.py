@@ -33,12 +33,7 @@ TOP_TOKENS = 8
 
 def circuit_hooks(model: GPT, circuit: Circuit, idx: torch.Tensor) -> Hooks:
     """The circuit's intervention for a whole-sequence forward on `idx`."""
-    return circuit_intervention(model, circuit).hooks(model, idx)
-
-
-def circuit_intervention(model: GPT, circuit: Circuit) -> CircuitIntervention:
-    keep = circuit.keep_masks({n: s.width for n, s in model.node_sites().items()})
-    return CircuitIntervention.keeping(keep, circuit.means, circuit.config.freeze_norms)
+    return circuit.intervention(model).hooks(model, idx)
 
 
 @torch.no_grad()
@@ -214,7 +209,7 @@ def probe_accuracies(model: GPT, circuit: Circuit, tokenizer: Tokenizer, n_pairs
         tt = TaskTensors.of(probe.build(tokenizer, Split.TEST, n_pairs, 0), model, tokenizer)
         accuracy = {}
         for name, intervention in (("model", CircuitIntervention.keeping(None, {})),
-                                   ("circuit", circuit_intervention(model, circuit))):
+                                   ("circuit", circuit.intervention(model))):
             _, diffs = intervention.task_loss(model, tt)
             accuracy[name] = float((diffs > 0).float().mean())
         out.append({"task": probe.name, "description": probe.description, "pairs": n_pairs} | accuracy)

@@ -14,6 +14,7 @@ import base64
 import io
 import os
 import time
+from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 
@@ -24,6 +25,7 @@ from ..fileio import write_bytes, write_text
 from ..sweep.frontier import FRONTIER_DIR, Frontier, load_frontier, seed_means, write_frontier_json
 from ..sweep.grid import ModelKind
 from ..tasks.evaluate import CHANCE_LOSS
+from .pages import environment
 from .plots import COLOURS, OTHER_COLOURS
 
 PAPER_RATIO = 16  # the paper's dense/sparse ratio of circuit sizes at matched pretraining loss
@@ -190,9 +192,16 @@ def section_context(fr: Frontier, pngs: dict[str, bytes]) -> dict:
     return {"fr": fr, "images": images, "paper_ratio": PAPER_RATIO, "frac_label": _frac_label}
 
 
+@dataclass(frozen=True)
+class FrontierPage:
+    """What `write_frontier` wrote: the figures, the page, and the frontier they show."""
+    figures: list[Path]
+    page: Path
+    frontier: Frontier
+
+
 def write_frontier(sweep_dir: str | os.PathLike, log=print) -> dict:
-    """Figures, frontier.json and the page for a sweep directory; returns {figures, page, frontier}."""
-    from .site import _environment  # the report's Jinja environment (filters, static files)
+    """Figures, frontier.json and the page for a sweep directory."""
 
     start = time.perf_counter()
     fr = load_frontier(sweep_dir)
@@ -202,11 +211,11 @@ def write_frontier(sweep_dir: str | os.PathLike, log=print) -> dict:
     files = []
     for name, png in pngs.items():
         write_bytes(out / f"{name}.png", png)
-        files.append(str(out / f"{name}.png"))
-    page = _environment().get_template("frontier.html.j2").render(
+        files.append(out / f"{name}.png")
+    page = environment().get_template("frontier.html.j2").render(
         title="sparse-circuits frontier", sweep_dir=str(sweep_dir), **section_context(fr, pngs))
     write_text(out / "index.html", page)
     os.chmod(out / "index.html", 0o644)
     log(f"frontier: {len(fr.table.rows)} models, {len(pngs)} figures in {time.perf_counter() - start:.1f} s "
         f"-> {out / 'index.html'}")
-    return {"figures": files, "page": str(out / "index.html"), "frontier": fr}
+    return FrontierPage(files, out / "index.html", fr)

@@ -17,28 +17,28 @@ import os
 import re
 import time
 from dataclasses import dataclass, field
-from importlib import resources
 from pathlib import Path
 
-import jinja2
 import torch
 from tokenizers import Tokenizer
 from tqdm import tqdm
 
-from ..checkpoint import BRIDGE_QUALITY_FILE, BRIDGE_RECORD, STEERING_DIR, load_model, load_run_config
+from ..bridges.core import BridgeQuality
+from ..bridges.run import BridgeRecord
+from ..bridges.steer import SteeringResult
 from ..circuits.circuit import Circuit, load_circuit
 from ..circuits.summary import SUMMARY_FILE, PruneAllSummary, TaskStatus
 from ..circuits.validate import VALIDATION_FILE, Validation
-from ..config import to_dict
-from ..data import load_tokenizer
+from ..config import ModelKind, to_dict
 from ..errors import UserError
-from ..fileio import read_json, sha256_file, write_text
+from ..fileio import write_text
 from ..model import GPT
 from ..nodes import NodeLocation
 from ..tasks import Split, get_task
 from ..tasks.evaluate import CHANCE_LOSS, RunScores, TaskTensors, load_or_evaluate_run
-from ..train import metric_records, summarize_run
+from ..runs import Run, RunSummary
 from . import analysis, plots
+from .pages import environment
 
 PAGE_PAIRS = 64  # test-split pairs whose activations a circuit page shows
 SNIPPET_WINDOWS = 256  # held-out pretraining windows searched for snippets
@@ -54,38 +54,48 @@ class CircuitEntry:
 
 @dataclass
 class RunView:
-    run_dir: Path
+    run: Run
     label: str
-    kind: str  # "sparse" or "dense"
-    summary: dict
+    kind: ModelKind
+    summary: RunSummary
     config: dict
     metrics: list[dict]
     scores: RunScores
     prune_summary: PruneAllSummary | None
     weights_sha256: str
     circuits: list[CircuitEntry] = field(default_factory=list)
-    bridges: dict | None = None  # a bridged run's bridge_quality.json, with its dense run
-    steering: list[dict] = field(default_factory=list)  # {"title", "png" (data URI), "result"} per steer run
+    bridges: BridgeView | None = None  # a bridged run's bridges
+    steering: list[SteeringView] = field(default_factory=list)  # one per steer run
 
 
-def _bridge_view(run_dir: Path) -> tuple[dict | None, list[dict]]:
+@dataclass
+class BridgeView:
+    dense_run: str
+    config: dict
+    quality: BridgeQuality | None  # None: the bridged run has not finished
+
+
+@dataclass
+class SteeringView:
+    title: str
+    result: SteeringResult
+    png: str | None  # data URI of the plot
+
+
+def _bridge_view(run: Run) -> tuple[BridgeView | None, list[SteeringView]]:
     """Bridge quality and steering results of a bridged run (docs/bridges.md), if any."""
-    if not (run_dir / BRIDGE_RECORD).is_file():
+    if not run.bridge_record_path.is_file():
         return None, []
-    record = read_json(run_dir / BRIDGE_RECORD, "bridge record")
-    quality = read_json(run_dir / BRIDGE_QUALITY_FILE, "bridge quality") if (run_dir / BRIDGE_QUALITY_FILE).is_file() else None
+    record = BridgeRecord.load(run.bridge_record_path)
+    quality = BridgeQuality.load(run.bridge_quality_path) if run.bridge_quality_path.is_file() else None
     steering = []
-    for path in sorted((run_dir / STEERING_DIR).glob("*.json")) if (run_dir / STEERING_DIR).is_dir() else []:
+    for path in sorted(run.steering_dir.glob("*.json")) if run.steering_dir.is_dir() else []:
         png = path.with_suffix(".png")
-        result = read_json(path, "steering result")
-        steering.append({"title": f"{result['task']}: {result['node']} via {result['site']}", "result": result,
-                         "png": "data:image/png;base64," + base64.b64encode(png.read_bytes()).decode("ascii")
-                         if png.is_file() else None})
-    return {"dense_run": record.get("dense_run"), "config": record.get("bridge"), "quality": quality}, steering
-
-
-def _kind(config: dict) -> str:
-    return "dense" if config["sparsity"]["nonzero_frac"] >= 1.0 else "sparse"
+        result = SteeringResult.load(path)
+        steering.append(SteeringView(f"{result.task}: {result.node} via {result.site}", result,
+                                     "data:image/png;base64," + base64.b64encode(png.read_bytes()).decode("ascii")
+                                     if png.is_file() else None))
+    return BridgeView(record.dense_run, record.bridge, quality), steering
 
 
 def _unique_label(run_dir: Path, taken: set[str]) -> str:
@@ -98,18 +108,17 @@ def _unique_label(run_dir: Path, taken: set[str]) -> str:
 
 
 def load_run_view(run_dir: Path, taken: set[str], progress: bool) -> RunView:
-    if not (run_dir / "model.safetensors").is_file():
-        raise UserError(f"{run_dir}: no model.safetensors; pass a run directory from `sparse-circuits train`")
-    cfg = load_run_config(run_dir)
+    run = Run(run_dir).require_weights()
+    cfg = run.config()
     config = to_dict(cfg)
-    circuits_dir = run_dir / "circuits"
-    bridges, steering = _bridge_view(run_dir)
-    return RunView(run_dir=run_dir, label=_unique_label(run_dir, taken), kind=_kind(config), bridges=bridges,
+    circuits_dir = run.circuits_dir
+    bridges, steering = _bridge_view(run)
+    return RunView(run=run, label=_unique_label(run_dir, taken), kind=cfg.sparsity.kind, bridges=bridges,
                    steering=steering,
-                   summary=summarize_run(run_dir), config=config, metrics=metric_records(run_dir),
+                   summary=run.summary(), config=config, metrics=run.metric_records(),
                    scores=load_or_evaluate_run(run_dir, progress=progress),
                    prune_summary=PruneAllSummary.load(circuits_dir) if (circuits_dir / SUMMARY_FILE).is_file() else None,
-                   weights_sha256=sha256_file(run_dir / "model.safetensors"))
+                   weights_sha256=run.weights_sha256())
 
 
 def _circuit_entry(directory: Path) -> CircuitEntry:
@@ -122,7 +131,7 @@ def attach_circuits(runs: list[RunView], circuit_dirs: list[Path]) -> None:
     each run shows the circuits under RUN_DIR/circuits."""
     if not circuit_dirs:
         for run in runs:
-            root = run.run_dir / "circuits"
+            root = run.run.circuits_dir
             for d in sorted(root.glob("*/circuit.json")) if root.is_dir() else []:
                 entry = _circuit_entry(d.parent)
                 if entry.circuit.model_sha256 == run.weights_sha256:
@@ -187,7 +196,7 @@ def circuit_page_data(model: GPT, tokenizer: Tokenizer, run: RunView, entry: Cir
                        "tau": float(c.tau[node.site][node.index]) if node.site in c.tau else None,
                        "head": (node.index // model.cfg.d_head) if node.location.head_channel else None}
     data = {
-        "model": {"label": run.label, "kind": run.kind, "run_dir": str(run.run_dir), "n_layer": model.cfg.n_layer,
+        "model": {"label": run.label, "kind": run.kind.value, "run_dir": str(run.run.dir), "n_layer": model.cfg.n_layer,
                   "d_head": model.cfg.d_head},
         "task": {"name": task.name, "description": task.description, "candidates": list(task.candidates),
                  "examples": [{"prompt": e.prompt, "correct": e.correct, "wrong": e.wrong}
@@ -215,26 +224,6 @@ def circuit_page_data(model: GPT, tokenizer: Tokenizer, run: RunView, entry: Cir
 
 # -- rendering --------------------------------------------------------------------------------
 
-def _environment() -> jinja2.Environment:
-    env = jinja2.Environment(loader=jinja2.PackageLoader("sparse_circuits.report", "templates"),
-                             autoescape=True, undefined=jinja2.StrictUndefined, trim_blocks=True,
-                             lstrip_blocks=True)
-    env.globals["static"] = lambda name: resources.files("sparse_circuits.report").joinpath(
-        "static", name).read_text(encoding="utf-8")
-    env.filters["num"] = _num
-    return env
-
-
-def _num(value, digits: int = 3) -> str:
-    if value is None:
-        return "–"
-    if isinstance(value, int):
-        return f"{value:,}"
-    if value != value:  # NaN
-        return "–"
-    return f"{value:.{digits}f}"
-
-
 def _task_rows(runs: list[RunView]) -> list[dict]:
     rows = []
     names = [s.task for s in runs[0].scores.scores] if runs else []
@@ -257,7 +246,7 @@ def _circuit_rows(runs: list[RunView]) -> list[dict]:
         for e in run.circuits:
             shown.add(e.circuit.task)
             v = e.validation
-            rows.append({"run": run.label, "kind": run.kind, "task": e.circuit.task, "page": e.page,
+            rows.append({"run": run.label, "kind": run.kind.value, "task": e.circuit.task, "page": e.page,
                          "nodes": e.circuit.num_nodes, "edges": e.circuit.num_edges,
                          "residual": len(e.circuit.residual_links), "qk": len(e.circuit.qk_pairs),
                          "loss": e.circuit.loss, "target": e.circuit.target_loss,
@@ -278,15 +267,15 @@ def _circuit_rows(runs: list[RunView]) -> list[dict]:
             elif r.status == TaskStatus.NOT_LEARNED:
                 unlearned.append(f"{task} ({r.test_accuracy:.2f})")
             else:
-                rows.append({"run": run.label, "kind": run.kind, "task": task, "page": None,
+                rows.append({"run": run.label, "kind": run.kind.value, "task": task, "page": None,
                              "note": r.error or "no circuit"})
         if unlearned:
-            rows.append({"run": run.label, "kind": run.kind, "task": f"{len(unlearned)} tasks", "page": None,
+            rows.append({"run": run.label, "kind": run.kind.value, "task": f"{len(unlearned)} tasks", "page": None,
                          "note": f"not attempted, the model's test accuracy is below {run.prune_summary.min_accuracy}: "
                                  + ", ".join(unlearned)})
         if skipped:
             limit = run.prune_summary.max_full_loss
-            rows.append({"run": run.label, "kind": run.kind, "task": f"{len(skipped)} tasks", "page": None,
+            rows.append({"run": run.label, "kind": run.kind.value, "task": f"{len(skipped)} tasks", "page": None,
                          "note": f"not attempted, the whole model's task loss is above {limit}: " + ", ".join(skipped)})
     return rows
 
@@ -295,16 +284,28 @@ def _sizes_plot(runs: list[RunView]) -> str | None:
     tasks = sorted({e.circuit.task for run in runs for e in run.circuits if not get_task(e.circuit.task).control})
     if not tasks:
         return None
-    models = [{"label": run.label, "kind": run.kind,
+    models = [{"label": run.label, "kind": run.kind.value,
                "edges": {e.circuit.task: e.circuit.num_edges for e in run.circuits},
                "nodes": {e.circuit.task: e.circuit.num_nodes for e in run.circuits}} for run in runs]
     return plots.circuit_sizes(tasks, models)
 
 
+@dataclass(frozen=True)
+class ReportSite:
+    """What `build_report` wrote: every page's size in bytes, keyed by its path under the site."""
+    pages: dict[str, int]
+    seconds: float
+    index: Path
+
+    @property
+    def total_bytes(self) -> int:
+        return sum(self.pages.values())
+
+
 def build_report(model_dirs: list[str | os.PathLike], circuit_dirs: list[str | os.PathLike], out_dir: str | os.PathLike,
                  progress: bool = True, snippet_windows: int = SNIPPET_WINDOWS, log=print,
-                 sweep_dir: str | os.PathLike | None = None) -> dict:
-    """Write the site; returns {pages: {path: bytes}, seconds}. With `sweep_dir`, the index also
+                 sweep_dir: str | os.PathLike | None = None) -> ReportSite:
+    """Write the site. With `sweep_dir`, the index also
     shows that sweep's frontier (report/frontier.py)."""
     start = time.perf_counter()
     if not model_dirs:
@@ -320,7 +321,7 @@ def build_report(model_dirs: list[str | os.PathLike], circuit_dirs: list[str | o
     taken: set[str] = set()
     runs = [load_run_view(Path(d), taken, progress) for d in model_dirs]
     attach_circuits(runs, [Path(d) for d in circuit_dirs])
-    env = _environment()
+    env = environment()
     pages: dict[str, int] = {}
 
     def write(rel: str, text: str) -> None:
@@ -334,8 +335,8 @@ def build_report(model_dirs: list[str | os.PathLike], circuit_dirs: list[str | o
         run.circuits.sort(key=lambda e: e.circuit.task)
         if not run.circuits:
             continue
-        model, cfg = load_model(run.run_dir)
-        tokenizer = load_tokenizer(run.run_dir / "tokenizer.json")
+        model, cfg = run.run.load_model()
+        tokenizer = run.run.tokenizer()
         windows = analysis.pretraining_windows(cfg.data_dir, cfg.model.context, snippet_windows)
         pretrain = pretraining_activations(model, windows, run.circuits)
         for entry in run.circuits:
@@ -347,12 +348,12 @@ def build_report(model_dirs: list[str | os.PathLike], circuit_dirs: list[str | o
                 title=f"{c.task} · {run.label}", data=data, loss_plot=loss_plot, run=run, chance=CHANCE_LOSS))
             bar.update()
     bar.close()
-    curves = plots.training_curves([{"label": r.label, "kind": r.kind, "metrics": r.metrics,
-                                     "baselines": r.summary.get("baselines_val_loss", {})} for r in runs])
+    curves = plots.training_curves([{"label": r.label, "kind": r.kind.value, "metrics": r.metrics,
+                                     "baselines": r.summary.baselines_val_loss} for r in runs])
     write("index.html", env.get_template("index.html.j2").render(
         title="sparse-circuits report", runs=runs, curves=curves, sizes=_sizes_plot(runs), tasks=_task_rows(runs),
         circuits=_circuit_rows(runs), chance=CHANCE_LOSS, frontier=frontier,
         configs={r.label: json.dumps(r.config, indent=1) for r in runs}))
     seconds = time.perf_counter() - start
     log(f"report: {len(pages)} pages, {sum(pages.values()) / 1e6:.2f} MB in {seconds:.1f} s -> {out / 'index.html'}")
-    return {"pages": pages, "seconds": seconds, "index": str(out / "index.html")}
+    return ReportSite(pages, seconds, out / "index.html")

@@ -17,7 +17,7 @@ import statistics
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from ..circuits.history import HISTORY_FILE, CircuitHistory
+from ..circuits.history import CIRCUIT_HISTORY_FILE, CircuitHistory
 from ..circuits.summary import geomean_edges
 from ..fileio import write_json
 from .grid import ModelKind
@@ -168,7 +168,7 @@ def load_frontier(sweep_dir: str | os.PathLike) -> Frontier:
     sweep_dir = Path(sweep_dir)
     table = SweepTable.load(sweep_dir)
     ratios = matched_ratios(table)
-    histories = [CircuitHistory.load(p) for p in sorted((sweep_dir / HISTORY_DIR).glob(f"*/{HISTORY_FILE}"))]
+    histories = [CircuitHistory.load(p) for p in sorted((sweep_dir / HISTORY_DIR).glob(f"*/{CIRCUIT_HISTORY_FILE}"))]
     return Frontier(table, ratios, ratio_spread(ratios), load_matched(sweep_dir), histories)
 
 

@@ -9,22 +9,17 @@ width sets d_model; d_mlp is `mlp_ratio` times it; everything else comes from th
 
 from __future__ import annotations
 
-import enum
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..circuits.api import DEFAULT_BUDGET, MAX_FULL_LOSS, PRUNE_PAIRS
 from ..circuits.prune import PruneConfig
-from ..config import Preset, RunConfig, dataclass_from_dict, merge_overrides, resolve_run_config, to_dict
+from ..config import ModelKind, Preset, RunConfig, dataclass_from_dict, merge_overrides, resolve_run_config, to_dict
 from ..errors import UserError
+from ..data.meta import DataMeta
 from ..fileio import read_json
 from ..nodes import NodeLocation
 from ..tasks import all_tasks
-
-
-class ModelKind(str, enum.Enum):
-    SPARSE = "sparse"
-    DENSE = "dense"
 
 
 @dataclass
@@ -146,10 +141,9 @@ class GridConfig:
         return ModelSpec(ModelKind.SPARSE, h.width, h.nonzero_frac, acts[0], seed)
 
     def run_config(self, spec: "ModelSpec", data_dir: str | Path) -> RunConfig:
-        meta = read_json(Path(data_dir) / "meta.json", "data metadata (run `sparse-circuits data` first)")
         grid_part: dict = {"data_dir": str(Path(data_dir)),
                            "model": {"d_model": spec.width, "d_mlp": self.mlp_ratio * spec.width,
-                                     "vocab_size": meta["vocab_size"]},
+                                     "vocab_size": DataMeta.load(data_dir).vocab_size},
                            "sparsity": {"nonzero_frac": spec.nonzero_frac},
                            "train": {"seed": spec.seed}}
         if spec.activation_frac is not None:

@@ -25,18 +25,18 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from ..checkpoint import checkpoint_dirs, load_model, load_run_config
 from ..circuits.api import prune_all
-from ..circuits.history import HISTORY_FILE, CircuitHistory, circuit_history
+from ..circuits.history import CIRCUIT_HISTORY_FILE, CircuitHistory, circuit_history
 from ..circuits.summary import PruneAllSummary, TaskStatus
 from ..config import RunConfig, to_dict
 from ..data import TokenData
 from ..errors import UserError
-from ..fileio import read_json, sha256_file, write_json
+from ..fileio import read_json, write_json
 from ..parallel import TrainJob, one_thread, side_by_side_workers, train_side_by_side
 from ..tasks import all_tasks
 from ..tasks.evaluate import LEARNED_ACCURACY, load_or_evaluate_run
-from ..train import final_metrics, full_validation_loss, train
+from ..runs import Run
+from ..train import full_validation_loss, train
 from .grid import GridConfig, ModelKind, ModelSpec
 from .table import ROW_FILE, ModelRow, SweepTable, task_set
 
@@ -164,15 +164,15 @@ class Sweep:
         return SweepTable(rows, task_set(rows, self.grid.tasks))
 
     def _finished_row(self, spec: ModelSpec) -> ModelRow | None:
-        run_dir = self.run_dir(spec)
-        path, weights = run_dir / ROW_FILE, run_dir / "model.safetensors"
-        if not (path.is_file() and weights.is_file()):
+        run = Run(self.run_dir(spec))
+        path = run.dir / ROW_FILE
+        if not (path.is_file() and run.has_weights()):
             return None
         try:
             row = ModelRow.from_dict(read_json(path, "sweep row"), str(path))
         except UserError:
             return None  # damaged: the model is redone (its training and circuits are reused)
-        same = (row.weights_sha256 == sha256_file(weights) and row.prune_settings == self.prune_settings()
+        same = (row.weights_sha256 == run.weights_sha256() and row.prune_settings == self.prune_settings()
                 and row.steps == self.configs[spec.name].train.steps)
         return row if same else None
 
@@ -180,20 +180,12 @@ class Sweep:
 
     def _job(self, spec: ModelSpec) -> TrainJob:
         cfg, run_dir = self.configs[spec.name], self.run_dir(spec)
-        resume = (run_dir / "config.json").is_file()
-        if resume:
-            saved = load_run_config(run_dir)
-            for name in ("steps", "device", "threads"):  # what a resumed run may change (train.RESUMABLE)
-                setattr(saved.train, name, getattr(cfg.train, name))
-            if to_dict(saved) != to_dict(cfg):
-                raise UserError(f"{run_dir}: holds a run with another config than the grid gives it; "
-                                "delete that directory or use another --out")
-        return TrainJob(cfg, run_dir, resume)
+        return TrainJob(cfg, run_dir, Run(run_dir).continues_with(cfg, hint=" from the one the grid gives it"))
 
     def train_side_by_side(self, specs: list[ModelSpec]) -> None:
         """Train the models not yet trained, several at once, one thread each (a CPU with cores to spare)."""
         todo = [s for s in specs if self._finished_row(s) is None
-                and final_metrics(self.run_dir(s)).get("step", 0) < self.configs[s.name].train.steps]
+                and Run(self.run_dir(s)).final_metrics().get("step", 0) < self.configs[s.name].train.steps]
         device = self.configs[specs[0].name].train.device if specs else "cpu"
         workers = self.jobs or side_by_side_workers(device, len(todo))
         if workers < 2 or len(todo) < 2:
@@ -209,15 +201,15 @@ class Sweep:
             self.log("  finished earlier; kept")
             return row
         job = self._job(spec)
-        cfg, run_dir = job.cfg, job.out
+        cfg, run_dir, run = job.cfg, job.out, Run(job.out)
         final = train(cfg, run_dir, resume=job.resume, progress=self.progress)
         self.log(f"  trained: val loss {final.get('val_loss', float('nan')):.3f}")
         scores = load_or_evaluate_run(run_dir, progress=self.progress)
         p = self.grid.prune
-        summary = prune_all(run_dir, run_dir / "circuits", p.config(), p.budget, p.pairs,
+        summary = prune_all(run_dir, run.circuits_dir, p.config(), p.budget, p.pairs,
                             include_controls=p.include_controls, max_full_loss=p.max_full_loss, progress=self.progress,
                             log=lambda line: self.log("  " + line), reuse=True)
-        model, _ = load_model(run_dir, sparse_threshold=0.0)
+        model, _ = run.load_model(sparse_threshold=0.0)
         held = full_validation_loss(model, TokenData(cfg.data_dir), cfg.model.context)
         params = list(model.parameters())
         row = ModelRow(
@@ -230,9 +222,9 @@ class Sweep:
             circuits={n: o.num_edges for n, o in summary.tasks.items() if o.counted},
             bigram_decided=summary.bigram_decided_tasks,
             no_circuit=[n for n, o in summary.tasks.items() if o.status == TaskStatus.NO_CIRCUIT],
-            train_seconds=float(final_metrics(run_dir).get("elapsed_s", 0.0)),
+            train_seconds=float(run.final_metrics().get("elapsed_s", 0.0)),
             prune_seconds=sum(o.seconds or 0.0 for o in summary.tasks.values()),
-            weights_sha256=sha256_file(run_dir / "model.safetensors"), prune_settings=self.prune_settings())
+            weights_sha256=run.weights_sha256(), prune_settings=self.prune_settings())
         write_json(run_dir / ROW_FILE, row.as_dict())
         self.log(f"  {len(row.tasks_learned)} tasks at accuracy >= {LEARNED_ACCURACY}, {len(row.circuits)} counted "
                  f"circuits, held-out loss {row.val_loss:.3f}")
@@ -270,7 +262,7 @@ class Sweep:
     def _at_target(self, run_dir: Path, target: float, tasks: list[str]) -> PruneAllSummary:
         p = self.grid.prune
         if target == p.target_loss:  # the model's own prune-all already has these
-            return PruneAllSummary.load(run_dir / "circuits")
+            return PruneAllSummary.load(Run(run_dir).circuits_dir)
         return prune_all(run_dir, run_dir / f"circuits-target-{target:g}", p.config(target), p.budget, p.pairs,
                          include_controls=False, max_full_loss=p.max_full_loss, progress=self.progress, reuse=True,
                          only=tasks,
@@ -282,9 +274,9 @@ class Sweep:
         h, spec = self.grid.history, self.grid.history_spec()
         p = self.grid.prune
         out = self.out / HISTORY_DIR / spec.name
-        kept = len(checkpoint_dirs(self.run_dir(spec)))
-        if (out / HISTORY_FILE).is_file():
-            earlier = CircuitHistory.load(out / HISTORY_FILE)
+        kept = len(Run(self.run_dir(spec)).checkpoint_dirs())
+        if (out / CIRCUIT_HISTORY_FILE).is_file():
+            earlier = CircuitHistory.load(out / CIRCUIT_HISTORY_FILE)
             if (earlier.task == h.task and earlier.target_loss == p.target_loss and len(earlier.points) == kept
                     and all(q.weight_density is not None for q in earlier.points)):  # older files lack it
                 return

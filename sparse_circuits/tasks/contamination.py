@@ -28,6 +28,8 @@ import numpy as np
 from tokenizers import Tokenizer
 
 from ..data import EOT, load_tokenizer
+from ..data.meta import TOKENIZER_FILE, TRAIN_FILE, DataMeta
+from ..errors import UserError
 from ..fileio import read_json, write_json
 from .core import Split, Task, TaskNotExpressible
 from .registry import all_tasks
@@ -89,6 +91,36 @@ class TaskContamination:
         return self.verbatim / self.prompts if self.prompts else float("nan")
 
 
+@dataclass
+class ContaminationReport:
+    """DATA_DIR/contamination.json: every task's test prompts measured against the training tokens."""
+    key: dict  # the data fingerprint, REPORT_VERSION and the number of pairs: a cached report is reused only for these
+    split: str
+    long_prompt_tokens: int
+    rare_trigram: int
+    rare_last3: int
+    tasks: list[TaskContamination]
+
+    @property
+    def long_verbatim(self) -> int:
+        """Long test prompts found verbatim in the training tokens, over every task."""
+        return sum(r.long_verbatim for r in self.tasks)
+
+    def as_dict(self) -> dict:
+        return {"key": self.key, "split": self.split, "long_prompt_tokens": self.long_prompt_tokens,
+                "rare_trigram": self.rare_trigram, "rare_last3": self.rare_last3,
+                "tasks": [asdict(r) | {"verbatim_share": r.verbatim_share} for r in self.tasks]}
+
+    @classmethod
+    def from_dict(cls, d: dict, where: str) -> ContaminationReport:
+        try:
+            rows = [TaskContamination(**{k: v for k, v in r.items() if k != "verbatim_share"}) for r in d["tasks"]]
+            return cls(d["key"], d["split"], d["long_prompt_tokens"], d["rare_trigram"], d["rare_last3"], rows)
+        except (KeyError, TypeError) as e:
+            raise UserError(f"{where}: not a contamination report ({type(e).__name__}: {e}); delete it to measure "
+                            "again") from None
+
+
 def _counts(sorted_hashes: np.ndarray, queries: np.ndarray) -> np.ndarray:
     return np.searchsorted(sorted_hashes, queries, side="right") - np.searchsorted(sorted_hashes, queries, side="left")
 
@@ -147,35 +179,34 @@ def measure(train_tokens: np.ndarray, tokenizer: Tokenizer, tasks: list[Task] | 
     return [results[t.name] for t in tasks]
 
 
-def contamination_report(data_dir: str | os.PathLike, n_pairs: int = 128, log=print) -> dict:
+def contamination_report(data_dir: str | os.PathLike, n_pairs: int = 128, log=print) -> ContaminationReport:
     """Measure the data directory's training tokens against every task; write contamination.json."""
     data_dir = Path(data_dir)
-    meta = read_json(data_dir / "meta.json", "data metadata (run `sparse-circuits data` first)")
+    meta = DataMeta.load(data_dir)
     path = data_dir / CONTAMINATION_FILE
-    key = {"fingerprint": meta["fingerprint"], "version": REPORT_VERSION, "pairs": n_pairs}
+    key = {"fingerprint": meta.fingerprint, "version": REPORT_VERSION, "pairs": n_pairs}
     if path.is_file():
         cached = read_json(path, "contamination report")
-        if cached.get("key") == key:
+        if isinstance(cached, dict) and cached.get("key") == key:
             log(f"contamination: reusing {path}")
-            return cached
-    tokens = np.fromfile(data_dir / "train.bin", dtype=np.uint16)
-    rows = measure(tokens, load_tokenizer(data_dir / "tokenizer.json"), n_pairs=n_pairs)
-    report = {"key": key, "split": Split.TEST.value, "long_prompt_tokens": LONG_PROMPT, "rare_trigram": RARE,
-              "rare_last3": RARE_LAST3, "tasks": [asdict(r) | {"verbatim_share": r.verbatim_share} for r in rows]}
-    write_json(path, report)
+            return ContaminationReport.from_dict(cached, str(path))
+    tokens = np.fromfile(data_dir / TRAIN_FILE, dtype=np.uint16)
+    rows = measure(tokens, load_tokenizer(data_dir / TOKENIZER_FILE), n_pairs=n_pairs)
+    report = ContaminationReport(key, Split.TEST.value, LONG_PROMPT, RARE, RARE_LAST3, rows)
+    write_json(path, report.as_dict())
     log(format_report(report))
     return report
 
 
-def format_report(report: dict) -> str:
+def format_report(report: ContaminationReport) -> str:
     lines = [f"{'task':28} {'verbatim':>9} {'doc start':>9} {'long verb.':>10} {'last-3 median':>13} "
              f"{'last-3 rare':>11} {'rare 3-grams':>12}  commonest rare ending"]
-    for r in report["tasks"]:
-        if r["error"]:
-            lines.append(f"{r['task']:28} not expressible with this tokenizer")
+    for r in report.tasks:
+        if r.error:
+            lines.append(f"{r.task:28} not expressible with this tokenizer")
             continue
-        lines.append(f"{r['task']:28} {r['verbatim']:>4}/{r['prompts']:<4} {r['verbatim_doc_start']:>9} "
-                     f"{r['long_verbatim']:>4}/{r['long_prompts']:<5} {r['last3_median_count']:>13,.0f} "
-                     f"{r['last3_rare_share']:>11.2f} {r['rare_trigram_frac']:>12.2f}  "
-                     + (f"{r['rare_last3'][0][0]} in {r['rare_last3'][0][1]}" if r["rare_last3"] else ""))
+        lines.append(f"{r.task:28} {r.verbatim:>4}/{r.prompts:<4} {r.verbatim_doc_start:>9} "
+                     f"{r.long_verbatim:>4}/{r.long_prompts:<5} {r.last3_median_count:>13,.0f} "
+                     f"{r.last3_rare_share:>11.2f} {r.rare_trigram_frac:>12.2f}  "
+                     + (f"{r.rare_last3[0][0]} in {r.rare_last3[0][1]}" if r.rare_last3 else ""))
     return "\n".join(lines)

@@ -188,27 +188,28 @@ class RunScores:
 def evaluate_run(run_dir: str | os.PathLike, split: Split | str = Split.TEST, n_pairs: int = 128, seed: int = 0,
                  names: list[str] | None = None, step: int | None = None, progress: bool = True) -> RunScores:
     """Scores of a run's model (or of its checkpoint at `step`) on the tasks, with bigram baselines."""
-    from ..checkpoint import load_model
-    from ..data import TokenData, load_tokenizer
+    from ..data import TokenData
+    from ..data.meta import META_FILE
+    from ..runs import Run
     from .registry import all_tasks, get_task
 
-    model, cfg = load_model(run_dir, step=step)
-    tok = load_tokenizer(Path(run_dir) / "tokenizer.json")
+    run = Run(run_dir)
+    model, cfg = run.load_model(step=step)
+    tok = run.tokenizer()
     chosen = [get_task(n) for n in names] if names else all_tasks()
-    bigram = TokenData(cfg.data_dir).bigram_logprobs() if (Path(cfg.data_dir) / "meta.json").is_file() else None
+    bigram = TokenData(cfg.data_dir).bigram_logprobs() if (Path(cfg.data_dir) / META_FILE).is_file() else None
     scores = evaluate_tasks(model, tok, chosen, split, n_pairs, seed, bigram, progress)
     return RunScores(str(run_dir), step, Split(split), n_pairs, seed, scores)
 
 
-TASK_SCORES_FILE = "task-scores.json"
-
-
 def load_or_evaluate_run(run_dir: str | os.PathLike, n_pairs: int = 128, progress: bool = True) -> RunScores:
     """Test-split scores of a run's final weights on every task, cached next to the weights."""
-    from ..fileio import read_json, sha256_file, write_json
+    from ..fileio import read_json, write_json
+    from ..runs import Run
 
-    path = Path(run_dir) / TASK_SCORES_FILE
-    weights = sha256_file(Path(run_dir) / "model.safetensors")
+    run = Run(run_dir)
+    path = run.task_scores_path
+    weights = run.weights_sha256()
     if path.is_file():
         cached = RunScores.from_dict(read_json(path, "task scores"), str(path))
         if cached.weights_sha256 == weights and cached.pairs == n_pairs:
