@@ -227,6 +227,55 @@ def test_view_serves_on_loopback_only(site):
         make_server(out / "circuits", 0)
 
 
+def _get(server, path: str, host: str | None = None) -> tuple[int, bytes]:
+    import http.client
+    conn = http.client.HTTPConnection(*server.server_address[:2], timeout=10)
+    try:
+        conn.putrequest("GET", path, skip_host=host is not None)
+        if host is not None:
+            conn.putheader("Host", host)
+        conn.endheaders()
+        r = conn.getresponse()
+        return r.status, r.read()
+    finally:
+        conn.close()
+
+
+def test_view_serves_the_site_and_nothing_else(site, tmp_path, capsys):
+    """Symlinks out of the site and directory listings are not found; only loopback Host headers are
+    answered (DNS rebinding); a client that hangs up early leaves no traceback."""
+    import socket
+
+    out = tmp_path / "site"
+    shutil.copytree(site[0], out)
+    secret = tmp_path / "secret"
+    secret.mkdir()
+    (secret / "passwd").write_text("root:x:0:0")
+    (out / "leak").symlink_to(secret)
+    (out / "leak.txt").symlink_to(secret / "passwd")
+    server = make_server(out, 0)
+    port = server.server_address[1]
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        status, body = _get(server, "/index.html")
+        assert status == 200 and b"sparse-circuits report" in body
+        assert _get(server, "/index.html", host=f"localhost:{port}")[0] == 200
+        for path in ("/leak/passwd", "/leak.txt", "/leak/", "/circuits/", "/../secret/passwd", "/%2e%2e/secret/passwd"):
+            status, body = _get(server, path)
+            assert status == 404 and b"root:x" not in body, path
+        for host in ("evil.example", f"evil.example:{port}", "127.0.0.1.evil.example", f"localhost:{port + 1}"):
+            status, body = _get(server, "/index.html", host=host)
+            assert status == 403 and b"sparse-circuits report" not in body, host
+        with socket.create_connection(server.server_address[:2]) as sock:  # ask for a page, then hang up
+            sock.sendall(b"GET /index.html HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        assert _get(server, "/index.html")[0] == 200
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert "Traceback" not in capsys.readouterr().err
+
+
 # -- in a real browser -------------------------------------------------------------------------
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
