@@ -332,7 +332,7 @@ def prune(model_dir, task_name, out_dir, target_loss, ablation, freeze_norms, ti
     from .circuits.api import DEFAULT_BUDGET, PRUNE_PAIRS, prune_task
 
     cfg = _prune_config(target_loss, ablation, freeze_norms, tie_qk, steps, config_file)
-    c, runs = prune_task(model_dir, task_name, out_dir, cfg, budget or DEFAULT_BUDGET, n_pairs or PRUNE_PAIRS)
+    c, runs = prune_task(model_dir, task_name, out_dir, cfg, DEFAULT_BUDGET if budget is None else budget, PRUNE_PAIRS if n_pairs is None else n_pairs)
     click.echo(f"{task_name}: {c.num_nodes} nodes, {c.num_edges} edges (+{len(c.residual_links)} residual links, "
                f"{len(c.qk_pairs)} query-key pairs); loss {c.loss:.3f}, calibrated {c.loss_calibrated:.3f}; "
                f"{len(runs)} runs in {c.seconds:.0f} s -> {out_dir}")
@@ -355,7 +355,7 @@ def prune_all_cmd(model_dir, out_dir, reuse, min_accuracy, target_loss, ablation
 
     cfg = _prune_config(target_loss, ablation, freeze_norms, tie_qk, steps, config_file)
     out = out_dir or str(Run(model_dir).circuits_dir)
-    s = prune_all(model_dir, out, cfg, budget or DEFAULT_BUDGET, n_pairs or PRUNE_PAIRS, reuse=reuse,
+    s = prune_all(model_dir, out, cfg, DEFAULT_BUDGET if budget is None else budget, PRUNE_PAIRS if n_pairs is None else n_pairs, reuse=reuse,
                   min_accuracy=min_accuracy)
     click.echo(f"{'task':<28} {'nodes':>6} {'edges':>6} {'loss':>6} {'test':>6} {'necess.':>7} {'random':>6}")
     for name, r in s.tasks.items():
@@ -413,7 +413,7 @@ def report(model_dirs, circuit_dirs, out_dir, windows, sweep_dir) -> None:
     from .report import build_report
     from .report.site import SNIPPET_WINDOWS
 
-    build_report(list(model_dirs), list(circuit_dirs), out_dir, snippet_windows=windows or SNIPPET_WINDOWS,
+    build_report(list(model_dirs), list(circuit_dirs), out_dir, snippet_windows=SNIPPET_WINDOWS if windows is None else windows,
                  log=click.echo, sweep_dir=sweep_dir)
 
 
@@ -477,7 +477,7 @@ def circuit_history_cmd(model_dir, task_name, out_dir, checkpoint_steps, target_
 
     cfg = _prune_config(target_loss, ablation, freeze_norms, tie_qk, steps, config_file)
     out = out_dir or str(Path(model_dir) / "history" / task_name)
-    circuit_history(model_dir, task_name, out, cfg, budget or DEFAULT_BUDGET, n_pairs or PRUNE_PAIRS,
+    circuit_history(model_dir, task_name, out, cfg, DEFAULT_BUDGET if budget is None else budget, PRUNE_PAIRS if n_pairs is None else n_pairs,
                     steps=list(checkpoint_steps), log=click.echo)
     click.echo(f"-> {out}/history.json")
 
@@ -596,7 +596,7 @@ def through_bridge(run_dir, circuit_dir, n_pairs) -> None:
     with its residual at each site replaced by dec(sparse residual), whole sparse model vs circuit."""
     from .bridges import BridgedPair
     from .bridges.steer import circuit_through_bridge
-    from .circuits.circuit import load_circuit
+    from .circuits.circuit import THROUGH_BRIDGE_FILE, load_circuit
     from .fileio import write_json
     from .runs import Run
 
@@ -605,7 +605,7 @@ def through_bridge(run_dir, circuit_dir, n_pairs) -> None:
     if circuit.model_sha256 != Run(run_dir).weights_sha256():
         raise UserError(f"{circuit_dir}: pruned from another model than {run_dir}'s sparse model")
     res = circuit_through_bridge(pair, circuit, n_pairs)
-    write_json(Path(circuit_dir) / "through_bridge.json", res.as_dict())
+    write_json(Path(circuit_dir) / THROUGH_BRIDGE_FILE, res.as_dict())
     click.echo(f"{res.task}: task loss dense {res.dense_loss:.3f}, sparse {res.sparse_loss:.3f}, "
                f"circuit {res.circuit_loss:.3f}")
     for site, v in res.by_site.items():

@@ -36,7 +36,15 @@ from .checkpoint import load_module, load_optimizer, load_weights_into, save_opt
 from .config import RunConfig, run_config_from_dict, to_dict
 from .data.meta import META_FILE, TOKENIZER_FILE, DataMeta
 from .errors import UserError
-from .fileio import fsync_path, read_json, sha256_file, write_json, write_safetensors, write_text
+from .fileio import (
+    fsync_path,
+    read_json,
+    read_safetensors_metadata,
+    sha256_file,
+    write_json,
+    write_safetensors,
+    write_text,
+)
 from .kernels import SPARSE_DENSITY_THRESHOLD, keep_freed_memory
 from .model import GPT
 
@@ -297,6 +305,21 @@ class Run:
         if keep > 0:
             for old in self.checkpoint_dirs()[:-keep]:
                 shutil.rmtree(old)
+
+    def restore_final_weights(self, model: GPT, step: int, extra: dict[str, torch.nn.Module] | None = None) -> bool:
+        """Make RUN_DIR/model.safetensors the weights of the checkpoint at `step` (loaded into
+        `model`) when it is missing or from another step: a run killed between writing its last
+        checkpoint and its final weights leaves them behind. Returns whether it rewrote them."""
+        if self.has_weights():
+            try:
+                if read_safetensors_metadata(self.weights_path, "model weights").get("step") == str(step):
+                    return False
+            except UserError:
+                pass  # damaged: rewritten below
+        save_weights(self.weights_path, model, step)
+        for name, module in (extra or {}).items():
+            write_safetensors(self.dir / f"{name}.safetensors", module.state_dict())
+        return True
 
     def load_latest_checkpoint(self, model: GPT, opt: torch.optim.Optimizer, names: dict[int, str],
                                extra: dict[str, torch.nn.Module] | None = None) -> dict | None:

@@ -393,6 +393,8 @@ def train(cfg: RunConfig, out_dir: str | os.PathLike, resume: bool = False,
     opt, names = build_optimizer(model, cfg, extra, objective.lr_mults() if objective is not None else None)
     state = run.load_latest_checkpoint(model, opt, names, extra) if resume else None
     start = state["step"] if state else 0
+    if state is not None and ddp.main:
+        run.restore_final_weights(model, start, extra)  # the final weights are always the last checkpoint's
     core = objective if objective is not None else model
     # An objective may leave modules out of a step (bridges: switch points drawn per step).
     forward = torch.nn.parallel.DistributedDataParallel(core, find_unused_parameters=objective is not None) \

@@ -247,6 +247,30 @@ def test_circuit_file_round_trip(tmp_path):
     assert torch.equal(back.tau["0.attn.q"], c.tau["0.attn.q"]) and torch.equal(back.means["0.attn.q"], c.means["0.attn.q"])
     saved = json.loads((tmp_path / "c" / "circuit.json").read_text())
     assert saved["num_nodes"] == 3 and saved["format_version"] == 1
+    # Hand-edited node lists and counts are one-line errors, never another node (-1 is not the last
+    # channel, true is not 1, 13.7 is not 13).
+    for nodes, match in (({"0.attn.q": [-1]}, "non-negative integer"), ({"0.attn.q": [True]}, "non-negative integer"),
+                         ({"0.attn.q": [13.7]}, "non-negative integer"), ({"0.attn.q": ["13"]}, "non-negative integer"),
+                         ({"0.attn.q": 13}, "must be a list"), (["0.attn.q:1"], "must map each site"),
+                         ({"13": [1]}, "not a node site")):
+        (tmp_path / "c" / "circuit.json").write_text(json.dumps(saved | {"nodes": nodes}))
+        with pytest.raises(UserError, match=match):
+            load_circuit(tmp_path / "c")
+    (tmp_path / "c" / "circuit.json").write_text(json.dumps(saved | {"data": saved["data"] | {"seed": "abc"}}))
+    with pytest.raises(UserError, match="data.seed"):
+        load_circuit(tmp_path / "c")
+    # A node the model lacks (a layer it does not have, a channel beyond the site) is refused where
+    # masks are built, for validation and the report alike.
+    from sparse_circuits.circuits.masks import keep_masks
+    for node in ("0.attn.q:99999", "7.attn.q:1"):
+        with pytest.raises(UserError, match="has no such node"):
+            keep_masks([n(node)], {"0.attn.q": 32})
+    # Saving a new circuit where another was removes what was computed from the old one.
+    (tmp_path / "c" / "validation.json").write_text("{}")
+    (tmp_path / "c" / "through_bridge.json").write_text("{}")
+    c.save(tmp_path / "c")
+    assert not (tmp_path / "c" / "validation.json").exists() and not (tmp_path / "c" / "through_bridge.json").exists()
+    saved = json.loads((tmp_path / "c" / "circuit.json").read_text())
     saved["format_version"] = 99
     (tmp_path / "c" / "circuit.json").write_text(json.dumps(saved))
     with pytest.raises(UserError, match="format version 99"):

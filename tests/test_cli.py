@@ -213,3 +213,26 @@ def test_the_test_command_ends_with_pytests_summary_line(tmp_path):
                         "-p", "no:cacheprovider", str(tmp_path / "test_one.py")], capture_output=True, text=True)
     assert r.returncode == 0, r.stdout
     assert "1 passed in" in r.stdout.strip().splitlines()[-1]
+
+
+def test_counts_below_one_are_errors_not_defaults(tmp_path, data_dir):
+    """--pairs 0, --budget 0, --batches 0 or -2, --windows -3: one-line errors, and nothing written
+    over (a valid means cache stays valid)."""
+    run = tmp_path / "run"
+    cfg = tmp_path / "cfg.json"
+    cfg.write_text(json.dumps({"train": {"threads": 1}}))
+    assert cli("train", "--data", data_dir, "--preset", "tiny", "--out", run, "--steps", 2, "--config", cfg).returncode == 0
+    assert cli("means", "--model", run, "--batches", 1).returncode == 0
+    cache = (run / "means.safetensors").read_bytes()
+    for batches in (0, -2):
+        assert_one_line_error(cli("means", "--model", run, "--batches", batches), "--batches must be >= 1")
+    assert (run / "means.safetensors").read_bytes() == cache
+    for pairs in (0, -3):
+        assert_one_line_error(cli("tasks", "eval", "--model", run, "--pairs", pairs), "--pairs must be >= 1")
+    for command in (["prune", "--task", "for_while", "--out", tmp_path / "c"], ["prune-all"]):
+        assert_one_line_error(cli(*command, "--model", run, "--pairs", 0), "--pairs must be >= 2")
+        assert_one_line_error(cli(*command, "--model", run, "--budget", 0), "--budget", "must be >= 1")
+    assert not (tmp_path / "c").exists()
+    assert_one_line_error(cli("report", "--model", run, "--windows", -3, "--out", tmp_path / "site"),
+                          "--windows must be >= 1")
+    assert not (tmp_path / "site").exists()

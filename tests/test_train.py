@@ -170,6 +170,30 @@ def test_resume_may_change_only_steps_lr_device_and_threads(tmp_path, data_dir):
     assert len(history) == 1 and json.loads((out / "config.json").read_text())["train"]["steps"] == 9
 
 
+def test_resume_restores_final_weights_a_killed_run_left_stale_or_missing(tmp_path, trained):
+    """Killed after its last checkpoint but before its final weights: the final file still holds the
+    previous checkpoint's weights (or none). Resuming, even with nothing left to train, puts the
+    last checkpoint's weights there."""
+    import shutil
+
+    from sparse_circuits.fileio import read_safetensors
+
+    out, cfg = trained
+    last = read_safetensors(out / "checkpoints" / "step_00000012" / "model.safetensors", "w")
+    for damage in ("stale", "missing"):
+        copy = tmp_path / damage
+        shutil.copytree(out, copy)
+        if damage == "stale":
+            shutil.copyfile(copy / "checkpoints" / "step_00000009" / "model.safetensors", copy / "model.safetensors")
+        else:
+            (copy / "model.safetensors").unlink()
+        train(cfg, copy, resume=True, progress=False)
+        final = read_safetensors(copy / "model.safetensors", "w")
+        assert all(torch.equal(final[k], last[k]) for k in last), damage
+        model, _ = load_model(copy)
+        assert model is not None
+
+
 def test_a_torn_metrics_line_does_not_break_the_run_summary(tmp_path, trained):
     import shutil
 

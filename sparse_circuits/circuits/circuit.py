@@ -35,6 +35,10 @@ CIRCUIT_FORMAT = "sparse-circuits-circuit"
 CIRCUIT_FORMAT_VERSION = 1
 
 
+VALIDATION_FILE = "validation.json"
+THROUGH_BRIDGE_FILE = "through_bridge.json"
+DERIVED_FILES = (VALIDATION_FILE, THROUGH_BRIDGE_FILE)  # computed from a circuit, kept beside it
+
 @dataclass(frozen=True)
 class TaskSample:
     """Which task pairs a circuit was pruned on."""
@@ -101,8 +105,12 @@ class Circuit:
         return CircuitIntervention.keeping(keep, self.means, self.config.freeze_norms)
 
     def save(self, out_dir: str | os.PathLike) -> None:
+        """Write the circuit; results computed from an earlier circuit in the same directory (its
+        validation, its reading through a bridge) are removed: they describe another circuit."""
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
+        for name in DERIVED_FILES:
+            (out / name).unlink(missing_ok=True)
         tensors = {f"tau.{k}": v for k, v in self.tau.items()} | {f"mean.{k}": v for k, v in self.means.items()}
         write_safetensors(out / "circuit.safetensors", tensors)
         write_json(out / "circuit.json", {
@@ -140,13 +148,14 @@ def load_circuit(circuit_dir: str | os.PathLike, model_dir: str | os.PathLike | 
             config=PruneConfig.from_dict(meta["hyperparameters"], f"{path} hyperparameters"),
             loss=meta["loss"], loss_calibrated=meta["loss_calibrated"],
             calibration=Calibration(meta["calibration"]["scale"], meta["calibration"]["shift"]),
-            nodes=sorted(NodeId.at(site, i) for site, idx in meta["nodes"].items() for i in idx),
+            nodes=_nodes(meta["nodes"], path),
             edges=[Edge(NodeId.parse(a), NodeId.parse(b), w) for a, b, w in meta["edges"]],
             residual_links=[Edge(NodeId.parse(a), NodeId.parse(b)) for a, b in meta["residual_links"]],
             qk_pairs=[(NodeId.parse(q), NodeId.parse(k)) for q, k in meta["qk_pairs"]],
             tau={k[4:]: v for k, v in tensors.items() if k.startswith("tau.")},
             means={k[5:]: v for k, v in tensors.items() if k.startswith("mean.")},
-            sample=TaskSample(Split(data["split"]), data["pairs"], data["seed"]),
+            sample=TaskSample(Split(data["split"]), _count(data["pairs"], "data.pairs", path),
+                              _count(data["seed"], "data.seed", path)),
             search=[SearchRun(**r) for r in meta.get("search", [])],
             loss_curve=[tuple(p) for p in meta.get("loss_curve", [])], seconds=meta.get("seconds", 0.0),
         )
@@ -155,6 +164,24 @@ def load_circuit(circuit_dir: str | os.PathLike, model_dir: str | os.PathLike | 
     if model_dir is not None:
         check_circuit_model(circuit, d, model_dir)
     return circuit
+
+
+def _count(value, what: str, path: Path) -> int:
+    """A non-negative integer from a circuit file (JSON's true is not 1, 13.7 is not 13)."""
+    if type(value) is not int or value < 0:
+        raise UserError(f"{path}: {what} must be a non-negative integer, got {value!r}; prune again")
+    return value
+
+
+def _nodes(by_site, path: Path) -> list[NodeId]:
+    if not isinstance(by_site, dict):
+        raise UserError(f"{path}: nodes must map each site to a list of channel indices; prune again")
+    out = []
+    for site, idx in by_site.items():
+        if not isinstance(idx, list):
+            raise UserError(f"{path}: nodes of {site} must be a list of channel indices; prune again")
+        out += [NodeId.at(site, _count(i, f"a node index of {site}", path)) for i in idx]
+    return sorted(out)
 
 
 def check_circuit_model(circuit: Circuit, circuit_dir: str | os.PathLike, model_dir: str | os.PathLike) -> None:

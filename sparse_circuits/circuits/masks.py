@@ -11,6 +11,7 @@ import enum
 import torch
 from torch import nn
 
+from ..errors import UserError
 from ..hooks import Hooks
 from ..model import GPT
 from ..nodes import NodeId, NodeLocation, parse_site, site_name
@@ -100,6 +101,10 @@ def keep_masks(nodes: list[NodeId], widths: dict[str, int]) -> dict[str, torch.T
     """Boolean keep mask per node site (`widths`: site -> number of nodes) with `nodes` set."""
     keep = {name: torch.zeros(w, dtype=torch.bool) for name, w in widths.items()}
     for node in nodes:
+        if node.site not in keep or not 0 <= node.index < widths[node.site]:
+            why = "no such site" if node.site not in keep else f"the site has {widths[node.site]} channels"
+            raise UserError(f"circuit node {node}: this model has no such node ({why}); the circuit belongs to "
+                            "another model, or its file was edited")
         keep[node.site][node.index] = True
     return keep
 

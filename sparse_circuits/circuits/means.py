@@ -63,6 +63,8 @@ def load_or_compute_means(model: GPT, run_dir: str | os.PathLike, data_dir: str 
                           n_batches: int = 64, batch_size: int = 32, progress: bool = True,
                           log=print) -> dict[str, torch.Tensor]:
     """Pretraining means of a run's model, from the cache when it matches the weights."""
+    if n_batches < 1 or batch_size < 1:
+        raise UserError(f"means: --batches must be >= 1 (batches of pretraining windows), got {n_batches}")
     run = Run(run_dir)
     path = run.means_path
     weights = run.weights_sha256()

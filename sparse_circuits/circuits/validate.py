@@ -22,10 +22,10 @@ from ..model import GPT
 from ..nodes import NodeId
 from ..tasks import Split
 from ..tasks.evaluate import TaskTensors, score_logit_diffs
+from .circuit import VALIDATION_FILE
 from .intervention import CircuitIntervention
 from .masks import Ablation
 
-VALIDATION_FILE = "validation.json"
 
 
 @dataclass

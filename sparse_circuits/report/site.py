@@ -310,6 +310,8 @@ def build_report(model_dirs: list[str | os.PathLike], circuit_dirs: list[str | o
     start = time.perf_counter()
     if not model_dirs:
         raise UserError("report: pass at least one --model RUN_DIR")
+    if snippet_windows < 1:
+        raise UserError(f"report: --windows must be >= 1 (held-out windows searched for snippets), got {snippet_windows}")
     out = Path(out_dir)
     frontier = None
     if sweep_dir is not None:  # first: a missing or damaged sweep fails before any work

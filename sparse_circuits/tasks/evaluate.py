@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from tokenizers import Tokenizer
 from tqdm import tqdm
 
+from ..errors import UserError
 from ..hooks import Hooks
 from ..model import GPT
 from .core import Split, Task, TaskDataset, TaskNotExpressible
@@ -175,7 +176,6 @@ class RunScores:
 
     @classmethod
     def from_dict(cls, d: dict, source: str) -> "RunScores":
-        from ..errors import UserError
 
         try:
             return cls(d["model"], d["step"], Split(d["split"]), d["pairs"], d["seed"],
@@ -188,6 +188,8 @@ class RunScores:
 def evaluate_run(run_dir: str | os.PathLike, split: Split | str = Split.TEST, n_pairs: int = 128, seed: int = 0,
                  names: list[str] | None = None, step: int | None = None, progress: bool = True) -> RunScores:
     """Scores of a run's model (or of its checkpoint at `step`) on the tasks, with bigram baselines."""
+    if n_pairs < 1:
+        raise UserError(f"tasks eval: --pairs must be >= 1 (pairs per task), got {n_pairs}")
     from ..data import TokenData
     from ..data.meta import META_FILE
     from ..runs import Run
