@@ -51,9 +51,10 @@ def main() -> None:
               help="write contamination.json: task test prompts found verbatim in the training tokens")
 @click.option("--tokenizer", type=click.Path(dir_okay=False),
               help="encode with this tokenizer.json instead of training one (e.g. an imported model's)")
+@click.option("--force", is_flag=True, help="replace a data directory made with other settings or another corpus")
 @_user_errors
 def data(sources, out_dir, vocab_size, val_frac, seed, synthetic_share, synthetic_tokens, synthetic_files,
-         synthetic_seed, synthetic_version, contamination, tokenizer) -> None:
+         synthetic_seed, synthetic_version, contamination, tokenizer, force) -> None:
     """Read a corpus (real code, generated programs, or a mix), split it by file, train the BPE
     tokenizer (or take --tokenizer) and write token arrays."""
     from .data import prepare_data
@@ -61,7 +62,7 @@ def data(sources, out_dir, vocab_size, val_frac, seed, synthetic_share, syntheti
     prepare_data(list(sources), out_dir, vocab_size=vocab_size, val_frac=val_frac, seed=seed,
                  synthetic_share=synthetic_share, synthetic_tokens=synthetic_tokens,
                  synthetic_files=synthetic_files, synthetic_seed=synthetic_seed, tokenizer=tokenizer,
-                 synthetic_version=synthetic_version)
+                 synthetic_version=synthetic_version, overwrite=force)
     if contamination:
         from .tasks.contamination import contamination_report
 
@@ -620,25 +621,27 @@ def through_bridge(run_dir, circuit_dir, n_pairs) -> None:
                    "default: those files in SRC_DIR")
 @click.option("--data", "data_dir", type=click.Path(file_okay=False),
               help="data directory encoded with the model's tokenizer (`data --tokenizer`), for means and the report")
+@click.option("--force", is_flag=True, help="replace what --out holds (an earlier run is removed)")
 @_user_errors
-def import_openai_cmd(src_dir, out_dir, tokenizer_dir, data_dir) -> None:
+def import_openai_cmd(src_dir, out_dir, tokenizer_dir, data_dir, force) -> None:
     """Open one of OpenAI's released models (beeg_config.json + final_model.pt) as a run directory
     that every command accepts. Weights-only loading: no pickled code runs."""
     from .interop import import_openai
 
-    import_openai(src_dir, out_dir, tokenizer_dir=tokenizer_dir, data_dir=data_dir, log=click.echo)
+    import_openai(src_dir, out_dir, tokenizer_dir=tokenizer_dir, data_dir=data_dir, log=click.echo, overwrite=force)
 
 
 @main.command("export-openai")
 @click.argument("run_dir", type=click.Path(file_okay=False))
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="directory to write")
+@click.option("--force", is_flag=True, help="write over an earlier export in --out")
 @_user_errors
-def export_openai_cmd(run_dir, out_dir) -> None:
+def export_openai_cmd(run_dir, out_dir, force) -> None:
     """Write a run's model in the release's format (beeg_config.json, final_model.pt, encoder.json,
     vocab.bpe), to open with their `load_model(dir, flash=True)`."""
     from .interop import export_openai
 
-    export_openai(run_dir, out_dir, log=click.echo)
+    export_openai(run_dir, out_dir, log=click.echo, overwrite=force)
 
 
 @main.command("config")

@@ -61,6 +61,7 @@ TASK_SCORES_FILE = "task-scores.json"
 STEERING_DIR = "steering"
 BRIDGE_RECORD = "bridges.json"  # a bridged run: bridge config, dense run, digest of its weights
 BRIDGE_QUALITY_FILE = "bridge_quality.json"
+LOCK_FILE = ".lock"  # held (flock) by the one process that writes the run
 
 # Options a resumed run may change: extending it, a lower learning rate after a divergence, another
 # device or thread count. Any other difference from the saved config is refused: the run would no
@@ -273,6 +274,21 @@ class Run:
                             "use another --out or delete it")
         return True
 
+    def lock(self) -> RunLock:
+        """Take the run's write lock (creating the directory), or a one-line error when another process
+        holds it. Released by `RunLock.release()` or when the process ends, killed or not."""
+        import fcntl
+
+        self.dir.mkdir(parents=True, exist_ok=True)
+        f = open(self.dir / LOCK_FILE, "a+")
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.close()
+            raise UserError(f"{self.dir}: another process is writing this run right now (train, bridge or "
+                            "resume); wait for it to finish, or use another --out") from None
+        return RunLock(f)
+
     def record_resume(self, changes: dict[str, tuple]) -> None:
         record = {"resumed_at_step": self.latest_checkpoint_step() or 0,
                   "changes": {k: list(v) for k, v in changes.items()}}
@@ -336,6 +352,18 @@ class Run:
             load_module(module, latest / f"{name}.safetensors", name)
         load_optimizer(latest / OPTIMIZER_FILE, opt, names)
         return state
+
+
+class RunLock:
+    def __init__(self, f):
+        self._file = f
+
+    def release(self) -> None:
+        if self._file is not None:
+            import fcntl
+            fcntl.flock(self._file, fcntl.LOCK_UN)
+            self._file.close()
+            self._file = None
 
 
 @dataclass(frozen=True)

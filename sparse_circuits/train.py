@@ -32,7 +32,7 @@ from .data.meta import TOKENIZER_FILE
 from .errors import UserError
 from .kernels import keep_freed_memory
 from .model import GPT
-from .runs import RESUMABLE, Run, config_changes
+from .runs import RESUMABLE, Run, RunLock, config_changes
 from .sparsity import Projector, nonzero_fraction, sharkfin_lr
 
 
@@ -197,6 +197,7 @@ class RunSetup:
     device: torch.device
     resume: bool
     changes: dict[str, tuple]  # resumed with these changes to the saved config
+    lock: RunLock | None  # the main process's write lock on the run, held until training ends
 
 
 def setup_run(cfg: RunConfig, out: Path, resume: bool) -> RunSetup:
@@ -228,8 +229,9 @@ def setup_run(cfg: RunConfig, out: Path, resume: bool) -> RunSetup:
     if cfg.train.batch_size % ddp.world:
         raise UserError(f"train.batch_size {cfg.train.batch_size} must be divisible by the number of "
                         f"processes {ddp.world}")
+    lock = None
     if ddp.main:
-        out.mkdir(parents=True, exist_ok=True)
+        lock = run.lock()  # the first write; a second writer of the same run stops here
         if not resume:
             shutil.copyfile(Path(cfg.data_dir) / TOKENIZER_FILE, run.tokenizer_path)
         if not resume or changes:
@@ -238,7 +240,7 @@ def setup_run(cfg: RunConfig, out: Path, resume: bool) -> RunSetup:
             run.record_resume(changes)
     if ddp.world > 1:
         dist.barrier()
-    return RunSetup(cfg, run, data, ddp, device, resume, changes)
+    return RunSetup(cfg, run, data, ddp, device, resume, changes, lock)
 
 
 class MetricsLog:
@@ -431,6 +433,8 @@ def train(cfg: RunConfig, out_dir: str | os.PathLike, resume: bool = False,
     finally:
         bar.close()
         log.close()
+        if setup.lock is not None:
+            setup.lock.release()
         if ddp.world > 1 and dist.is_initialized():
             dist.destroy_process_group()
     return log.last or run.final_metrics()

@@ -236,3 +236,30 @@ def test_counts_below_one_are_errors_not_defaults(tmp_path, data_dir):
     assert_one_line_error(cli("report", "--model", run, "--windows", -3, "--out", tmp_path / "site"),
                           "--windows must be >= 1")
     assert not (tmp_path / "site").exists()
+
+
+def test_a_run_has_one_writer(tmp_path, data_dir):
+    """While one process writes a run (here: this test holds its lock), a second `train` on it
+    (resume or fresh) stops with a one-line error and changes nothing; the lock goes with the writer."""
+    from sparse_circuits.runs import Run
+
+    run = tmp_path / "run"
+    cfg = tmp_path / "cfg.json"
+    cfg.write_text(json.dumps({"train": {"threads": 1}}))
+    assert cli("train", "--data", data_dir, "--preset", "tiny", "--out", run, "--steps", 2, "--config", cfg).returncode == 0
+    before = {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()}
+    lock = Run(run).lock()
+    try:
+        assert_one_line_error(cli("train", "--out", run, "--resume", "--steps", 4), "another process is writing this run")
+        fresh = tmp_path / "fresh"
+        other = Run(fresh).lock()
+        try:
+            assert_one_line_error(cli("train", "--data", data_dir, "--preset", "tiny", "--out", fresh, "--steps", 2),
+                                  "another process is writing this run")
+        finally:
+            other.release()
+    finally:
+        lock.release()
+    assert {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()} == before
+    r = cli("train", "--out", run, "--resume", "--steps", 4)
+    assert r.returncode == 0 and '"step": 4' in r.stdout, r.stderr

@@ -78,10 +78,14 @@ def test_rerun_reuses_result(tmp_path, corpus_dir):
     prepare_data(str(corpus_dir), out, vocab_size=300, log=said.append)
     assert said and "reusing" in said[0]
     assert (out / "train.bin").stat().st_mtime_ns == mtime
-    # A changed setting or corpus rebuilds.
+    # A changed setting or corpus is refused (runs trained on the old data would break), unless asked.
+    with pytest.raises(UserError, match="pass --force"):
+        prepare_data(str(corpus_dir), out, vocab_size=290, log=lambda *_: None)
+    assert (out / "train.bin").stat().st_mtime_ns == mtime
     said.clear()
-    prepare_data(str(corpus_dir), out, vocab_size=290, log=said.append)
+    prepare_data(str(corpus_dir), out, vocab_size=290, log=said.append, overwrite=True)
     assert not any("reusing" in s for s in said)
+    assert prepare_data(str(corpus_dir), out, vocab_size=290, log=lambda *_: None).vocab_size == 290
 
 
 def test_non_utf8_and_unreadable_files_are_skipped_and_counted(tmp_path):

@@ -378,8 +378,19 @@ def test_every_command_runs_on_an_imported_model(tmp_path, tiny_run, corpus_dir)
     assert r.returncode == 0, r.stderr
     assert json.loads((data / "meta.json").read_text())["vocab_size"] == json.loads(
         (run / "config.json").read_text())["model"]["vocab_size"]
-    r = cli("import-openai", tmp_path / "exp", "--out", run, "--data", data)  # again, now with its data
+    # Again, now with its data: an import onto a run is refused unless --force, which replaces it whole.
+    (run / "metrics.jsonl").write_text('{"step": 1}\n')  # as if the directory held a trained run
+    before = {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()}
+    r = cli("import-openai", tmp_path / "exp", "--out", run, "--data", data)
+    assert r.returncode == 2 and "pass --force" in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()} == before
+    r = cli("import-openai", tmp_path / "exp", "--out", run, "--data", data, "--force")
     assert r.returncode == 0, r.stderr
+    assert not (run / "metrics.jsonl").exists()  # nothing of the old run stays beside the new weights
+    # An export onto an earlier export: the same rule.
+    r = cli("export-openai", run, "--out", tmp_path / "exp")
+    assert r.returncode == 2 and "pass --force" in r.stderr, r.stderr
+    assert cli("export-openai", run, "--out", tmp_path / "exp", "--force").returncode == 0
     assert json.loads((run / "config.json").read_text())["model"]["norm_eps"] is None
     r = cli("tasks", "eval", "--model", run, "--pairs", 4, "--task", "for_while", "--json", tmp_path / "s.json")
     assert r.returncode == 0, r.stderr

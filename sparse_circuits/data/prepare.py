@@ -495,7 +495,7 @@ def prepare_data(sources: str | list[str], out_dir: str | os.PathLike, vocab_siz
                  val_frac: float = 0.05, seed: int = 0, synthetic_share: float | None = None,
                  synthetic_tokens: int | None = None, synthetic_files: int | None = None,
                  synthetic_seed: int = 0, tokenizer: str | os.PathLike | None = None, log=print,
-                 synthetic_version: int = 0) -> DataMeta:
+                 synthetic_version: int = 0, overwrite: bool = False) -> DataMeta:
     """Build (or reuse) a data directory; returns its metadata.
 
     `sources`: 'stdlib', directories, globs, .txt/.jsonl files, and 'synthetic' (generated simple
@@ -504,6 +504,9 @@ def prepare_data(sources: str | list[str], out_dir: str | os.PathLike, vocab_siz
     A synthetic-only corpus validates on further generated programs. `tokenizer`: a tokenizer.json
     to encode with instead of training one (e.g. an imported model's; vocab_size is then its size).
     `synthetic_version`: the program generator's version (0: the current one; 1 rebuilds older corpora).
+    A directory made with other settings or another corpus is refused unless `overwrite` (runs
+    trained on it could no longer resume, and caches computed on it would mislead); a damaged one
+    with the same settings is rebuilt.
     """
     out = Path(out_dir)
     given_tok = load_tokenizer(tokenizer) if tokenizer is not None else None
@@ -521,6 +524,9 @@ def prepare_data(sources: str | list[str], out_dir: str | os.PathLike, vocab_siz
                 for name, digest in earlier.sha256.items()):
             log(f"data: reusing {out} (same corpus and settings)")
             return earlier
+        if earlier.fingerprint != fingerprint and not overwrite:
+            raise UserError(f"{out}: holds data made from another corpus or with other settings; pass --force to "
+                            "replace it (runs trained on it will no longer resume) or choose another --out")
 
     train_docs, val_docs = split_by_file(scan.documents, val_frac, seed) if real else ([], [])
     draw = None

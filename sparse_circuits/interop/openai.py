@@ -26,6 +26,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import pickle
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -247,7 +248,7 @@ def _find_tokenizer(src: Path, tokenizer_dir: str | os.PathLike | None):
 
 def import_openai(src_dir: str | os.PathLike, out_dir: str | os.PathLike,
                   tokenizer_dir: str | os.PathLike | None = None, data_dir: str | os.PathLike | None = None,
-                  log=print) -> RunConfig:
+                  log=print, overwrite: bool = False) -> RunConfig:
     """Convert a released model directory into one of our run directories (config.json,
     model.safetensors, tokenizer.json, import.json). Everything is checked before anything is written."""
     src, out = Path(src_dir), Path(out_dir)
@@ -255,6 +256,7 @@ def import_openai(src_dir: str | os.PathLike, out_dir: str | os.PathLike,
         raise UserError(f"{src}: not a directory")
     if out.resolve() == src.resolve():
         raise UserError(f"{out}: write the run directory somewhere else than the model directory it reads")
+    _check_target(out, overwrite, "a run directory (its weights, metrics and checkpoints)")
     config_path = src / CONFIG_FILE
     if not config_path.is_file():
         config_path = src / "config.json"  # the hub copy
@@ -298,6 +300,8 @@ def import_openai(src_dir: str | os.PathLike, out_dir: str | os.PathLike,
     run_cfg = RunConfig(model=cfg, sparsity=SparsityConfig(nonzero_frac=max(nonzero, 1e-9)),
                         data_dir=str(data_dir) if data_dir is not None else "")
     run_cfg.validate()
+    if overwrite and out.is_dir():  # --force: nothing of an earlier run stays beside the new weights
+        shutil.rmtree(out)
     out.mkdir(parents=True, exist_ok=True)
     run = Run(out)
     save_state_dict(run.weights_path, ours, cfg, step=0)
@@ -317,6 +321,16 @@ def import_openai(src_dir: str | os.PathLike, out_dir: str | os.PathLike,
         f"{cfg.positions.value}, sink {rel.sink}, bigram {cfg.bigram_table.value}; "
         + (f"ignored {', '.join(sorted(ignored))}; " if ignored else "") + f"-> {out}")
     return run_cfg
+
+
+def _check_target(out: Path, overwrite: bool, what: str) -> None:
+    """Refuse to write into a non-empty directory (or onto a file) unless `overwrite`; with it, an
+    import replaces the whole directory, so no earlier run's files stay beside the new weights."""
+    if out.exists() and not out.is_dir():
+        raise UserError(f"{out}: exists and is not a directory; choose another --out")
+    if out.is_dir() and any(out.iterdir()):
+        if not overwrite:
+            raise UserError(f"{out}: already holds {what}; pass --force to replace them or choose another --out")
 
 
 def _checked_release_weights(weights_path: Path, rel: ReleaseConfig, config_name: str
@@ -440,11 +454,12 @@ def release_config(cfg: ModelConfig) -> dict:
     }
 
 
-def export_openai(run_dir: str | os.PathLike, out_dir: str | os.PathLike, log=print) -> dict:
+def export_openai(run_dir: str | os.PathLike, out_dir: str | os.PathLike, log=print, overwrite: bool = False) -> dict:
     """Write a run's model in the release's format: beeg_config.json, final_model.pt (tensors
     only), encoder.json + vocab.bpe with the data-gym id layout (weights permuted to match), and
     sparse_circuits.json (our config, so that importing it back is exact)."""
     run, out = Run(run_dir), Path(out_dir)
+    _check_target(out, overwrite, "files")
     cfg = run.config()
     config = release_config(cfg.model)
     tok = run.tokenizer()
