@@ -263,3 +263,22 @@ def test_a_run_has_one_writer(tmp_path, data_dir):
     assert {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()} == before
     r = cli("train", "--out", run, "--resume", "--steps", 4)
     assert r.returncode == 0 and '"step": 4' in r.stdout, r.stderr
+
+
+def test_a_damaged_data_meta_is_a_one_line_error(tmp_path, data_dir):
+    """meta.json that is not an object, lacks vocab_size or has baselines that are not a record: `info`
+    and `train` name the file and the fix instead of a traceback."""
+    import shutil
+
+    data = tmp_path / "data"
+    shutil.copytree(data_dir, data)
+    run = tmp_path / "run"
+    cfg = tmp_path / "cfg.json"
+    cfg.write_text(json.dumps({"train": {"threads": 1}}))
+    assert cli("train", "--data", data, "--preset", "tiny", "--out", run, "--steps", 2, "--config", cfg).returncode == 0
+    meta = json.loads((data / "meta.json").read_text())
+    for broken in ([1, 2], {k: v for k, v in meta.items() if k != "vocab_size"}, meta | {"baselines_val_loss": 5}):
+        (data / "meta.json").write_text(json.dumps(broken))
+        assert_one_line_error(cli("info", run), "meta.json", "sparse-circuits data")
+        assert_one_line_error(cli("train", "--data", data, "--preset", "tiny", "--out", tmp_path / "r2", "--steps", 2),
+                              "meta.json")

@@ -86,6 +86,8 @@ class DataMeta:
     @classmethod
     def from_dict(cls, d: dict, where: str) -> DataMeta:
         try:
+            if not isinstance(d, dict):
+                raise TypeError(f"a JSON object was expected, not {type(d).__name__}")
             synthetic = d.get("synthetic")
             return cls(
                 format_version=int(d["format_version"]), source=d["source"], sources=list(d["sources"]),
@@ -95,7 +97,7 @@ class DataMeta:
                 chars=SplitCounts(**d["chars"]), synthetic=SyntheticMeta(**synthetic) if synthetic else None,
                 baselines_val_loss=Baselines(**d["baselines_val_loss"]), val_files=list(d["val_files"]),
                 sha256=dict(d["sha256"]))
-        except (KeyError, TypeError, ValueError) as e:
+        except (KeyError, TypeError, ValueError, AttributeError) as e:
             raise UserError(f"{where}: not a data directory's metadata ({type(e).__name__}: {e}); "
                             "re-run `sparse-circuits data` for it") from None
 
