@@ -348,8 +348,17 @@ def test_pickled_code_is_refused_and_the_cli_says_so_in_one_line(tmp_path):
                        capture_output=True, text=True, timeout=300)
     assert r.returncode == 2
     lines = [line for line in r.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1 and "never unpickle code" in lines[0], r.stderr
+    assert len(lines) == 1 and "never unpickles code" in lines[0], r.stderr
+    assert "weights_only" not in lines[0] and "state_dict" in lines[0]  # what to do, in this tool's terms
     assert not (tmp_path / "run").exists()
+    # An empty or truncated checkpoint: one line too (the message itself must not fail).
+    for content in (b"", b"PK\x03\x04"):
+        (src / "final_model.pt").write_bytes(content)
+        r = subprocess.run([sys.executable, "-m", "sparse_circuits.cli", "import-openai", str(src), "--out",
+                            str(tmp_path / "run"), "--tokenizer", str(tmp_path / "tok")],
+                           capture_output=True, text=True, timeout=300)
+        lines = [line for line in r.stderr.splitlines() if line.strip()]
+        assert r.returncode == 2 and len(lines) == 1 and "not a readable PyTorch checkpoint" in lines[0], r.stderr
 
 
 def test_hub_prefix_is_removed(tmp_path):

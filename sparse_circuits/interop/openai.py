@@ -26,6 +26,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import pickle
+import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -196,6 +197,11 @@ def _is_mask_buffer(name: str) -> bool:
     return name.startswith("transformer.h.") and name.endswith(".attn.bias")
 
 
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__
+
+
 def read_release_weights(path: Path) -> dict[str, torch.Tensor]:
     """A state dict from `final_model.pt` (weights-only unpickling, memory-mapped when the file
     allows) or a safetensors file; the hub copy's `circuit_model.` prefix is removed."""
@@ -213,10 +219,13 @@ def read_release_weights(path: Path) -> dict[str, torch.Tensor]:
                     raise
                 sd = torch.load(path, map_location="cpu", weights_only=True)
         except pickle.UnpicklingError as e:
-            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            raise UserError(f"{path}: holds more than tensors, and we never unpickle code ({first})") from None
-        except (RuntimeError, EOFError, OSError, ValueError) as e:
-            raise UserError(f"{path}: not a readable PyTorch checkpoint ({str(e).splitlines()[0]})") from None
+            found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(e))
+            what = f" ({found.group(1)})" if found else ""
+            raise UserError(f"{path}: holds pickled objects besides tensors{what}, and this tool never unpickles code; "
+                            "save the weights as a plain state dict (torch.save(model.state_dict(), ...)) or as "
+                            "safetensors and import that") from None
+        except (RuntimeError, EOFError, OSError, ValueError, IndexError) as e:
+            raise UserError(f"{path}: not a readable PyTorch checkpoint ({_first_line(e)})") from None
     if isinstance(sd, dict) and "model" in sd and isinstance(sd["model"], dict) and not any(
             isinstance(v, torch.Tensor) for v in sd.values()):
         sd = sd["model"]
