@@ -24,7 +24,24 @@ def _user_errors(fn):
         except UserError as e:
             click.echo(f"error: {e}", err=True)
             sys.exit(2)
+        except OSError as e:  # a path that cannot be written or read: a parent that is a file, a full disk, ...
+            where = f"{e.filename}: " if e.filename else ""
+            click.echo(f"error: {where}{e.strerror or e}; check the path (--out, --json) and the disk", err=True)
+            sys.exit(2)
     return wrapper
+
+
+def _check_output_path(path, option: str, is_dir: bool = False) -> None:
+    """Fail before any work when `path` cannot be written: it (for a directory) or its nearest
+    existing ancestor is not a directory."""
+    path = Path(path)
+    if is_dir and path.exists() and not path.is_dir():
+        raise UserError(f"{option} {path}: exists and is not a directory; choose another path")
+    parent = path.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise UserError(f"{option} {path}: {parent} is not a directory; choose another path")
 
 
 @click.group()
@@ -59,6 +76,7 @@ def data(sources, out_dir, vocab_size, val_frac, seed, synthetic_share, syntheti
     tokenizer (or take --tokenizer) and write token arrays."""
     from .data import prepare_data
 
+    _check_output_path(out_dir, "--out", is_dir=True)
     prepare_data(list(sources), out_dir, vocab_size=vocab_size, val_frac=val_frac, seed=seed,
                  synthetic_share=synthetic_share, synthetic_tokens=synthetic_tokens,
                  synthetic_files=synthetic_files, synthetic_seed=synthetic_seed, tokenizer=tokenizer,
@@ -246,6 +264,8 @@ def tasks_eval(model_dir, split, n_pairs, seed, names, json_out, step) -> None:
     from .fileio import write_json
     from .tasks.evaluate import CHANCE_LOSS, evaluate_run
 
+    if json_out:
+        _check_output_path(json_out, "--json")
     result = evaluate_run(model_dir, split, n_pairs, seed, list(names) or None, step)
     click.echo(f"{model_dir}: {split} split, {n_pairs} pairs per task; chance: loss {CHANCE_LOSS:.3f}, accuracy 0.50")
     click.echo(f"{'task':<28} {'loss':>7} {'acc':>6} {'logit diff':>10} {'bigram loss':>11} {'bigram acc':>10}")
@@ -414,6 +434,7 @@ def report(model_dirs, circuit_dirs, out_dir, windows, sweep_dir) -> None:
     from .report import build_report
     from .report.site import SNIPPET_WINDOWS
 
+    _check_output_path(out_dir, "--out", is_dir=True)
     build_report(list(model_dirs), list(circuit_dirs), out_dir, snippet_windows=SNIPPET_WINDOWS if windows is None else windows,
                  log=click.echo, sweep_dir=sweep_dir)
 

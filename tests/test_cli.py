@@ -282,3 +282,20 @@ def test_a_damaged_data_meta_is_a_one_line_error(tmp_path, data_dir):
         assert_one_line_error(cli("info", run), "meta.json", "sparse-circuits data")
         assert_one_line_error(cli("train", "--data", data, "--preset", "tiny", "--out", tmp_path / "r2", "--steps", 2),
                               "meta.json")
+
+
+def test_unwritable_output_paths_are_one_line_errors(tmp_path, data_dir):
+    """--out or --json under a path whose parent is a file: a one-line error naming the path."""
+    afile = tmp_path / "afile"
+    afile.write_text("not a directory")
+    run = tmp_path / "run"
+    cfg = tmp_path / "cfg.json"
+    cfg.write_text(json.dumps({"train": {"threads": 1}}))
+    assert_one_line_error(cli("train", "--data", data_dir, "--preset", "tiny", "--out", afile / "sub", "--steps", 2,
+                              "--config", cfg), "afile")
+    assert cli("train", "--data", data_dir, "--preset", "tiny", "--out", run, "--steps", 2, "--config", cfg).returncode == 0
+    assert_one_line_error(cli("tasks", "eval", "--model", run, "--pairs", 2, "--task", "for_while",
+                              "--json", afile / "x.json"), "afile")
+    assert_one_line_error(cli("export-openai", run, "--out", afile / "sub"), "afile")
+    assert_one_line_error(cli("data", "--corpus", "synthetic", "--synthetic-files", 20, "--vocab-size", 300,
+                              "--out", afile / "sub"), "afile")
