@@ -52,6 +52,11 @@ def test_grid_is_typed_and_checked_before_anything_runs():
         grid_from_dict(TINY_GRID | {"tasks": ["no_such_task"]})
     with pytest.raises(UserError, match="expected a list"):
         grid_from_dict(TINY_GRID | {"seeds": 0})
+    # Two models in one directory would leave the second "finished earlier" and never trained.
+    for dup in ({"nonzero_fracs": [0.25, 0.2500001]}, {"widths": [16, 16]}, {"seeds": [0, 0]},
+                {"dense_widths": [32, 32]}):
+        with pytest.raises(UserError, match="share the directory"):
+            grid_from_dict(TINY_GRID | dup)
 
 
 def test_geometric_mean_over_a_fixed_task_set_with_a_missing_task():

@@ -90,6 +90,12 @@ class GridConfig:
                 raise UserError(f"grid: activation fraction {a} must be in (0, 1]")
         if not self.seeds:
             raise UserError("grid: seeds must list at least one seed")
+        seen: dict[str, ModelSpec] = {}
+        for spec in self.models():  # every model needs a directory of its own
+            if spec.name in seen:
+                raise UserError(f"grid: two models would share the directory {spec.name!r} (a value given twice, "
+                                "or two that print alike); list each width, fraction and seed once")
+            seen[spec.name] = spec
         if self.mlp_ratio < 1:
             raise UserError(f"grid: mlp_ratio must be >= 1, got {self.mlp_ratio}")
         known = {t.name for t in all_tasks()}
