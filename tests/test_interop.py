@@ -219,6 +219,18 @@ def test_concatenated_positions_pass_through_the_input_sites(tmp_path):
     assert all(e.dst.index < 16 for e in edges.residual)  # nothing writes the position channels
 
 
+def test_a_truncated_or_empty_vocab_bpe_is_refused(tmp_path):
+    """Loaded anyway, a truncated merges file gives a tokenizer that spends far more tokens on the
+    same text; every token but the bytes must be made by a merge."""
+    write_bpe(tmp_path / "tok")
+    assert load_bpe(tmp_path / "tok").get_vocab_size() > 257
+    lines = (tmp_path / "tok" / "vocab.bpe").read_text().splitlines(keepends=True)
+    for kept in (lines[:1], lines[: len(lines) // 2]):
+        (tmp_path / "tok" / "vocab.bpe").write_text("".join(kept))
+        with pytest.raises(UserError, match="made by no merge"):
+            load_bpe(tmp_path / "tok")
+
+
 def test_tokenizer_files_encode_as_tiktoken_does(tmp_path, data_dir):
     tiktoken_load = pytest.importorskip("tiktoken.load")
     import tiktoken

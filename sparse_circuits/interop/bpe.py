@@ -76,6 +76,13 @@ def load_bpe(directory: str | os.PathLike) -> Tokenizer:
     missing = [a + b for a, b in merges if a + b not in encoder]
     if missing:
         raise UserError(f"{merges_path}: merge result {missing[0]!r} is not in {ENCODER_FILE}; the files do not belong together")
+    # Every token but the 256 bytes is made by a merge: tokens no merge makes mean a truncated file,
+    # which would still load and spend far more tokens on the same text.
+    made = set(byte_chars()) | {a + b for a, b in merges}
+    unmade = [t for t in encoder if t not in made]
+    if unmade:
+        raise UserError(f"{merges_path}: {len(unmade)} tokens of {ENCODER_FILE} are made by no merge (e.g. "
+                        f"{unmade[0]!r}): the file is empty or truncated; restore the full {MERGES_FILE}")
     tok = new_tokenizer()
     # ignore_merges: a piece that is a whole token is that token, as tiktoken encodes
     tok.model = models.BPE(vocab=encoder, merges=merges, ignore_merges=True)
