@@ -159,3 +159,24 @@ def test_long_texts_are_encoded_in_pieces_with_exactly_the_whole_texts_tokens(da
     word = "".join(random.Random(1).choices("abcdefghij", k=300_000))
     pieces = text_pieces(word, stats)
     assert "".join(pieces) == word and stats["hard_cuts"] >= 1
+
+
+def test_fifos_and_devices_in_a_corpus_are_skipped_not_read(tmp_path):
+    """A FIFO named like a source file would block `data` forever, a link to /dev/zero would read
+    until memory runs out: both are skipped and counted as unreadable (a link to a regular file is
+    followed, as any file of the corpus)."""
+    import os
+    import subprocess
+    import sys
+
+    root = write_corpus(tmp_path / "c", n_files=6)
+    os.mkfifo(root / "pipe.py")
+    (root / "zero.py").symlink_to("/dev/zero")
+    (root / "link.py").symlink_to(next(root.rglob("mod_0.py")))
+    r = subprocess.run([sys.executable, "-m", "sparse_circuits.cli", "data", "--corpus", str(root), "--out",
+                        str(tmp_path / "d"), "--vocab-size", "300", "--val-frac", "0.3", "--no-contamination"],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    meta = json.loads((tmp_path / "d" / "meta.json").read_text())
+    assert meta["files"]["skipped_unreadable"] == 2
+    assert meta["files"]["train"] + meta["files"]["val"] == 7  # six files and the followed link

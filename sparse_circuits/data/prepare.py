@@ -83,6 +83,11 @@ def _python_files(source: str) -> tuple[list[Path], Path | None]:
 
 
 def _read_text(path: Path, scan: CorpusScan) -> str | None:
+    # Only regular files (a symlink to one is followed): a FIFO would block the read forever and a
+    # device such as /dev/zero would never end; both count as unreadable.
+    if not path.is_file():
+        scan.skipped_unreadable += 1
+        return None
     try:
         raw = path.read_bytes()
     except OSError:
