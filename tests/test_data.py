@@ -180,3 +180,16 @@ def test_fifos_and_devices_in_a_corpus_are_skipped_not_read(tmp_path):
     meta = json.loads((tmp_path / "d" / "meta.json").read_text())
     assert meta["files"]["skipped_unreadable"] == 2
     assert meta["files"]["train"] + meta["files"]["val"] == 7  # six files and the followed link
+
+
+def test_end_of_text_written_inside_a_file_is_text_not_a_separator(tmp_path):
+    root = write_corpus(tmp_path / "c", n_files=6)
+    (root / "tricky.py").write_text("SEP = '<|endoftext|>'\nprint(SEP)\n" * 3)
+    meta = prepare_data(str(root), tmp_path / "d", vocab_size=300, val_frac=0.2, log=lambda *_: None)
+    tok = load_tokenizer(tmp_path / "d" / "tokenizer.json")
+    eot = tok.token_to_id("<|endoftext|>")
+    train = np.fromfile(tmp_path / "d" / "train.bin", dtype=np.uint16)
+    val = np.fromfile(tmp_path / "d" / "val.bin", dtype=np.uint16)
+    # exactly one separator per document, at its end
+    assert int((train == eot).sum()) == meta.files.train and int((val == eot).sum()) == meta.files.val
+    assert tok.encode("<|endoftext|>").ids == [eot]  # the saved tokenizer still knows the separator

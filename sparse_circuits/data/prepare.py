@@ -269,15 +269,21 @@ def encode_each(tok: Tokenizer, docs: list[Document], desc: str = "encode",
         batch.clear()
 
     bar = tqdm(total=sum(len(d.text) for d in docs), desc=desc, unit="char", unit_scale=True, leave=False)
-    for i, doc in enumerate(docs):
-        for piece in text_pieces(doc.text, stats):
-            batch.append((i, piece))
-            chars += len(piece)
-            if chars >= ENCODE_BATCH_CHARS:
-                flush()
-                chars = 0
-    flush()
-    bar.close()
+    # The text "<|endoftext|>" inside a file is text, not the document separator: encoded as characters.
+    special_as_text = tok.encode_special_tokens
+    tok.encode_special_tokens = True
+    try:
+        for i, doc in enumerate(docs):
+            for piece in text_pieces(doc.text, stats):
+                batch.append((i, piece))
+                chars += len(piece)
+                if chars >= ENCODE_BATCH_CHARS:
+                    flush()
+                    chars = 0
+        flush()
+    finally:
+        tok.encode_special_tokens = special_as_text
+        bar.close()
     return [np.concatenate(parts + [eot]) for parts in ids]
 
 
