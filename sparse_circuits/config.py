@@ -127,6 +127,12 @@ class ModelConfig:
         for name in ("n_layer", "d_model", "d_head", "d_mlp", "context", "vocab_size"):
             if getattr(self, name) < 1:
                 raise UserError(f"model.{name} must be >= 1, got {getattr(self, name)}")
+        # [ours] Sane bounds, checked before anything is built: an edited config.json with n_layer 1e9
+        # would otherwise build modules until memory runs out. The paper's largest models are far inside.
+        for name, bound in MODEL_BOUNDS.items():
+            if getattr(self, name) > bound:
+                raise UserError(f"model.{name} {getattr(self, name)} is beyond {bound}; the config is damaged or "
+                                "not a model this tool can build")
         if self.d_model % self.d_head:
             raise UserError(f"model.d_model ({self.d_model}) must be a multiple of model.d_head ({self.d_head})")
         if self.positions == Positions.CONCAT and self.d_pos < 1:
@@ -140,6 +146,10 @@ class ModelConfig:
             raise UserError(f"model.norm_eps must be a positive number or null, got {self.norm_eps}")
         if self.positions_at_input_site and self.positions != Positions.CONCAT:
             raise UserError("model.positions_at_input_site needs positions 'concat'; set it to false")
+
+
+MODEL_BOUNDS = {"n_layer": 1024, "d_model": 1 << 16, "d_head": 1 << 16, "d_mlp": 1 << 18, "context": 1 << 17,
+                "d_pos": 1 << 16}
 
 
 @dataclass

@@ -8,6 +8,7 @@ against something that shares none of their code.
 from __future__ import annotations
 
 import json
+import shutil
 import math
 import subprocess
 import sys
@@ -340,12 +341,34 @@ def _broken(tmp_path, change_cfg=None, change_sd=None, name="r"):
     (None, lambda s: s.update({"transformer.ln_f.weight": torch.ones(3)}), "transformer.ln_f.weight has shape"),
     (None, lambda s: s["transformer.h.0.mlp.c_fc.weight"].__setitem__((0, 0), float("nan")), "not finite"),
     (lambda c: c.update(vocab_size=c["vocab_size"] + 1), None, "vocab_size"),
+    (lambda c: c.update(n_layer=1_000_000_000), None, "n_layer 1000000000 is outside"),
+    (lambda c: (c.update(n_head=0), c.pop("d_head", None)), None, "n_head must be >= 1"),
 ])
 def test_strict_import_names_the_problem(tmp_path, change_cfg, change_sd, message):
     src = _broken(tmp_path, change_cfg, change_sd)
     with pytest.raises(UserError, match=message.replace("(", r"\(").replace("[", r"\[")):
         import_openai(src, tmp_path / "run", tokenizer_dir=tmp_path / "tok", log=lambda *_: None)
     assert not (tmp_path / "run").exists()  # nothing written
+
+
+def test_a_damaged_export_record_or_run_config_is_refused_before_building(tmp_path, tiny_run):
+    """sparse_circuits.json with a model that is not an object or a norm_eps that is not a number; a
+    run's config.json edited to n_layer 1e9: one-line errors before any model is built."""
+    exp = tmp_path / "exp"
+    export_openai(tiny_run, exp, log=lambda *_: None)
+    record = json.loads((exp / "sparse_circuits.json").read_text())
+    for bad in ({"model": []}, {"model": record["model"] | {"norm_eps": "abc"}}):
+        (exp / "sparse_circuits.json").write_text(json.dumps(record | bad))
+        with pytest.raises(UserError, match="sparse_circuits.json: damaged"):
+            import_openai(exp, tmp_path / "run", log=lambda *_: None)
+        assert not (tmp_path / "run").exists()
+    run = tmp_path / "copy"
+    shutil.copytree(tiny_run, run)
+    cfg = json.loads((run / "config.json").read_text())
+    cfg["model"]["n_layer"] = 1_000_000_000
+    (run / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(UserError, match="n_layer 1000000000 is beyond"):
+        load_model(run)
 
 
 class NotAWeight:  # pickled by reference: weights-only loading must refuse it

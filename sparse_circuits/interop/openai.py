@@ -34,7 +34,7 @@ from pathlib import Path
 import torch
 
 from ..checkpoint import save_state_dict
-from ..config import BigramTable, ModelConfig, Positions, RunConfig, SparsityConfig, to_dict
+from ..config import MODEL_BOUNDS, BigramTable, ModelConfig, Positions, RunConfig, SparsityConfig, to_dict
 from ..data import check_same_tokenizer, load_tokenizer
 from ..errors import UserError
 from ..fileio import atomic_path, read_json, sha256_file, write_json
@@ -126,12 +126,21 @@ class ReleaseConfig:
             if not ok:
                 raise UserError(f"{where}: {k} must be {fields[k].type}, got {v!r}")
         cfg = cls(**data)
+        if cfg.n_head < 1:
+            raise UserError(f"{where}: n_head must be >= 1, got {cfg.n_head}")
         cfg.d_mlp = cfg.d_mlp if cfg.d_mlp is not None else 4 * cfg.d_model
         cfg.d_head = cfg.d_head if cfg.d_head is not None else cfg.d_model // cfg.n_head
         return cfg, ignored
 
     def check_supported(self, where: str) -> None:
         """Refuse what our forward does not compute, naming the option."""
+        for name, bound in (("n_layer", MODEL_BOUNDS["n_layer"]), ("d_model", MODEL_BOUNDS["d_model"]),
+                            ("d_mlp", MODEL_BOUNDS["d_mlp"]), ("block_size", MODEL_BOUNDS["context"]),
+                            ("n_head", MODEL_BOUNDS["d_model"]), ("vocab_size", 65535)):
+            value = getattr(self, name)
+            if isinstance(value, int) and not 1 <= value <= bound:
+                raise UserError(f"{where}: {name} {value} is outside 1..{bound}; the config is damaged or not a "
+                                "model this tool can open")
         if not self.rms_norm:
             raise UserError(f"{where}: rms_norm is false (LayerNorm); our model has RMSNorm only")
         if self.activation_type != "gelu":
@@ -288,7 +297,11 @@ def import_openai(src_dir: str | os.PathLike, out_dir: str | os.PathLike,
     # positions joined before or after the input sites (the same forward when those are not sparsified).
     sidecar = read_json(src / EXPORT_SIDECAR, "export record") if (src / EXPORT_SIDECAR).is_file() else {}
     ours_cfg = sidecar.get("model", {}) if isinstance(sidecar, dict) else {}
-    norm_eps = ours_cfg.get("norm_eps")
+    norm_eps = ours_cfg.get("norm_eps") if isinstance(ours_cfg, dict) else None
+    if not isinstance(ours_cfg, dict) or not (norm_eps is None or (isinstance(norm_eps, (int, float))
+                                                                   and not isinstance(norm_eps, bool))):
+        raise UserError(f"{src / EXPORT_SIDECAR}: damaged (model must be an object, norm_eps a number or null); "
+                        "delete the file to import with the release's defaults")
 
     weights_path = _find_weights(src)
     log(f"import-openai: reading {weights_path}")
