@@ -8,8 +8,8 @@ against something that shares none of their code.
 from __future__ import annotations
 
 import json
-import shutil
 import math
+import shutil
 import subprocess
 import sys
 from pathlib import Path
