@@ -194,6 +194,15 @@ def test_prune_validate_and_wrong_model(tmp_path, data_dir):
     assert json.loads((circuit / "validation.json").read_text())["split"] == "test"
     assert_one_line_error(cli("validate", circuit, "--model", tmp_path / "other", "--pairs", 8),
                           "pruned from another model")
+    moved = json.loads((circuit / "circuit.json").read_text())
+    moved["model"]["dir"] = str(tmp_path / "moved-away")
+    (tmp_path / "moved").mkdir()
+    for f in ("circuit.safetensors",):
+        (tmp_path / "moved" / f).write_bytes((circuit / f).read_bytes())
+    (tmp_path / "moved" / "circuit.json").write_text(json.dumps(moved))
+    assert_one_line_error(cli("validate", tmp_path / "moved", "--pairs", 8), "has no weights there", "--model")
+    for missing in (tmp_path / "nowhere", tmp_path / "moved"):  # no run there / a directory without weights
+        assert_one_line_error(cli("prune-all", "--model", missing, "--pairs", 8), str(missing))
     bad = tmp_path / "prune.json"
     bad.write_text(json.dumps({"ablation": "median"}))
     assert_one_line_error(cli("prune", "--model", tmp_path / "run", "--task", "for_while", "--out", circuit,

@@ -186,6 +186,9 @@ def _nodes(by_site, path: Path) -> list[NodeId]:
 
 def check_circuit_model(circuit: Circuit, circuit_dir: str | os.PathLike, model_dir: str | os.PathLike) -> None:
     """Refuse a circuit that was pruned from other weights than model_dir's."""
+    if not Run(model_dir).has_weights():
+        raise UserError(f"{circuit_dir}: its model {model_dir} has no weights there (moved or deleted?); "
+                        "pass the run it was pruned from with --model RUN_DIR")
     if Run(model_dir).weights_sha256() != circuit.model_sha256:
         raise UserError(f"{circuit_dir}: circuit was pruned from another model ({circuit.model_dir}), not "
                         f"{model_dir}; prune this model or pass the circuit's own model")
