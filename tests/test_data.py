@@ -193,3 +193,26 @@ def test_end_of_text_written_inside_a_file_is_text_not_a_separator(tmp_path):
     # exactly one separator per document, at its end
     assert int((train == eot).sum()) == meta.files.train and int((val == eot).sum()) == meta.files.val
     assert tok.encode("<|endoftext|>").ids == [eot]  # the saved tokenizer still knows the separator
+
+
+def test_a_damaged_or_torn_data_directory_is_refused_when_opened(tmp_path, corpus_dir):
+    """Token ids beyond the vocabulary, an odd-length or empty train.bin, tokens that do not match
+    meta.json (a directory half rewritten): one-line errors when the data is opened."""
+    import shutil
+
+    good = tmp_path / "good"
+    prepare_data(str(corpus_dir), good, vocab_size=300, val_frac=0.2, log=lambda *_: None)
+    TokenData(good)
+    train = np.fromfile(good / "train.bin", dtype=np.uint16)
+    damages = {
+        "beyond the vocabulary": lambda d: np.concatenate([train[:-1], [299 + 7]]).astype(np.uint16).tofile(d / "train.bin"),
+        "odd length": lambda d: (d / "train.bin").write_bytes((good / "train.bin").read_bytes()[:-1]),
+        "empty": lambda d: (d / "train.bin").write_bytes(b""),
+        "torn": lambda d: train[: train.size // 2].tofile(d / "train.bin"),
+    }
+    for what, damage in damages.items():
+        d = tmp_path / what.replace(" ", "-")
+        shutil.copytree(good, d)
+        damage(d)
+        with pytest.raises(UserError, match="--force"):
+            TokenData(d)

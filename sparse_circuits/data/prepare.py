@@ -608,9 +608,22 @@ class TokenData:
         for name in (TRAIN_FILE, VAL_FILE, TOKENIZER_FILE):
             if not (self.dir / name).is_file():
                 raise UserError(f"{self.dir / name}: missing; re-run `sparse-circuits data --out {self.dir}`")
-        self.train = np.memmap(self.dir / TRAIN_FILE, dtype=np.uint16, mode="r")
-        self.val = np.memmap(self.dir / VAL_FILE, dtype=np.uint16, mode="r")
+        # Checked once, here: every stage that reads tokens opens them through this class.
+        arrays = []
+        for name, n in ((TRAIN_FILE, self.meta.tokens.train), (VAL_FILE, self.meta.tokens.val)):
+            size = (self.dir / name).stat().st_size
+            if size != 2 * n:
+                raise UserError(f"{self.dir / name}: {size} bytes, but meta.json counts {n} tokens ({2 * n} bytes): "
+                                f"the directory is damaged or half rewritten; re-run `sparse-circuits data --out "
+                                f"{self.dir} --force`")
+            arrays.append(np.memmap(self.dir / name, dtype=np.uint16, mode="r") if n else np.zeros(0, np.uint16))
+        self.train, self.val = arrays
         self.vocab_size = self.meta.vocab_size
+        for name, arr in zip((TRAIN_FILE, VAL_FILE), arrays):
+            if arr.size and int(arr.max()) >= self.vocab_size:
+                raise UserError(f"{self.dir / name}: token id {int(arr.max())} is not below the vocabulary size "
+                                f"{self.vocab_size}; the directory is damaged; re-run `sparse-circuits data --out "
+                                f"{self.dir} --force`")
 
     def bigram_logprobs(self) -> torch.Tensor:
         counts = read_safetensors(self.dir / BIGRAM_FILE, "bigram counts")["counts"]
