@@ -235,6 +235,11 @@ def test_mismatched_models_are_refused(tmp_path, data_dir, dense_run, corpus_dir
     with pytest.raises(UserError, match="tokenized differently"):
         train_bridged(cfg, dense_run, tmp_path / "y", progress=False)
     assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
+    sparse = tmp_path / "sparse"  # a weight-sparse run given as the dense one
+    train(tiny_config(data_dir, steps=2), sparse, progress=False)
+    with pytest.raises(UserError, match="is weight-sparse"):
+        train_bridged(bridged_config(data_dir), sparse, tmp_path / "z", progress=False)
+    assert not (tmp_path / "z").exists()
 
 
 def test_bridge_steer_and_through_bridge_commands(tmp_path, data_dir, dense_run):

@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from ..checkpoint import load_module
-from ..config import RunConfig, dataclass_from_dict, to_dict
+from ..config import ModelKind, RunConfig, dataclass_from_dict, to_dict
 from ..data import check_same_tokenizer
 from ..errors import UserError
 from ..fileio import read_json, write_json
@@ -79,6 +79,10 @@ def train_bridged(cfg: RunConfig, dense_dir: str | os.PathLike, out_dir: str | o
     """Train `cfg`'s sparse model with bridges to the dense run; returns the final metrics."""
     dense_dir, out = Path(dense_dir), Run(out_dir)
     bcfg = (bcfg or BridgeConfig()).validate()
+    dense_sparsity = Run(dense_dir).config().sparsity
+    if dense_sparsity.kind != ModelKind.DENSE:  # [ours] the method couples a sparse model to a dense one
+        raise UserError(f"bridge: --dense-run {dense_dir} is weight-sparse (nonzero_frac {dense_sparsity.nonzero_frac:g}); "
+                        "bridges couple a sparse model to a dense one: give a run trained with --dense")
     dense = load_dense(dense_dir, cfg.train.device)
     check_pair(cfg, dense_dir, dense)
     record = BridgeRecord(to_dict(bcfg), str(dense_dir.resolve()), Run(dense_dir).weights_sha256())
