@@ -81,8 +81,9 @@ def train_bridged(cfg: RunConfig, dense_dir: str | os.PathLike, out_dir: str | o
     bcfg = (bcfg or BridgeConfig()).validate()
     dense_sparsity = Run(dense_dir).config().sparsity
     if dense_sparsity.kind != ModelKind.DENSE:  # [ours] the method couples a sparse model to a dense one
-        raise UserError(f"bridge: --dense-run {dense_dir} is weight-sparse (nonzero_frac {dense_sparsity.nonzero_frac:g}); "
-                        "bridges couple a sparse model to a dense one: give a run trained with --dense")
+        raise UserError(f"bridge: --dense-run {dense_dir} is weight-sparse (nonzero_frac "
+                        f"{dense_sparsity.nonzero_frac:g}); bridges couple a sparse model to a dense one: give a run "
+                        "trained with --dense")
     dense = load_dense(dense_dir, cfg.train.device)
     check_pair(cfg, dense_dir, dense)
     record = BridgeRecord(to_dict(bcfg), str(dense_dir.resolve()), Run(dense_dir).weights_sha256())
