@@ -371,6 +371,30 @@ def test_a_damaged_export_record_or_run_config_is_refused_before_building(tmp_pa
         load_model(run)
 
 
+def test_an_export_that_fails_leaves_the_earlier_one_or_nothing(tmp_path, tiny_run, monkeypatch):
+    """A full disk while writing final_model.pt: no half-written export, no staging directory left."""
+    import errno
+
+    def full_disk(*_, **__):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    exp = tmp_path / "exp"
+    with monkeypatch.context() as m:
+        m.setattr(torch, "save", full_disk)
+        with pytest.raises(OSError):
+            export_openai(tiny_run, exp, log=lambda *_: None)
+    assert not exp.exists() and list(tmp_path.iterdir()) == []
+    export_openai(tiny_run, exp, log=lambda *_: None)
+    before = {p.name: p.read_bytes() for p in exp.iterdir()}
+    with monkeypatch.context() as m:
+        m.setattr(torch, "save", full_disk)
+        with pytest.raises(OSError):
+            export_openai(tiny_run, exp, log=lambda *_: None, overwrite=True)
+    assert {p.name: p.read_bytes() for p in exp.iterdir()} == before
+    assert [p.name for p in tmp_path.iterdir()] == ["exp"]
+    assert oct(exp.stat().st_mode & 0o777) != oct(0o700)
+
+
 class NotAWeight:  # pickled by reference: weights-only loading must refuse it
     pass
 

@@ -28,6 +28,7 @@ import os
 import pickle
 import re
 import shutil
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,7 +38,7 @@ from ..checkpoint import save_state_dict
 from ..config import MODEL_BOUNDS, BigramTable, ModelConfig, Positions, RunConfig, SparsityConfig, to_dict
 from ..data import check_same_tokenizer, load_tokenizer
 from ..errors import UserError
-from ..fileio import atomic_path, read_json, sha256_file, write_json
+from ..fileio import atomic_path, fsync_path, read_json, sha256_file, write_json
 from ..runs import Run
 from ..model import GPT, RMSNorm
 from ..nodes import NodeLocation
@@ -476,17 +477,8 @@ def release_config(cfg: ModelConfig) -> dict:
     }
 
 
-def export_openai(run_dir: str | os.PathLike, out_dir: str | os.PathLike, log=print, overwrite: bool = False) -> dict:
-    """Write a run's model in the release's format: beeg_config.json, final_model.pt (tensors
-    only), encoder.json + vocab.bpe with the data-gym id layout (weights permuted to match), and
-    sparse_circuits.json (our config, so that importing it back is exact)."""
-    run, out = Run(run_dir), Path(out_dir)
-    _check_target(out, overwrite, "files")
-    cfg = run.config()
-    config = release_config(cfg.model)
-    tok = run.tokenizer()
-    model, _ = run.load_model(sparse_threshold=0.0)
-    out.mkdir(parents=True, exist_ok=True)
+def _write_export(out: Path, run: Run, cfg: RunConfig, config: dict, tok, model: GPT) -> None:
+    """The release's files for `model` in `out`."""
     order = torch.tensor(export_bpe(tok, out))
     s = {k: v.detach() for k, v in model.state_dict().items()}
     sd = {"transformer.wte.weight": s["wte.weight"][order],
@@ -516,6 +508,34 @@ def export_openai(run_dir: str | os.PathLike, out_dir: str | os.PathLike, log=pr
     write_json(out / CONFIG_FILE, config)
     write_json(out / EXPORT_SIDECAR, {"note": "written by sparse-circuits export-openai; their code ignores this file",
                                       "source_run": str(run.dir.resolve()), "model": to_dict(cfg.model)})
+
+
+def export_openai(run_dir: str | os.PathLike, out_dir: str | os.PathLike, log=print, overwrite: bool = False) -> dict:
+    """Write a run's model in the release's format: beeg_config.json, final_model.pt (tensors
+    only), encoder.json + vocab.bpe with the data-gym id layout (weights permuted to match), and
+    sparse_circuits.json (our config, so that importing it back is exact)."""
+    run, out = Run(run_dir), Path(out_dir)
+    _check_target(out, overwrite, "files")
+    cfg = run.config()
+    config = release_config(cfg.model)
+    tok = run.tokenizer()
+    model, _ = run.load_model(sparse_threshold=0.0)
+    # Written into a staging directory beside --out and renamed into place: a failure (a full disk)
+    # leaves the earlier export, or nothing, never half of one.
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(staging, 0o777 & ~umask)  # mkdtemp makes 0700; an export gets the usual permissions
+    try:
+        _write_export(staging, run, cfg, config, tok, model)
+        if out.exists():
+            shutil.rmtree(out)
+        os.replace(staging, out)
+        fsync_path(out.parent)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
     eps_note = None
     if cfg.model.norm_eps is not None:
         eps_note = _eps_difference(model, cfg.model)
