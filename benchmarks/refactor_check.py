@@ -24,6 +24,9 @@ import tempfile
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from benchmarks.bench_throughput import baseline_checkout  # noqa: E402  (the same temporary git worktree)
 TIMED = {"seconds", "elapsed_s", "tokens_per_s", "train_seconds", "prune_seconds", "wall_s", "stages", "created",
          "search_seconds", "stage_seconds", "total_seconds"}
 STEPS = [
@@ -36,18 +39,6 @@ STEPS = [
     ["export-openai", "{w}/sparse", "--out", "{w}/exported"],
     ["demo", "--quick", "--out", "{w}/demo"],
 ]
-
-
-@contextlib.contextmanager
-def worktree(rev: str):
-    tmp = Path(tempfile.mkdtemp(prefix="sc-refactor-"))
-    subprocess.run(["git", "-C", str(REPO), "worktree", "add", "--detach", str(tmp / "tree"), rev],
-                   check=True, capture_output=True)
-    try:
-        yield tmp / "tree"
-    finally:
-        subprocess.run(["git", "-C", str(REPO), "worktree", "remove", "--force", str(tmp / "tree")],
-                       capture_output=True)
 
 
 def run_pipeline(code: Path, work: Path) -> None:
@@ -126,7 +117,7 @@ def main() -> None:
     ap.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "refactor" / "check.txt"))
     args = ap.parse_args()
     root = Path(args.keep or tempfile.mkdtemp(prefix="sc-refactor-out-"))
-    with contextlib.nullcontext() if args.compare_only else worktree(args.baseline) as base:
+    with contextlib.nullcontext() if args.compare_only else baseline_checkout(args.baseline) as base:
         # The same absolute path for both runs: paths recorded in the outputs then agree.
         for label, code in () if args.compare_only else (("before", base), ("after", REPO)):
             work = root / "w"
