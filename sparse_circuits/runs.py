@@ -315,9 +315,7 @@ class Run:
             shutil.rmtree(final)
         os.replace(tmp, final)
         fsync_path(root)
-        save_weights(self.weights_path, model, step)
-        for name, module in (extra or {}).items():
-            write_safetensors(self.dir / f"{name}.safetensors", module.state_dict())
+        self._write_final(model, step, extra)
         if keep > 0:
             for old in self.checkpoint_dirs()[:-keep]:
                 shutil.rmtree(old)
@@ -332,10 +330,14 @@ class Run:
                     return False
             except UserError:
                 pass  # damaged: rewritten below
+        self._write_final(model, step, extra)
+        return True
+
+    def _write_final(self, model: GPT, step: int, extra: dict[str, torch.nn.Module] | None) -> None:
+        """RUN_DIR/model.safetensors and the extra modules' files: the run's latest weights."""
         save_weights(self.weights_path, model, step)
         for name, module in (extra or {}).items():
             write_safetensors(self.dir / f"{name}.safetensors", module.state_dict())
-        return True
 
     def load_latest_checkpoint(self, model: GPT, opt: torch.optim.Optimizer, names: dict[int, str],
                                extra: dict[str, torch.nn.Module] | None = None) -> dict | None:
