@@ -104,7 +104,10 @@ def write_safetensors(target: str | os.PathLike, tensors: dict, metadata: dict[s
     tensors = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
     metadata = dict(metadata or {}) | {CONTENT_DIGEST: tensor_digest(tensors)}
     with atomic_path(target) as tmp:
-        save_file(tensors, str(tmp), metadata=metadata)
+        try:
+            save_file(tensors, str(tmp), metadata=metadata)
+        except SafetensorError as e:  # its I/O failures (a full disk) are not OSErrors: make them one
+            raise OSError(f"cannot write {target}: {e}") from e
 
 
 def read_safetensors(path: str | os.PathLike, what: str) -> dict:

@@ -305,11 +305,15 @@ class Run:
         for stale in root.glob(".step_*"):  # half-written checkpoints of a killed run
             shutil.rmtree(stale, ignore_errors=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".step_{step}.", dir=root))
-        save_weights(tmp / WEIGHTS_FILE, model, step)
-        save_optimizer(tmp / OPTIMIZER_FILE, opt, names)
-        for name, module in (extra or {}).items():
-            write_safetensors(tmp / f"{name}.safetensors", module.state_dict())
-        write_json(tmp / CHECKPOINT_STATE_FILE, state)
+        try:
+            save_weights(tmp / WEIGHTS_FILE, model, step)
+            save_optimizer(tmp / OPTIMIZER_FILE, opt, names)
+            for name, module in (extra or {}).items():
+                write_safetensors(tmp / f"{name}.safetensors", module.state_dict())
+            write_json(tmp / CHECKPOINT_STATE_FILE, state)
+        except BaseException:  # a full disk: leave the earlier checkpoints and nothing half-written
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
         final = self.checkpoint_dir(step)
         if final.exists():
             shutil.rmtree(final)

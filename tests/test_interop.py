@@ -393,6 +393,14 @@ def test_an_export_that_fails_leaves_the_earlier_one_or_nothing(tmp_path, tiny_r
     assert {p.name: p.read_bytes() for p in exp.iterdir()} == before
     assert [p.name for p in tmp_path.iterdir()] == ["exp"]
     assert oct(exp.stat().st_mode & 0o777) != oct(0o700)
+    # A target holding a directory named like the weights: refused unless overwrite, then replaced whole.
+    odd = tmp_path / "odd"
+    (odd / "final_model.pt").mkdir(parents=True)
+    with pytest.raises(UserError, match="already holds files; pass --force"):
+        export_openai(tiny_run, odd, log=lambda *_: None)
+    export_openai(tiny_run, odd, log=lambda *_: None, overwrite=True)
+    written = torch.load(odd / "final_model.pt", weights_only=True)
+    assert written.keys() == torch.load(exp / "final_model.pt", weights_only=True).keys()
 
 
 class NotAWeight:  # pickled by reference: weights-only loading must refuse it
@@ -418,6 +426,11 @@ def test_pickled_code_is_refused_and_the_cli_says_so_in_one_line(tmp_path):
                            capture_output=True, text=True, timeout=300)
         lines = [line for line in r.stderr.splitlines() if line.strip()]
         assert r.returncode == 2 and len(lines) == 1 and "not a readable PyTorch checkpoint" in lines[0], r.stderr
+    # A directory where the weights file should be: named as such, not "no final_model.pt".
+    (src / "final_model.pt").unlink()
+    (src / "final_model.pt").mkdir()
+    with pytest.raises(UserError, match="final_model.pt: not a regular file"):
+        import_openai(src, tmp_path / "run", tokenizer_dir=tmp_path / "tok")
 
 
 def test_hub_prefix_is_removed(tmp_path):

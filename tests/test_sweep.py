@@ -248,3 +248,10 @@ def test_sweep_refuses_bad_input_before_writing(tmp_path, data_dir):
     assert res.exit_code == 2 and "K/N" in res.output
     res = runner.invoke(main, ["frontier", str(tmp_path / "nothing")])
     assert res.exit_code == 2 and "sweep.json" in res.output
+    # A directory that holds something else (a run, here without its weights) is not taken over.
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.json").write_text("{}")
+    res = runner.invoke(main, ["sweep", "--grid", "quick", "--data", str(data_dir), "--out", str(run)])
+    assert res.exit_code == 2 and "not a sweep; choose another --out" in res.output
+    assert [p.name for p in run.iterdir()] == ["config.json"]

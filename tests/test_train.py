@@ -194,6 +194,34 @@ def test_resume_restores_final_weights_a_killed_run_left_stale_or_missing(tmp_pa
         assert model is not None
 
 
+def test_a_full_disk_during_training_leaves_no_half_checkpoint_and_the_run_resumes(tmp_path, data_dir, monkeypatch):
+    """The disk fills while the second checkpoint is written: an OSError (the CLI's one-line error),
+    no half-written checkpoint directory, and once there is room, --resume finishes the run."""
+    import safetensors
+
+    from sparse_circuits import fileio
+
+    cfg = tiny_config(data_dir, steps=6, checkpoint_every=3, eval_every=3)
+    out = tmp_path / "full"
+    real_save, calls = fileio.save_file, []
+
+    def save_until_full(tensors, path, metadata=None):
+        calls.append(path)
+        if len(calls) > 3:  # the first checkpoint (weights, optimizer) and the final weights fit
+            raise safetensors.SafetensorError("Error while serializing: I/O error: No space left on device")
+        real_save(tensors, path, metadata=metadata)
+
+    monkeypatch.setattr(fileio, "save_file", save_until_full)
+    with pytest.raises(OSError, match="cannot write .*No space left on device"):
+        train(cfg, out, progress=False)
+    monkeypatch.setattr(fileio, "save_file", real_save)
+    assert [p.name for p in (out / "checkpoints").iterdir()] == ["step_00000003"]
+    assert not list(out.rglob("*.tmp"))
+    assert train(cfg, out, resume=True, progress=False)["step"] == 6
+    model, _ = load_model(out)
+    assert model is not None
+
+
 def test_a_torn_metrics_line_does_not_break_the_run_summary(tmp_path, trained):
     import shutil
 

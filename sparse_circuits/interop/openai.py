@@ -250,6 +250,8 @@ def _find_weights(src: Path) -> Path:
     for name in (WEIGHTS_FILE, HUB_WEIGHTS_FILES[0], HUB_WEIGHTS_FILES[1]):
         if (src / name).is_file():
             return src / name
+        if (src / name).exists():
+            raise UserError(f"{src / name}: not a regular file; the weights must be a file")
     raise UserError(f"{src}: no {WEIGHTS_FILE} (or {' / '.join(HUB_WEIGHTS_FILES)}) in it")
 
 

@@ -157,6 +157,11 @@ class Sweep:
             if earlier != record:
                 self.log(f"{self.out}: the grid changed; finished models with the same config and prune settings "
                          "are kept, the rest are (re)done")
+        elif self.out.is_dir() and any(self.out.iterdir()):
+            # A run or data directory (or anything else) is not a sweep: writing models/ and the table
+            # into it would mix two things no command can tell apart.
+            raise UserError(f"{self.out}: already holds files and no {GRID_FILE}, so it is not a sweep; "
+                            "choose another --out")
         write_json(path, record)
 
     def table(self, specs: list[ModelSpec]) -> SweepTable:
