@@ -441,7 +441,8 @@ def report(model_dirs, circuit_dirs, out_dir, windows, sweep_dir) -> None:
 
 @main.command()
 @click.option("--grid", "grid_spec", default="default", show_default=True,
-              help="'default' (~8 h on 2 CPU cores), 'quick' (a minute, tiny models) or a grid JSON file")
+              help="'default' (~8 h on 2 CPU cores), 'wide' (widths 128-512 at a fixed nonzero count, ~10 h), "
+                   "'quick' (a minute, tiny models) or a grid JSON file")
 @click.option("--data", "data_dir", required=True, type=click.Path(file_okay=False), help="data directory from `data`")
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="sweep directory")
 @click.option("--device", help="train on this device (cpu, cuda, cuda:1, ...); pruning runs on the CPU")
@@ -469,8 +470,9 @@ def sweep(grid_spec, data_dir, out_dir, device, shard, show, jobs) -> None:
 @click.argument("sweep_dir", type=click.Path(file_okay=False))
 @_user_errors
 def frontier(sweep_dir) -> None:
-    """Draw a sweep's frontier: loss against circuit size, the dense/sparse ratio at matched loss,
-    task loss against circuit size, circuits across training (SWEEP_DIR/frontier/)."""
+    """Draw a sweep's frontier: loss against circuit size, the same against width at a fixed number
+    of nonzero weights, the dense/sparse ratio at matched loss, task loss against circuit size,
+    circuits across training (SWEEP_DIR/frontier/)."""
     from .report.frontier import write_frontier
 
     result = write_frontier(sweep_dir, log=click.echo)
@@ -481,6 +483,10 @@ def frontier(sweep_dir) -> None:
     for r in result.frontier.target_ratios:
         ratio = "no ratio" if r.ratio is None else f"{r.ratio:.1f}x"
         click.echo(f"  Fig. 2, seed {r.seed}, target {r.target_loss:g}: dense/sparse {ratio} over {len(r.tasks)} tasks")
+    for s in result.frontier.series:
+        steps = ", ".join(f"w{p.width} {p.loss_mean:.3f} / " + ("-" if p.geomean is None else f"{p.geomean:.1f}")
+                          for p in s.points)
+        click.echo(f"  ~{s.nonzero_params / 1000:.0f}k nonzero weights, loss / geomean edges by width: {steps}")
 
 
 @main.command("circuit-history")

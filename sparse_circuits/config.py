@@ -196,8 +196,15 @@ class TrainConfig:
     # [ours] fp32 on CPUs: on the 2-core reference machine bf16 products were slower, not faster
     # (docs/results.md, issue 26); the GPU presets use bf16.
     precision: Precision = Precision.FP32
+    # [ours] Sparse-aware steps: a linear layer whose weight has a nonzero fraction below this runs its
+    # forward product and its product back to the input on the nonzeros (kernels.training_sparse_linear;
+    # the weight's gradient stays dense). 0 turns it off, the default: on the 2-core reference CPU it
+    # did not win at the densities the presets train (benchmarks/bench_sparse_training.py).
+    sparse_products_below: float = 0.0
 
     def validate(self) -> None:
+        if not 0.0 <= self.sparse_products_below <= 1.0:
+            raise UserError(f"train.sparse_products_below must be in [0, 1] (0: off), got {self.sparse_products_below}")
         for name in ("steps", "batch_size", "log_every", "eval_every", "eval_batches", "checkpoint_every"):
             if getattr(self, name) < 1:
                 raise UserError(f"train.{name} must be >= 1, got {getattr(self, name)}")
@@ -342,6 +349,8 @@ def to_dict(obj: Any) -> Any:
         return obj.value
     if isinstance(obj, dict):
         return {to_dict(k): to_dict(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [to_dict(v) for v in obj]
     return obj
 
 

@@ -169,3 +169,48 @@ class _SparseLinear(torch.autograd.Function):
 
 def sparse_linear(x: torch.Tensor, sparse: SparseWeight, bias: torch.Tensor | None) -> torch.Tensor:
     return _SparseLinear.apply(x, bias, sparse)
+
+
+# -- sparse products while training -----------------------------------------------------------------
+
+class _TrainingSparseLinear(torch.autograd.Function):
+    """y = x @ W.T + b for a weight being trained whose entries are mostly zero (projected every
+    step): the forward product and the product back to x run on W's nonzeros, the weight's
+    gradient stays the dense grad_y.T @ x, because the paper regrows weights from it (SPEC section
+    3): an entry that is zero now gets its gradient and may enter the top-k at the next projection.
+
+    The CSR copies are made afresh on every call (the weights change every step); the copy of
+    W.T comes from W's CSC form (the same arrays read as the transpose), so one pass over W
+    makes both."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias):
+        w = weight.detach()
+        with warnings.catch_warnings():  # PyTorch calls CSR support "beta"; the tests check our use of it
+            warnings.simplefilter("ignore", UserWarning)
+            csr = w.to_sparse_csr()
+            csc = w.to_sparse_csc()
+            csr_t = torch.sparse_csr_tensor(csc.ccol_indices(), csc.row_indices(), csc.values(),
+                                            size=(w.shape[1], w.shape[0]))
+        rows = x.reshape(-1, x.shape[-1])
+        y = torch.addmm(bias, rows, csr_t) if bias is not None else rows @ csr_t
+        ctx.csr, ctx.has_bias = csr, bias is not None
+        ctx.save_for_backward(rows)
+        return y.reshape(*x.shape[:-1], y.shape[-1])
+
+    @staticmethod
+    def backward(ctx, grad_y):
+        (rows,) = ctx.saved_tensors
+        g = grad_y.reshape(-1, grad_y.shape[-1])
+        grad_x = grad_w = grad_b = None
+        if ctx.needs_input_grad[0]:
+            grad_x = (g @ ctx.csr).reshape(*grad_y.shape[:-1], -1)
+        if ctx.needs_input_grad[1]:
+            grad_w = g.t() @ rows  # dense: every entry's gradient, zeros included
+        if ctx.has_bias and ctx.needs_input_grad[2]:
+            grad_b = g.sum(0)
+        return grad_x, grad_w, grad_b
+
+
+def training_sparse_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    return _TrainingSparseLinear.apply(x, weight, bias)

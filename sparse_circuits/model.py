@@ -19,7 +19,7 @@ from torch import nn
 
 from .config import BigramTable, ModelConfig, Positions
 from .hooks import Hooks, HookSite
-from .kernels import SPARSE_DENSITY_THRESHOLD, SparseWeight, head_loss, sparse_linear
+from .kernels import SPARSE_DENSITY_THRESHOLD, SparseWeight, head_loss, sparse_linear, training_sparse_linear
 from .nodes import NodeLocation, ResidualPoint, SiteKind, SiteName, site_name
 
 
@@ -37,12 +37,18 @@ class Linear(nn.Linear):
     """
 
     sparse: SparseWeight | None = None
+    sparse_training_below: float = 0.0  # see GPT.use_sparse_training_products
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         s = self.sparse
-        if s is not None and s.matches(self.weight) and not (self.weight.requires_grad and torch.is_grad_enabled()):
+        training = self.weight.requires_grad and torch.is_grad_enabled()
+        if s is not None and s.matches(self.weight) and not training:
             with torch.autocast(x.device.type, enabled=False):  # sparse products stay float32
                 return sparse_linear(x.float(), s, self.bias)
+        if training and self.sparse_training_below > 0.0 and \
+                torch.count_nonzero(self.weight) < self.sparse_training_below * self.weight.numel():
+            with torch.autocast(x.device.type, enabled=False):
+                return training_sparse_linear(x.float(), self.weight, self.bias)
         return super().forward(x)
 
 
@@ -319,6 +325,14 @@ class GPT(nn.Module):
                 if module.sparse is not None:
                     chosen.append(name)
         return chosen
+
+    def use_sparse_training_products(self, below: float) -> None:
+        """While training, run each linear layer (not the unembedding, which the fused head loss
+        multiplies) whose weight's nonzero fraction is below `below` with sparse forward and
+        input-gradient products; its weight gradient stays dense. 0 turns it off."""
+        for module in self.modules():
+            if isinstance(module, Linear):
+                module.sparse_training_below = below
 
     def sparsified_parameters(self) -> dict[str, nn.Parameter]:
         """Every tensor the weight projection acts on: linear weights and biases, embeddings.

@@ -67,7 +67,7 @@ LOCK_FILE = ".lock"  # held (flock) by the one process that writes the run
 # device or thread count. Any other difference from the saved config is refused: the run would no
 # longer be one run. Train, sweep and demo all resume by this rule; changes are recorded in
 # RUN_DIR/config_history.jsonl.
-RESUMABLE = ("train.steps", "train.lr", "train.device", "train.threads")
+RESUMABLE = ("train.steps", "train.lr", "train.device", "train.threads", "train.sparse_products_below")
 
 
 def config_changes(saved: RunConfig, wanted: RunConfig) -> dict[str, tuple]:

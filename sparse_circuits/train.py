@@ -315,6 +315,7 @@ class Trainer:
         sp = self.cfg.sparsity
         self.sparsified = list(self.model.sparsified_parameters().values())
         self.projector = Projector(sp.min_per_unit, sp.unit_axis)
+        self.model.use_sparse_training_products(self.cfg.train.sparse_products_below)
         self.params = [p for p in self.forward.parameters() if p.requires_grad]
         # [ours] the model's gradient and each extra module's are clipped separately, so that a
         # module's large early gradients cannot shrink the model's share (bridges: by ~100x at first).

@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+from dataclasses import replace
 
 import pytest
 from click.testing import CliRunner
@@ -110,7 +111,10 @@ def constructed_sweep(root):
     rows = [row("dense-w32-s0", ModelKind.DENSE, 32, 1.0, 0, 4.0, {"single_double_quote": 300, "var_if": 90}),
             row("dense-w64-s0", ModelKind.DENSE, 64, 1.0, 0, 3.6, {"single_double_quote": 900, "var_if": 400}),
             row("sparse-w64-nz0.25-s0", ModelKind.SPARSE, 64, 0.25, 0, 3.8, {"single_double_quote": 20, "var_if": 9}),
-            row("sparse-w64-nz0.0625-s0", ModelKind.SPARSE, 64, 0.0625, 0, 3.9, {"single_double_quote": 12})]
+            row("sparse-w64-nz0.0625-s0", ModelKind.SPARSE, 64, 0.0625, 0, 3.9, {"single_double_quote": 12}),
+            # about as many nonzero weights as the w64 1/4 model, twice as wide: a fixed-nonzero series
+            replace(row("sparse-w128-nz0.0625-s0", ModelKind.SPARSE, 128, 0.0625, 0, 3.7,
+                        {"single_double_quote": 10, "var_if": 5}), nonzero_params=240)]
     table = SweepTable(rows, task_set(rows, []))
     table.save(root)
     pts = [MatchedPoint(m, "single_double_quote", t, e, t, t + 0.01)
@@ -131,16 +135,23 @@ def test_frontier_figures_and_page_from_a_constructed_sweep(tmp_path):
     assert fr.table.task_set.left_out == {"var_if": ["sparse-w64-nz0.0625-s0"]}
     result = write_frontier(root, log=lambda _: None)
     out = root / "frontier"
-    for name in ("frontier", "ratio", "tasks", "history"):
+    for name in ("frontier", "width", "ratio", "tasks", "history"):
         png = (out / f"{name}.png").read_bytes()
         assert png.startswith(b"\x89PNG") and len(png) > 5000
     page = (out / "index.html").read_text()
-    assert "var_if" in page and "sparse-w64-nz0.0625-s0" in page and page.count("data:image/png;base64,") == 4
+    assert "var_if" in page and "sparse-w64-nz0.0625-s0" in page and page.count("data:image/png;base64,") == 5
+    assert "Wider at a fixed number of nonzero weights" in page
     saved = json.loads((out / "frontier.json").read_text())
     ratio = {r["sparse"]: r["ratio"] for r in saved["matched_ratios"]}
     # sparse at 3.8 between dense 3.6 (900) and 4.0 (300): sqrt(900 * 300) / 20
     assert ratio["sparse-w64-nz0.25-s0"] == pytest.approx(math.sqrt(900 * 300) / 20)
-    assert len(result.figures) == 4
+    assert len(result.figures) == 5
+    # The series: w64 1/4 (250 nonzero) and w128 1/16 (240); the w64 1/16 model (62) is alone.
+    [series] = saved["fixed_nonzero_series"]
+    assert series["nonzero_params"] == 240 and [(p["width"], p["nonzero_frac"]) for p in series["points"]] == [
+        (64, 0.25), (128, 0.0625)]
+    assert series["points"][1]["geomean"] == pytest.approx(10.0)  # its one task of the set
+    assert series["points"][1]["ratio"]["mean"] == pytest.approx(ratio["sparse-w128-nz0.0625-s0"])
     # Fig. 2 per target: dense 2000 / sparse 40 at 0.1, 900 / 20 at 0.3.
     assert [(r.target_loss, r.tasks, pytest.approx(r.ratio)) for r in fr.target_ratios] == [
         (0.1, ["single_double_quote"], 50.0), (0.3, ["single_double_quote"], 45.0)]
@@ -233,6 +244,40 @@ def test_sweep_trains_side_by_side_one_thread_each(tmp_path, data_dir):
                                       "--jobs", "2"])
     assert again.exit_code == 0 and again.output.count("finished earlier; kept") == len(names)
     assert "at a time" not in again.output
+
+
+def test_wide_grid_names_and_a_grid_grown_model_by_model_resumes(tmp_path, data_dir):
+    """`sweep --grid wide` lists sparse models one by one (a fixed nonzero count over widths); a sweep
+    started on part of a grid and run again on the whole keeps what is finished and adds the rest."""
+    from sparse_circuits.sweep.grid import load_grid
+
+    wide = load_grid("wide")
+    sparse = [s.name for s in wide.models() if s.kind == ModelKind.SPARSE and s.seed == 0]
+    assert sparse == ["sparse-w128-nz0.0625-s0", "sparse-w256-nz0.0625-s0", "sparse-w256-nz0.015625-s0",
+                      "sparse-w512-nz0.00390625-s0"]
+    assert len(wide.models()) == 3 * (4 + 3) and wide.tasks == load_grid("default").tasks
+    with pytest.raises(UserError, match="share the directory"):
+        grid_from_dict({"sparse_models": [{"width": 16, "nonzero_frac": 0.5}, {"width": 16, "nonzero_frac": 0.5000001}]})
+    with pytest.raises(UserError, match="share the directory"):  # also one given in the product and again by itself
+        grid_from_dict({"widths": [16], "nonzero_fracs": [0.5], "sparse_models": [{"width": 16, "nonzero_frac": 0.5}]})
+
+    part = {k: v for k, v in TINY_GRID.items() if k not in ("widths", "nonzero_fracs", "history")}
+    part["run_overrides"] = json.loads(json.dumps(part["run_overrides"]))
+    part["run_overrides"]["train"]["sparse_products_below"] = 0.3  # the fast path inside a real sweep
+    part |= {"dense_widths": [], "sparse_models": [{"width": 32, "nonzero_frac": 0.125}]}
+    whole = part | {"dense_widths": [16], "sparse_models": [{"width": 16, "nonzero_frac": 0.5}] + part["sparse_models"]}
+    out = tmp_path / "sweep"
+    for grid, kept in ((part, 0), (whole, 1)):
+        path = tmp_path / "grid.json"
+        path.write_text(json.dumps(grid))
+        res = CliRunner().invoke(main, ["sweep", "--grid", str(path), "--data", str(data_dir), "--out", str(out),
+                                        "--jobs", "1"])
+        assert res.exit_code == 0, res.output
+        assert res.output.count("finished earlier; kept") == kept
+    rows = json.loads((out / "sweep.json").read_text())["rows"]
+    assert [r["name"] for r in rows] == ["dense-w16-s0", "sparse-w16-nz0.5-s0", "sparse-w32-nz0.125-s0"]
+    assert json.loads((out / "grid.json").read_text())["grid"]["sparse_models"][1] == {"width": 32,
+                                                                                      "nonzero_frac": 0.125}
 
 
 def test_sweep_refuses_bad_input_before_writing(tmp_path, data_dir):

@@ -1,6 +1,7 @@
 """The frontier's figures (PNG files) and its report page: `sparse-circuits frontier DIR`.
 
 DIR/frontier/frontier.png   held-out loss against the geometric mean of circuit edges (the paper's Fig. 3)
+DIR/frontier/width.png      at a fixed number of nonzero weights: loss, edges and ratio against width
 DIR/frontier/tasks.png      per task, task loss against circuit edges as the target loss is swept (Fig. 2)
 DIR/frontier/ratio.png      the dense/sparse ratio at matched loss, per sparse setting, over seeds
 DIR/frontier/history.png    circuit size and task loss against training tokens
@@ -137,6 +138,52 @@ def ratio_figure(fr: Frontier) -> Figure | None:
     return fig
 
 
+def width_figure(fr: Frontier) -> Figure | None:
+    """Fig. 3 along the width: per fixed-nonzero series, held-out loss, geometric mean of edges and
+    the dense/sparse ratio at matched loss against the width (seed mean; bars: the seeds' range)."""
+    series = fr.series
+    if not series:
+        return None
+    fig = Figure(figsize=(11, 3.6))
+    ax_l, ax_e, ax_r = fig.subplots(1, 3)
+    for i, s in enumerate(series):
+        colour = OTHER_COLOURS[i % len(OTHER_COLOURS)]
+        label = f"~{s.nonzero_params / 1000:.0f}k nonzero"
+        ws = [p.width for p in s.points]
+        ax_l.errorbar(ws, [p.loss_mean for p in s.points], yerr=[p.loss_std or 0 for p in s.points], marker="o",
+                      color=colour, capsize=3, label=label)
+        for p in s.points:
+            ax_l.annotate(_frac_label(p.nonzero_frac), (p.width, p.loss_mean), textcoords="offset points",
+                          xytext=(4, 4), fontsize=7, color=colour)
+        e = [p for p in s.points if p.geomean is not None]
+        if e:
+            ax_e.errorbar([p.width for p in e], [p.geomean for p in e],
+                          yerr=[[p.geomean - p.geomean_low for p in e], [p.geomean_high - p.geomean for p in e]],
+                          marker="o", color=colour, capsize=3, label=label)
+        r = [p for p in s.points if p.ratio is not None and p.ratio.mean is not None]
+        if r:
+            ax_r.errorbar([p.width for p in r], [p.ratio.mean for p in r],
+                          yerr=[[p.ratio.mean - p.ratio.low for p in r], [p.ratio.high - p.ratio.mean for p in r]],
+                          marker="o", color=colour, capsize=3, label=label)
+    ax_r.axhline(PAPER_RATIO, color="#6b7280", linestyle="--", linewidth=1, label=f"paper ~{PAPER_RATIO}x")
+    ax_r.axhline(1, color="#6b7280", linestyle=":", linewidth=1)
+    ax_l.set_ylabel("held-out loss (nats / token)")
+    ax_e.set_ylabel(f"geometric mean of edges ({len(fr.table.task_set.tasks)} tasks)")
+    ax_r.set_ylabel("dense / sparse edges at matched loss")
+    for ax in (ax_e, ax_r):
+        ax.set_yscale("log")
+    widths = sorted({p.width for s in series for p in s.points})
+    for ax in (ax_l, ax_e, ax_r):
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(widths, [str(w) for w in widths])
+        ax.xaxis.set_minor_formatter(NullFormatter())
+        ax.set_xlabel("width (d_model)")
+        ax.grid(alpha=0.3, which="both")
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
 def history_figure(fr: Frontier) -> Figure | None:
     hs = [h for h in fr.histories if h.points]
     if not hs:
@@ -177,7 +224,8 @@ def history_figure(fr: Frontier) -> Figure | None:
     return fig
 
 
-FIGURES = {"frontier": frontier_figure, "tasks": tasks_figure, "ratio": ratio_figure, "history": history_figure}
+FIGURES = {"frontier": frontier_figure, "width": width_figure, "tasks": tasks_figure, "ratio": ratio_figure,
+           "history": history_figure}
 
 
 def figure_pngs(fr: Frontier) -> dict[str, bytes]:

@@ -7,6 +7,8 @@
   dense models' range there is no ratio ([ours]: no extrapolation); that is reported.
 - The ratio per sparse setting: mean, spread (sample standard deviation) and range over seeds.
 - Fig. 2 data (matched.json) and the circuits across training (history/) as the sweep left them.
+- Fixed-nonzero series (the paper's Fig. 3 as width goes up): sparse settings with about the same
+  number of nonzero weights at different widths, with loss, edges and ratio per width.
 """
 
 from __future__ import annotations
@@ -118,6 +120,63 @@ def ratio_spread(ratios: list[MatchedRatio]) -> list[RatioSpread]:
     return out
 
 
+# [ours] Sparse settings whose mean nonzero counts lie within this factor of the smallest one of a
+# series count as "the same number of nonzero weights": exact equality is impossible across widths
+# (embeddings grow with the width, hidden matrices with its square, min_per_unit floors each unit).
+NONZERO_SERIES_FACTOR = 1.6
+
+
+@dataclass
+class WidthPoint:
+    """One sparse setting of a fixed-nonzero series, over its seeds."""
+    width: int
+    nonzero_frac: float
+    activation_frac: float | None
+    seeds: int
+    nonzero_params: float  # mean over seeds
+    loss_mean: float
+    loss_std: float | None
+    geomean: float | None  # geometric mean over seeds of each seed's geometric mean; None if a seed has none
+    geomean_low: float | None
+    geomean_high: float | None
+    ratio: RatioSpread | None  # dense / sparse at matched loss
+
+
+@dataclass
+class NonzeroSeries:
+    nonzero_params: float  # the smallest setting's mean count
+    points: list[WidthPoint]  # by width
+    within: float = NONZERO_SERIES_FACTOR  # every setting's count is at most this times nonzero_params
+
+
+def fixed_nonzero_series(table: SweepTable, spread: list[RatioSpread]) -> list[NonzeroSeries]:
+    """Sparse settings grouped by nonzero count (NONZERO_SERIES_FACTOR); only groups that span two or
+    more widths are series."""
+    groups: dict[tuple, list[ModelRow]] = {}
+    for r in table.rows:
+        if r.kind == ModelKind.SPARSE:
+            groups.setdefault((r.width, r.nonzero_frac, r.activation_frac), []).append(r)
+    points = []
+    for (w, f, a), rs in groups.items():
+        gms = [table.geomean(r) for r in rs]
+        have = all(g is not None for g in gms)
+        ratio = next((s for s in spread if (s.width, s.nonzero_frac, s.activation_frac) == (w, f, a)), None)
+        points.append(WidthPoint(
+            w, f, a, len(rs), statistics.fmean(r.nonzero_params for r in rs), statistics.fmean(r.val_loss for r in rs),
+            statistics.stdev(r.val_loss for r in rs) if len(rs) > 1 else None,
+            math.exp(statistics.fmean(math.log(g) for g in gms)) if have else None,
+            min(gms) if have else None, max(gms) if have else None, ratio))
+    points.sort(key=lambda p: p.nonzero_params)
+    series: list[list[WidthPoint]] = []
+    for p in points:
+        if series and p.nonzero_params <= NONZERO_SERIES_FACTOR * series[-1][0].nonzero_params:
+            series[-1].append(p)
+        else:
+            series.append([p])
+    return [NonzeroSeries(s[0].nonzero_params, sorted(s, key=lambda p: (p.width, -p.nonzero_frac)))
+            for s in series if len({p.width for p in s}) >= 2]
+
+
 @dataclass
 class TargetRatio:
     """Fig. 2 in one number per target: dense over sparse geometric mean of edges, over the tasks both
@@ -152,6 +211,10 @@ class Frontier:
     def target_ratios(self) -> list[TargetRatio]:
         return target_ratios(self.matched)
 
+    @property
+    def series(self) -> list[NonzeroSeries]:
+        return fixed_nonzero_series(self.table, self.spread)
+
     def as_dict(self) -> dict:
         return {"task_set": asdict(self.table.task_set),
                 "models": [{"name": r.name, "kind": r.kind.value, "width": r.width, "nonzero_frac": r.nonzero_frac,
@@ -161,6 +224,7 @@ class Frontier:
                 "matched_ratios": [asdict(r) for r in self.ratios], "ratio_spread": [asdict(s) for s in self.spread],
                 "matched_pairs": [asdict(p) for p in self.matched],
                 "matched_target_ratios": [asdict(r) for r in self.target_ratios],
+                "fixed_nonzero_series": [asdict(s) for s in self.series],
                 "histories": [h.as_dict() for h in self.histories]}
 
 

@@ -2,7 +2,8 @@
 
 A grid is JSON (`sweep --grid FILE`) or one of the named grids below; every key is typed and an
 unknown key is an error, like a run config. The models are the product widths x nonzero
-fractions (x activation fractions) x seeds, plus dense baselines at `dense_widths` x seeds. A
+fractions (x activation fractions) x seeds, plus `sparse_models` given one by one (x activation
+fractions x seeds), plus dense baselines at `dense_widths` x seeds. A
 width sets d_model; d_mlp is `mlp_ratio` times it; everything else comes from the preset and
 `run_overrides` (a partial run config, e.g. {"train": {"steps": 1000}}).
 """
@@ -58,9 +59,19 @@ class HistorySettings:
 
 
 @dataclass
+class SparseSetting:
+    """One sparse model outside the product of widths and fractions (e.g. a fixed nonzero count
+    spread over several widths: the wide grid)."""
+    width: int
+    nonzero_frac: float
+
+
+@dataclass
 class GridConfig:
-    widths: list[int]
-    nonzero_fracs: list[float]
+    widths: list[int] = field(default_factory=list)
+    nonzero_fracs: list[float] = field(default_factory=list)
+    # [ours] Sparse models given one by one, besides the product of widths x nonzero_fracs.
+    sparse_models: list[SparseSetting] = field(default_factory=list)
     dense_widths: list[int] = field(default_factory=list)
     seeds: list[int] = field(default_factory=lambda: [0])
     # AbsTopK fraction at every node location; empty: the preset's (1/4). Dense baselines keep the preset's.
@@ -75,14 +86,14 @@ class GridConfig:
     history: HistorySettings | None = None
 
     def validate(self) -> "GridConfig":
-        if not self.widths and not self.dense_widths:
-            raise UserError("grid: no models (give widths and nonzero_fracs, or dense_widths)")
+        if not self.widths and not self.dense_widths and not self.sparse_models:
+            raise UserError("grid: no models (give widths and nonzero_fracs, sparse_models, or dense_widths)")
         if self.widths and not self.nonzero_fracs:
             raise UserError("grid: widths needs nonzero_fracs (the sparse models' fractions of nonzero weights)")
-        for w in self.widths + self.dense_widths:
+        for w in self.widths + self.dense_widths + [m.width for m in self.sparse_models]:
             if w < 1:
                 raise UserError(f"grid: width {w} must be >= 1")
-        for f in self.nonzero_fracs:
+        for f in self.nonzero_fracs + [m.nonzero_frac for m in self.sparse_models]:
             if not 0 < f < 1:
                 raise UserError(f"grid: nonzero fraction {f} must be in (0, 1); dense models go in dense_widths")
         for a in self.activation_fracs:
@@ -105,7 +116,7 @@ class GridConfig:
         self.prune.config()  # impossible prune settings fail here
         if self.matched is not None:
             m = self.matched
-            if m.width not in self.widths or m.nonzero_frac not in self.nonzero_fracs:
+            if (m.width, m.nonzero_frac) not in self.sparse_settings():
                 raise UserError(f"grid: matched (width {m.width}, nonzero_frac {m.nonzero_frac}) is not a sparse "
                                 "model of the grid")
             if not self.dense_widths:
@@ -126,14 +137,20 @@ class GridConfig:
                                 f"{self.history_spec().seed}) is not a model of the grid")
         return self
 
+    def sparse_settings(self) -> list[tuple[int, float]]:
+        """(width, nonzero fraction) of every sparse model: the product, then `sparse_models`; by
+        width, denser first (cheap ones first)."""
+        pairs = [(w, f) for w in self.widths for f in self.nonzero_fracs]
+        pairs += [(m.width, m.nonzero_frac) for m in self.sparse_models]  # a repeat is refused by validate()
+        return sorted(pairs, key=lambda p: (p[0], -p[1]))
+
     def models(self) -> list["ModelSpec"]:
         """Every model, seed by seed (a partly finished sweep has whole seeds first), cheap ones first."""
         acts = self.activation_fracs or [None]
         out = []
         for seed in self.seeds:
             out += [ModelSpec(ModelKind.DENSE, w, 1.0, None, seed) for w in sorted(self.dense_widths)]
-            out += [ModelSpec(ModelKind.SPARSE, w, f, a, seed) for w in sorted(self.widths)
-                    for f in sorted(self.nonzero_fracs, reverse=True) for a in acts]
+            out += [ModelSpec(ModelKind.SPARSE, w, f, a, seed) for w, f in self.sparse_settings() for a in acts]
         return out
 
     def history_spec(self) -> "ModelSpec | None":
@@ -208,11 +225,29 @@ QUICK_GRID = {
     "matched": {"width": 32, "nonzero_frac": 0.25, "target_losses": [0.5, 0.6]},
     "history": {"width": 32, "nonzero_frac": 0.25, "task": "else_elif", "checkpoints": 2},
 }
-NAMED_GRIDS = {"default": DEFAULT_GRID, "quick": QUICK_GRID}
+# [ours] The wide grid (issue 29; the paper's Fig. 3: wider at a fixed number of nonzero weights):
+# the default grid's width-128 1/16 model (62k nonzero weights), then widths 256 and 512 at 1/64 and
+# 1/256 of the weights, and width 256 at 1/16; the same data, schedule, prune settings and task set
+# as the default grid, and the dense baselines that bracket the sparse models' losses there (the
+# default grid's dense w32-w128: 3.80-3.51 nats/token). Nonzero counts are not exactly equal across
+# widths (embeddings grow with width, hidden matrices with its square, and min_per_unit keeps at
+# least 4 weights per unit); each model's own count is in the table. Width 512 takes ~1 s a step on
+# 2 cores (4096 tokens): the whole grid is ~10 h there (docs/results.md).
+WIDE_GRID = {
+    "widths": [128], "nonzero_fracs": [0.0625],
+    "sparse_models": [{"width": 256, "nonzero_frac": 0.0625}, {"width": 256, "nonzero_frac": 0.015625},
+                      {"width": 512, "nonzero_frac": 0.00390625}],
+    "dense_widths": [32, 64, 128], "seeds": [0, 1, 2],
+    "tasks": DEFAULT_GRID["tasks"],
+    # Sparse products for layers under 1% nonzero (the width-512 model's): 1.13x a step there, and a
+    # loss elsewhere (benchmarks/results/sparse_training.json).
+    "run_overrides": {"train": {"sparse_products_below": 0.01}},
+}
+NAMED_GRIDS = {"default": DEFAULT_GRID, "quick": QUICK_GRID, "wide": WIDE_GRID}
 
 
 def load_grid(spec: str) -> GridConfig:
-    """A named grid ('default', 'quick') or a JSON file."""
+    """A named grid ('default', 'quick', 'wide') or a JSON file."""
     if spec in NAMED_GRIDS:
         return grid_from_dict(NAMED_GRIDS[spec], f"grid {spec!r}")
     return grid_from_dict(read_json(spec, "grid file"), spec)
