@@ -400,3 +400,107 @@ def test_prune_all_with_min_accuracy_attempts_only_learned_tasks_and_the_control
                                     "--min-accuracy", "1.0", "--steps", "2", "--pairs", "8", "--target-loss", "5"])
     assert res.exit_code == 0, res.output
     assert "not attempted: test accuracy" in res.output
+
+
+def planted_keep(model, drop: str | None = None):
+    keep = {n: torch.zeros(s.width, dtype=torch.bool) for n, s in model.node_sites().items()}
+    for name, idx in planted.PLANTED.items():
+        if name != drop:
+            keep[name][idx] = True
+    return keep
+
+
+def replaced_by_hand(model, tt, keep, value_of):
+    """Logit differences with every removed node set to value_of(site, batch_idx) by a plain hook,
+    written here apart from CircuitIntervention and gate_hooks."""
+    from sparse_circuits.hooks import Hooks
+    from sparse_circuits.tasks.evaluate import logit_diffs
+
+    out = []
+    for start in range(0, tt.n, 16):
+        rows = torch.arange(start, min(tt.n, start + 16))
+        idx, last = tt.inputs(rows)
+        hooks = Hooks()
+        for name, k in keep.items():
+            v = value_of(name, idx, last)
+
+            def replace(x, k=k, v=v):
+                x = x.clone()
+                x[..., ~k] = v.expand_as(x)[..., ~k]
+                return x
+            hooks.add(name, replace)
+        out.append(logit_diffs(model, tt, rows, hooks))
+    return torch.cat(out)
+
+
+def test_each_ablation_kind_against_an_independent_computation(planted_setup):
+    """Zero and the means in closed form (0; the average over tokens), resampling as the model's own
+    activations on each example's other context, and optimal constants reaching the best loss a
+    circuit without its decisive node can have: ln 2 (balanced pairs, no information)."""
+    from sparse_circuits.circuits.ablations import AblationInputs, ablation_values
+    from sparse_circuits.circuits.prune import fit_constants
+    from sparse_circuits.circuits.values import ResampledValues
+
+    model, means, tt = planted_setup
+    keep = planted_keep(model)
+    through = lambda values: CircuitIntervention.keeping(keep, values).task_loss(model, tt, batch_size=16)[1]
+    # zero: the registry's values are zeros, and ablating with them is setting the removed nodes to 0
+    ds = planted.planted_dataset()
+    inputs = AblationInputs(model, None, "", ds.prompt_tokens, progress=False)
+    zero = ablation_values(inputs, [Ablation.ZERO])[Ablation.ZERO]
+    assert all(not v.any() for v in zero.values())
+    torch.testing.assert_close(through(zero), replaced_by_hand(model, tt, keep, lambda n, idx, last: torch.zeros(1)))
+    # task mean: the plain average of each node over every token of the task's prompts
+    task_mean = ablation_values(inputs, [Ablation.MEAN_TASK])[Ablation.MEAN_TASK]
+    for name in ("0.mlp.post_act", "0.attn.q"):
+        acts = torch.cat([model.run_with_cache(torch.tensor(p)[None])[1][name][0] for p in ds.prompt_tokens])
+        torch.testing.assert_close(task_mean[name], acts.mean(0), rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(through(means), replaced_by_hand(model, tt, keep, lambda n, idx, last: means[n]))
+    # resample: each example's removed nodes take the model's values on its drawn context
+    pool = torch.cat(planted.pretraining_batches(2))
+    resampled = ResampledValues(pool, seed=3)
+
+    def on_other_context(name, idx, last):
+        other = pool[resampled.draw(idx, last), : idx.shape[1]]
+        return model.run_with_cache(other)[1][name]
+
+    got = through(resampled)
+    torch.testing.assert_close(got, replaced_by_hand(model, tt, keep, on_other_context))
+    assert len(set(resampled.draw(tt.idx, tt.last).tolist())) > 10  # examples draw different contexts
+    assert not torch.allclose(got, through(means))  # and it is not the mean
+    # optimal: without its decisive neuron the circuit can at best say nothing, loss ln 2; fitted
+    # constants reach it even where the mean, off-centre, does not
+    model_off = planted.planted_model()  # not centred: the neuron's mean pushes channel D towards A
+    means_off = node_means(model_off, planted.pretraining_batches(), progress=False)
+    no_neuron = planted_keep(model_off, drop="0.mlp.post_act")
+    mean_loss = CircuitIntervention.keeping(no_neuron, means_off).task_loss(model_off, tt)[0]
+    fitted = fit_constants(model_off, tt, no_neuron, means_off, steps=150, lr=0.1)
+    optimal_loss = CircuitIntervention.keeping(no_neuron, fitted).task_loss(model_off, tt)[0]
+    assert mean_loss > math.log(2) + 0.05 and optimal_loss == pytest.approx(math.log(2), abs=0.01)
+
+
+def test_pruning_under_resample_and_optimal_ablation_and_their_circuit_files(planted_setup, tmp_path):
+    """Both kinds prune the planted model to its circuit; the resampled contexts and the fitted
+    constants are saved with the circuit and give the same circuit loss when read back."""
+    from sparse_circuits.circuits.circuit import Circuit, TaskSample, load_circuit
+    from sparse_circuits.circuits.prune import Calibration
+    from sparse_circuits.circuits.values import ResampledValues
+    from sparse_circuits.nodes import NodeId
+    from sparse_circuits.tasks import Split
+
+    model, means, tt = planted_setup
+    pool = torch.cat(planted.pretraining_batches(2))
+    for kind, values in ((Ablation.RESAMPLE, ResampledValues(pool, 1)), (Ablation.OPTIMAL, means)):
+        result = prune(model, tt, values, PruneConfig(steps=200, ablation=kind))
+        assert found_nodes(result) == planted.PLANTED, kind
+        if kind == Ablation.OPTIMAL:  # fitted: moved from where they started
+            assert any(not torch.equal(result.ablation_values[n], means[n]) for n in means)
+        nodes = sorted(NodeId.at(n, i) for n, k in result.keep.items() for i in k.nonzero().squeeze(1).tolist())
+        c = Circuit(task="planted", model_dir="m", model_sha256="x", config=result.config, loss=result.loss,
+                    loss_calibrated=result.loss_calibrated, calibration=Calibration(), nodes=nodes, edges=[],
+                    residual_links=[], qk_pairs=[], tau=result.tau, means=result.ablation_values,
+                    sample=TaskSample(Split.TRAIN, 4, 0))
+        c.save(tmp_path / kind.value)
+        back = load_circuit(tmp_path / kind.value)
+        assert back.ablation == kind and type(back.means) is type(c.means)
+        assert back.intervention(model).task_loss(model, tt)[0] == pytest.approx(result.loss, abs=1e-6)

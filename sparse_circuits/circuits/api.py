@@ -19,8 +19,8 @@ from .ablations import AblationInputs, ablation_values
 from .circuit import Circuit, SearchRun, TaskSample, check_circuit_model, load_circuit
 from .edges import count_edges
 from .intervention import CircuitIntervention
-from .masks import keep_masks
-from .prune import PruneConfig, PruneResult, prune_search
+from .masks import Ablation, keep_masks
+from .prune import PruneConfig, PruneResult, fit_constants, prune_search
 from .summary import SUMMARY_FILE, PruneAllSummary, TaskOutcome, TaskStatus, bigram_decided
 from .validate import Validation, validate
 
@@ -91,7 +91,7 @@ def prune_task(run: str | os.PathLike | LoadedRun, task_name: str, out_dir: str 
         config=best.config, loss=best.loss, loss_calibrated=best.loss_calibrated, calibration=best.calibration,
         nodes=sorted(NodeId.at(n, i) for n, k in best.keep.items() for i in k.nonzero().squeeze(1).tolist()),
         edges=edges.weights, residual_links=edges.residual, qk_pairs=edges.qk_pairs,
-        tau=best.tau, means=values, sample=TaskSample(Split.TRAIN, n_pairs, seed),
+        tau=best.tau, means=best.ablation_values, sample=TaskSample(Split.TRAIN, n_pairs, seed),
         search=[SearchRun(r.num_nodes if r.found else None, r.loss if r.found else None, r.config.k_coef,
                           r.config.lr, r.seconds) for r in runs],
         loss_curve=best.loss_curve, seconds=sum(r.seconds for r in runs),
@@ -116,6 +116,10 @@ def validate_loaded(loaded: LoadedRun, circuit: Circuit, n_pairs: int = PRUNE_PA
     values = ablation_values(loaded.ablation_inputs(train_ds.prompt_tokens, progress))
     values[circuit.ablation] = circuit.means
     keep = keep_masks(circuit.nodes, {n: site.width for n, site in loaded.model.node_sites().items()})
+    if circuit.ablation != Ablation.OPTIMAL:  # optimal constants belong to a circuit: fit them to this one
+        _, train_tensors = loaded.task(circuit.task, Split.TRAIN, circuit.sample.pairs, seed)
+        values[Ablation.OPTIMAL] = fit_constants(loaded.model, train_tensors, keep, values[Ablation.OPTIMAL],
+                                                 circuit.config.freeze_norms, seed=seed)
     return validate(loaded.model, tensors, keep, values, circuit.ablation, circuit.config.freeze_norms,
                     n_random=n_random)
 

@@ -30,6 +30,7 @@ from .edges import Edge
 from .intervention import CircuitIntervention
 from .masks import Ablation, keep_masks
 from .prune import Calibration, PruneConfig
+from .values import NodeValues, ResampledValues
 
 CIRCUIT_FORMAT = "sparse-circuits-circuit"
 CIRCUIT_FORMAT_VERSION = 1
@@ -38,6 +39,7 @@ CIRCUIT_FORMAT_VERSION = 1
 VALIDATION_FILE = "validation.json"
 THROUGH_BRIDGE_FILE = "through_bridge.json"
 DERIVED_FILES = (VALIDATION_FILE, THROUGH_BRIDGE_FILE)  # computed from a circuit, kept beside it
+RESAMPLE_POOL_TENSOR = "resample.pool"  # a resample-ablated circuit's contexts, in circuit.safetensors
 
 @dataclass(frozen=True)
 class TaskSample:
@@ -71,7 +73,7 @@ class Circuit:
     residual_links: list[Edge]
     qk_pairs: list[tuple[NodeId, NodeId]]
     tau: dict[str, torch.Tensor]  # per node site
-    means: dict[str, torch.Tensor]  # per node site: the ablation values pruning used
+    means: NodeValues  # what the removed nodes took in pruning: constants per node site, or resampled values
     sample: TaskSample
     search: list[SearchRun] = field(default_factory=list)
     loss_curve: list[tuple[int, float]] = field(default_factory=list)
@@ -111,7 +113,11 @@ class Circuit:
         out.mkdir(parents=True, exist_ok=True)
         for name in DERIVED_FILES:
             (out / name).unlink(missing_ok=True)
-        tensors = {f"tau.{k}": v for k, v in self.tau.items()} | {f"mean.{k}": v for k, v in self.means.items()}
+        tensors = {f"tau.{k}": v for k, v in self.tau.items()}
+        if isinstance(self.means, ResampledValues):  # the pool of contexts travels with the circuit
+            tensors |= {RESAMPLE_POOL_TENSOR: self.means.pool}
+        else:
+            tensors |= {f"mean.{k}": v for k, v in self.means.items()}
         write_safetensors(out / "circuit.safetensors", tensors)
         write_json(out / "circuit.json", {
             "format": CIRCUIT_FORMAT, "format_version": CIRCUIT_FORMAT_VERSION,
@@ -127,7 +133,7 @@ class Circuit:
             "data": {"split": self.sample.split.value, "pairs": self.sample.pairs, "seed": self.sample.seed},
             "search": [vars(r) for r in self.search], "loss_curve": [list(p) for p in self.loss_curve],
             "seconds": self.seconds,
-        })
+        } | ({"resample_seed": self.means.seed} if isinstance(self.means, ResampledValues) else {}))
 
 
 def load_circuit(circuit_dir: str | os.PathLike, model_dir: str | os.PathLike | None = None) -> Circuit:
@@ -153,7 +159,9 @@ def load_circuit(circuit_dir: str | os.PathLike, model_dir: str | os.PathLike | 
             residual_links=[Edge(NodeId.parse(a), NodeId.parse(b)) for a, b in meta["residual_links"]],
             qk_pairs=[(NodeId.parse(q), NodeId.parse(k)) for q, k in meta["qk_pairs"]],
             tau={k[4:]: v for k, v in tensors.items() if k.startswith("tau.")},
-            means={k[5:]: v for k, v in tensors.items() if k.startswith("mean.")},
+            means=(ResampledValues(tensors[RESAMPLE_POOL_TENSOR], _count(meta["resample_seed"], "resample_seed", path))
+                   if RESAMPLE_POOL_TENSOR in tensors else
+                   {k[5:]: v for k, v in tensors.items() if k.startswith("mean.")}),
             sample=TaskSample(Split(data["split"]), _count(data["pairs"], "data.pairs", path),
                               _count(data["seed"], "data.seed", path)),
             search=[SearchRun(**r) for r in meta.get("search", [])],

@@ -17,16 +17,17 @@ from ..model import GPT
 from ..tasks.evaluate import TaskTensors, score_logit_diffs
 from ..tasks.evaluate import logit_diffs as model_logit_diffs
 from .masks import frozen_norm_hooks, gate_hooks
+from .values import NodeValues, values_for
 
 
 @dataclass
 class CircuitIntervention:
     gates: dict[str, torch.Tensor] | None  # per node site, (width,) in [0, 1]; None: the whole model
-    ablation_values: dict[str, torch.Tensor]  # per node site, (width,): what a removed node takes
+    ablation_values: NodeValues  # what a removed node takes: constants per site, or resampled values
     freeze_norms: bool = False
 
     @classmethod
-    def keeping(cls, keep: dict[str, torch.Tensor] | None, ablation_values: dict[str, torch.Tensor],
+    def keeping(cls, keep: dict[str, torch.Tensor] | None, ablation_values: NodeValues,
                 freeze_norms: bool = False) -> "CircuitIntervention":
         """A discrete circuit: boolean keep masks per node site (None: every node kept)."""
         gates = None if keep is None else {name: k.float() for name, k in keep.items()}
@@ -35,7 +36,8 @@ class CircuitIntervention:
     def hooks(self, model: GPT, idx: torch.Tensor, logits_at: torch.Tensor | None = None) -> Hooks:
         """Hooks for one forward of `model` on `idx` (with the same `logits_at` as that forward):
         frozen norms are recorded from the whole model on exactly these inputs."""
-        hooks = gate_hooks(self.gates, self.ablation_values) if self.gates is not None else Hooks()
+        hooks = gate_hooks(self.gates, values_for(self.ablation_values, model, idx, logits_at)) if self.gates is not None \
+            else Hooks()
         if self.freeze_norms:
             hooks = frozen_norm_hooks(model, idx, hooks, logits_at)
         return hooks

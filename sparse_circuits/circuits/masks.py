@@ -1,7 +1,7 @@
 """Node masks (SPEC section 6): one learnable tau per node, gate = Heaviside(tau) forward,
 sigmoid(tau / T) / T derivative backward. A kept node passes its value; a removed node is
-replaced by its ablation value mu (pretraining mean, task mean or zero) at every position of
-every prompt: value = gate * x + (1 - gate) * mu. Masks plug into the model's hook sites.
+replaced by its ablation value mu (circuits/ablations.py: a mean, zero, a fitted constant, or its
+value on another context) at every position of every prompt: value = gate * x + (1 - gate) * mu. Masks plug into the model's hook sites.
 """
 
 from __future__ import annotations
@@ -21,6 +21,8 @@ class Ablation(str, enum.Enum):
     MEAN_PRETRAIN = "mean-pretrain"
     MEAN_TASK = "mean-task"
     ZERO = "zero"
+    RESAMPLE = "resample"
+    OPTIMAL = "optimal"
 
 
 class HeavisideSTE(torch.autograd.Function):

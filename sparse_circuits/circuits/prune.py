@@ -28,6 +28,7 @@ from ..nodes import NodeId
 from ..tasks.evaluate import TaskTensors, score_logit_diffs, task_loss
 from .intervention import CircuitIntervention
 from .masks import Ablation, NodeMasks
+from .values import NodeValues
 
 
 @dataclass
@@ -121,17 +122,25 @@ class PruneResult:
     loss_curve: list[tuple[int, float]] = field(default_factory=list)  # (k, loss) seen by the bisection
     seconds: float = 0.0
     stage_seconds: dict[str, float] = field(default_factory=dict)  # masks, bisection, cleanup, calibration
+    ablation_values: NodeValues | None = None  # what the removed nodes took (under `optimal`: as fitted)
 
     @property
     def found(self) -> bool:
         return self.keep is not None
 
 
-def train_masks(model: GPT, tt: TaskTensors, ablation_values: dict[str, torch.Tensor], cfg: PruneConfig,
-                progress: bool = False) -> NodeMasks:
+def train_masks(model: GPT, tt: TaskTensors, ablation_values: NodeValues, cfg: PruneConfig,
+                progress: bool = False) -> tuple[NodeMasks, NodeValues]:
+    """The masks; and the ablation values, fitted jointly with the masks under `optimal` ablation
+    (one constant per node, no weight decay), else as given."""
     g = torch.Generator().manual_seed(cfg.seed)
     masks = NodeMasks(model, cfg.tie_qk, cfg.init_mean, cfg.init_std, g)
     opt = torch.optim.AdamW(masks.parameters(), lr=cfg.lr, betas=(0.9, cfg.beta2), weight_decay=cfg.weight_decay)
+    fitted = _constants(ablation_values) if cfg.ablation == Ablation.OPTIMAL else None
+    if fitted is not None:
+        opt.add_param_group({"params": list(fitted.values()), "weight_decay": 0.0})
+    values = fitted if fitted is not None else ablation_values
+    params = [p for group in opt.param_groups for p in group["params"]]
     warmup = max(1, round(cfg.warmup_frac * cfg.steps))
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: (s + 1) / warmup if s < warmup else max(0.0, (cfg.steps - s) / max(1, cfg.steps - warmup)))
@@ -139,19 +148,45 @@ def train_masks(model: GPT, tt: TaskTensors, ablation_values: dict[str, torch.Te
     n_pairs = tt.n // 2
     for _ in tqdm(range(cfg.steps), desc="prune", unit="step", disable=not progress, leave=False):
         rows = tt.pair_batch(rng.sample(range(n_pairs), min(cfg.batch_pairs, n_pairs)))
-        circuit = CircuitIntervention(masks.gates(cfg.temperature), ablation_values, cfg.freeze_norms)
+        circuit = CircuitIntervention(masks.gates(cfg.temperature), values, cfg.freeze_norms)
         diffs = circuit.logit_diffs(model, tt, rows)
         loss = task_loss(diffs, torch.zeros_like(diffs)) + cfg.k_coef * masks.num_kept_surrogate(cfg.temperature)
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(masks.parameters(), cfg.grad_clip)
+        torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
         opt.step()
         sched.step()
         masks.clamp_()
-    return masks
+    return masks, ({n: v.detach().clone() for n, v in fitted.items()} if fitted is not None else ablation_values)
 
 
-def discretise(model: GPT, tt: TaskTensors, masks: NodeMasks, ablation_values: dict[str, torch.Tensor],
+def _constants(values: NodeValues) -> dict[str, torch.nn.Parameter]:
+    if not isinstance(values, dict):
+        raise UserError("optimal ablation fits one constant per node and starts from constants, not resampled values")
+    return {n: torch.nn.Parameter(v.detach().clone().float()) for n, v in values.items()}
+
+
+def fit_constants(model: GPT, tt: TaskTensors, keep: dict[str, torch.Tensor], init: NodeValues,
+                  freeze_norms: bool = False, steps: int = 100, lr: float = 2e-2, batch_pairs: int = 32,
+                  seed: int = 0) -> dict[str, torch.Tensor]:
+    """Optimal ablation of a fixed circuit: the constant per removed node that minimises the
+    circuit's task loss on `tt` (Adam from `init`; kept nodes' constants are unused)."""
+    fitted = _constants(init)
+    opt = torch.optim.Adam(list(fitted.values()), lr=lr)
+    rng = random.Random(seed)
+    n_pairs = tt.n // 2
+    gates = {name: k.float() for name, k in keep.items()}
+    for _ in range(steps):
+        rows = tt.pair_batch(rng.sample(range(n_pairs), min(batch_pairs, n_pairs)))
+        diffs = CircuitIntervention(gates, fitted, freeze_norms).logit_diffs(model, tt, rows)
+        loss = task_loss(diffs, torch.zeros_like(diffs))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    return {n: v.detach().clone() for n, v in fitted.items()}
+
+
+def discretise(model: GPT, tt: TaskTensors, masks: NodeMasks, ablation_values: NodeValues,
                target: float, freeze_norms: bool) -> tuple[int | None, list[tuple[int, float]]]:
     """Smallest k whose top-k-by-tau circuit has task loss <= target (None if no k does)."""
     ranked = masks.ranked_nodes()
@@ -175,7 +210,7 @@ def discretise(model: GPT, tt: TaskTensors, masks: NodeMasks, ablation_values: d
 
 
 def clean_up(model: GPT, tt: TaskTensors, masks: NodeMasks, nodes: list[NodeId],
-             ablation_values: dict[str, torch.Tensor], target: float, freeze_norms: bool,
+             ablation_values: NodeValues, target: float, freeze_norms: bool,
              tries: int) -> list[NodeId]:
     kept = list(nodes)
     for node in list(reversed(nodes))[:tries]:  # lowest tau first
@@ -202,18 +237,19 @@ def smallest_passing(loss_at, lo: int, hi: int, target: float) -> int:
     return hi
 
 
-def prune(model: GPT, tt: TaskTensors, ablation_values: dict[str, torch.Tensor], cfg: PruneConfig,
+def prune(model: GPT, tt: TaskTensors, ablation_values: NodeValues, cfg: PruneConfig,
           progress: bool = False) -> PruneResult:
     clock = _StageClock()
     for p in model.parameters():
         p.requires_grad_(False)
-    masks = train_masks(model, tt, ablation_values, cfg, progress)
+    masks, ablation_values = train_masks(model, tt, ablation_values, cfg, progress)
     clock.lap("masks")
     k, curve = discretise(model, tt, masks, ablation_values, cfg.target_loss, cfg.freeze_norms)
     clock.lap("bisection")
     tau = {name: masks.tau_of(name).detach().clone() for name in masks.widths}
     if k is None:
-        return PruneResult(cfg, None, 0, math.nan, math.nan, Calibration(), tau, curve, clock.total, clock.laps)
+        return PruneResult(cfg, None, 0, math.nan, math.nan, Calibration(), tau, curve, clock.total, clock.laps,
+                           ablation_values)
     nodes = masks.ranked_nodes()[:k]
     nodes = clean_up(model, tt, masks, nodes, ablation_values, cfg.target_loss, cfg.freeze_norms, cfg.cleanup_tries)
     clock.lap("cleanup")
@@ -223,7 +259,8 @@ def prune(model: GPT, tt: TaskTensors, ablation_values: dict[str, torch.Tensor],
     loss_cal = score_logit_diffs(cal.apply(diffs, tt.label))[0]
     clock.lap("calibration")
     num_nodes = int(sum(int(m.sum()) for m in keep.values()))
-    return PruneResult(cfg, keep, num_nodes, loss, loss_cal, cal, tau, curve, clock.total, clock.laps)
+    return PruneResult(cfg, keep, num_nodes, loss, loss_cal, cal, tau, curve, clock.total, clock.laps,
+                       ablation_values)
 
 
 class _StageClock:
@@ -264,7 +301,7 @@ def best_of(results: list[PruneResult]) -> PruneResult:
     return min(found, key=lambda r: (r.num_nodes, r.loss))
 
 
-def prune_search(model: GPT, tt: TaskTensors, ablation_values: dict[str, torch.Tensor], base: PruneConfig,
+def prune_search(model: GPT, tt: TaskTensors, ablation_values: NodeValues, base: PruneConfig,
                  budget: int, seed: int = 0, progress: bool = True) -> tuple[PruneResult, list[PruneResult]]:
     results = []
     for cfg in tqdm(search_configs(base, budget, seed), desc="search", unit="run", disable=not progress,

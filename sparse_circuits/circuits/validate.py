@@ -25,6 +25,7 @@ from ..tasks.evaluate import TaskTensors, score_logit_diffs
 from .circuit import VALIDATION_FILE
 from .intervention import CircuitIntervention
 from .masks import Ablation
+from .values import NodeValues
 
 
 
@@ -124,7 +125,7 @@ def role_drift(model: GPT, tt: TaskTensors, keep: dict[str, torch.Tensor], circu
 
 
 def validate(model: GPT, tt: TaskTensors, keep: dict[str, torch.Tensor],
-             ablation_values: dict[Ablation, dict[str, torch.Tensor]], ablation: Ablation,
+             ablation_values: dict[Ablation, NodeValues], ablation: Ablation,
              freeze_norms: bool = False, n_random: int = 10, seed: int = 0, split: Split = Split.TEST) -> Validation:
     """`ablation_values[ablation]` is the circuit's own (what it was pruned with); the others are
     only for the sensitivity check."""
