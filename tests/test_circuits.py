@@ -213,8 +213,15 @@ def test_planted_circuit_validates(planted_setup):
     for name, idx in planted.PLANTED.items():
         keep[name][idx] = True
     zeros = {n: torch.zeros_like(m) for n, m in means.items()}
-    v = validate(model, tt, keep, {Ablation.MEAN_PRETRAIN: means, Ablation.ZERO: zeros}, Ablation.MEAN_PRETRAIN)
+    v = validate(model, tt, keep, {Ablation.MEAN_PRETRAIN: means, Ablation.ZERO: zeros}, Ablation.MEAN_PRETRAIN,
+                 target_loss=0.15)
     assert v.sufficiency.loss < 0.15 and v.sufficiency.accuracy == 1.0
+    assert v.complement is not None and not v.complement.fragile
+    import tempfile
+    from sparse_circuits.circuits.validate import Validation
+    with tempfile.TemporaryDirectory() as d:
+        v.save(d)
+        assert Validation.load(d) == v
     assert v.necessity.loss == pytest.approx(math.log(2), abs=0.05)
     assert v.random_circuits.min_loss > 0.5
     assert v.role_drift.per_node["0.mlp.post_act:0"] > 0.9
@@ -504,3 +511,32 @@ def test_pruning_under_resample_and_optimal_ablation_and_their_circuit_files(pla
         back = load_circuit(tmp_path / kind.value)
         assert back.ablation == kind and type(back.means) is type(c.means)
         assert back.intervention(model).task_loss(model, tt)[0] == pytest.approx(result.loss, abs=1e-6)
+
+
+def test_complement_check_flags_a_circuit_that_needs_the_rest_ablated(planted_setup):
+    """The planted circuit survives any part of the rest taking its real values. Add two neurons that
+    read the same channel and write opposite amounts to the answer channel: together (the whole
+    model) they cancel, mean-ablated they cancel, but either one restored alone flips the answer.
+    The adversary finds one; the circuit is flagged fragile."""
+    from sparse_circuits.circuits.validate import complement_check
+
+    model, means, tt = planted_setup
+    keep = planted_keep(model)
+    check = complement_check(model, tt, keep, means, target_loss=0.15)
+    assert not check.fragile and check.worst_loss <= 0.3 and check.adversary_size == 3
+
+    trap = planted.planted_model()
+    mlp = trap.blocks[0].mlp
+    with torch.no_grad():
+        for m, sign in ((5, -1.0), (6, 1.0)):
+            mlp.c_fc.weight[m] = 0.0
+            mlp.c_fc.weight[m, planted.C], mlp.c_fc.bias[m] = 2.0, 8.0  # a copy of the planted neuron
+            mlp.c_proj.weight[planted.D, m] = 20.0 * sign
+    trap_means = node_means(trap, planted.pretraining_batches(), progress=False)
+    planted.center_output(trap, float(trap_means["0.mlp.post_act"][planted.N]))
+    trap_means = node_means(trap, planted.pretraining_batches(), progress=False)
+    whole = CircuitIntervention.keeping(None, trap_means).task_loss(trap, tt)[0]
+    alone = CircuitIntervention.keeping(keep, trap_means).task_loss(trap, tt)[0]
+    assert whole < 0.15 and alone < 0.15  # both the model and the circuit do the task
+    check = complement_check(trap, tt, keep, trap_means, target_loss=0.15)
+    assert check.fragile and check.adversary_loss > 1.0 and check.worst_loss > check.threshold == 0.3

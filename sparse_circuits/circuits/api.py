@@ -121,7 +121,7 @@ def validate_loaded(loaded: LoadedRun, circuit: Circuit, n_pairs: int = PRUNE_PA
         values[Ablation.OPTIMAL] = fit_constants(loaded.model, train_tensors, keep, values[Ablation.OPTIMAL],
                                                  circuit.config.freeze_norms, seed=seed)
     return validate(loaded.model, tensors, keep, values, circuit.ablation, circuit.config.freeze_norms,
-                    n_random=n_random)
+                    n_random=n_random, target_loss=circuit.target_loss)
 
 
 def validate_circuit(circuit_dir: str | os.PathLike, model_dir: str | os.PathLike | None = None,

@@ -5,7 +5,12 @@
 - random circuits: the same number of nodes per site, chosen at random;
 - ablation sensitivity: the circuit's loss under zero, pretraining-mean and task-mean ablation;
 - role drift: per kept node, the correlation of its activations in the pruned and in the full
-  model over every token of the task prompts.
+  model over every token of the task prompts;
+- the complement restored: random subsets of the nodes outside the circuit (a fraction of them)
+  take their real values instead of the ablation's, and an adversary picks the subset of a given
+  size that hurts most (greedy over the nodes ranked by the gradient of the loss with respect to
+  their gates). A circuit that keeps the task only with the rest exactly ablated is flagged
+  `fragile`.
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ from ..hooks import Hooks
 from ..model import GPT
 from ..nodes import NodeId
 from ..tasks import Split
-from ..tasks.evaluate import TaskTensors, score_logit_diffs
+from ..tasks.evaluate import TaskTensors, score_logit_diffs, task_loss
 from .circuit import VALIDATION_FILE
 from .intervention import CircuitIntervention
 from .masks import Ablation
@@ -50,6 +55,34 @@ class RoleDrift:
     per_node: dict[str, float]  # str(NodeId) -> correlation
 
 
+# [ours] The complement check: fractions of the complement restored at random (10 draws each), and
+# "keeps the task" = the worst loss stays at or below this multiple of the circuit's target loss.
+RESTORED_FRACTIONS = (0.1, 0.5)
+KEEPS_TASK_FACTOR = 2.0
+ADVERSARY_EVALUATIONS = 64  # forwards the greedy adversary may spend
+
+
+@dataclass
+class Restoration:
+    fraction: float  # of the nodes outside the circuit, restored to the full model's values
+    n: int
+    mean_loss: float
+    worst_loss: float
+
+
+@dataclass
+class ComplementCheck:
+    random: list[Restoration]
+    adversary_size: int  # nodes the adversary restores (default: the circuit's size)
+    adversary_loss: float
+    threshold: float  # the circuit keeps the task while the loss is at or below this
+    fragile: bool  # some restoration (random or adversarial) took the loss above the threshold
+
+    @property
+    def worst_loss(self) -> float:
+        return max([r.worst_loss for r in self.random] + [self.adversary_loss])
+
+
 @dataclass
 class Validation:
     split: Split
@@ -60,6 +93,7 @@ class Validation:
     ablation_sensitivity: dict[Ablation, float]
     role_drift: RoleDrift
     notes: list[str] = field(default_factory=list)
+    complement: ComplementCheck | None = None  # None: validated before the check existed
 
     def as_dict(self) -> dict:
         d = asdict(self)
@@ -79,16 +113,65 @@ class Validation:
                        sufficiency=LossAcc(**d["sufficiency"]), necessity=LossAcc(**d["necessity"]),
                        random_circuits=RandomCircuits(**d["random_circuits"]),
                        ablation_sensitivity={Ablation(k): v for k, v in d["ablation_sensitivity"].items()},
-                       role_drift=RoleDrift(**d["role_drift"]), notes=list(d.get("notes", [])))
+                       role_drift=RoleDrift(**d["role_drift"]), notes=list(d.get("notes", [])),
+                       complement=_complement(d.get("complement")))
         except (KeyError, TypeError, ValueError) as e:
             raise UserError(f"{path}: damaged validation file ({type(e).__name__}: {e}); "
                             "run `sparse-circuits validate` again") from None
+
+
+def _complement(d: dict | None) -> ComplementCheck | None:
+    if d is None:
+        return None
+    return ComplementCheck([Restoration(**r) for r in d["random"]], d["adversary_size"], d["adversary_loss"],
+                           d["threshold"], d["fragile"])
 
 
 def _loss_acc(model: GPT, tt: TaskTensors, circuit: CircuitIntervention) -> LossAcc:
     _, diffs = circuit.task_loss(model, tt)
     loss, acc, _ = score_logit_diffs(diffs)
     return LossAcc(loss, acc)
+
+
+def complement_check(model: GPT, tt: TaskTensors, keep: dict[str, torch.Tensor], values: NodeValues,
+                     target_loss: float, freeze_norms: bool = False, n_random: int = 10,
+                     adversary_size: int | None = None, seed: int = 0) -> ComplementCheck:
+    """Restore parts of the complement to the full model's values: random subsets, and the worst
+    subset a cheap greedy adversary finds (candidates ranked by d loss / d gate at the circuit's
+    gates, each kept only if it raises the loss)."""
+    loss_of = lambda k: CircuitIntervention.keeping(k, values, freeze_norms).task_loss(model, tt)[0]
+    outside = [(name, i) for name, k in keep.items() for i in (~k).nonzero().squeeze(1).tolist()]
+    g = torch.Generator().manual_seed(seed)
+    randoms = []
+    for fraction in RESTORED_FRACTIONS:
+        losses = []
+        for _ in range(n_random):
+            trial = {n: k.clone() for n, k in keep.items()}
+            for j in torch.randperm(len(outside), generator=g)[: round(fraction * len(outside))].tolist():
+                trial[outside[j][0]][outside[j][1]] = True
+            losses.append(loss_of(trial))
+        randoms.append(Restoration(fraction, n_random, sum(losses) / n_random, max(losses)))
+    size = adversary_size if adversary_size is not None else max(1, int(sum(int(k.sum()) for k in keep.values())))
+    gates = {n: k.float().requires_grad_() for n, k in keep.items()}
+    with torch.enable_grad():
+        diffs = CircuitIntervention(gates, values, freeze_norms).logit_diffs(model, tt, torch.arange(tt.n))
+        grads = dict(zip(gates, torch.autograd.grad(task_loss(diffs, torch.zeros_like(diffs)), list(gates.values()))))
+    ranked = sorted(outside, key=lambda ni: -float(grads[ni[0]][ni[1]]))
+    chosen = {n: k.clone() for n, k in keep.items()}
+    current, picked = loss_of(chosen), 0
+    for name, i in ranked[:ADVERSARY_EVALUATIONS]:
+        if picked == size:
+            break
+        chosen[name][i] = True
+        trial = loss_of(chosen)
+        if trial > current:
+            current, picked = trial, picked + 1
+        else:
+            chosen[name][i] = False
+    threshold = KEEPS_TASK_FACTOR * target_loss
+    check = ComplementCheck(randoms, size, current, threshold, False)
+    check.fragile = check.worst_loss > threshold
+    return check
 
 
 def random_keep(keep: dict[str, torch.Tensor], generator: torch.Generator) -> dict[str, torch.Tensor]:
@@ -126,7 +209,8 @@ def role_drift(model: GPT, tt: TaskTensors, keep: dict[str, torch.Tensor], circu
 
 def validate(model: GPT, tt: TaskTensors, keep: dict[str, torch.Tensor],
              ablation_values: dict[Ablation, NodeValues], ablation: Ablation,
-             freeze_norms: bool = False, n_random: int = 10, seed: int = 0, split: Split = Split.TEST) -> Validation:
+             freeze_norms: bool = False, n_random: int = 10, seed: int = 0, split: Split = Split.TEST,
+             target_loss: float | None = None) -> Validation:
     """`ablation_values[ablation]` is the circuit's own (what it was pruned with); the others are
     only for the sensitivity check."""
     if n_random < 1:
@@ -147,4 +231,6 @@ def validate(model: GPT, tt: TaskTensors, keep: dict[str, torch.Tensor],
         ablation_sensitivity={kind: _loss_acc(model, tt, with_nodes(keep, v)).loss
                               for kind, v in ablation_values.items()},
         role_drift=role_drift(model, tt, keep, with_nodes(keep)),
+        complement=None if target_loss is None else complement_check(
+            model, tt, keep, values, target_loss, freeze_norms, n_random, seed=seed),
     )

@@ -257,6 +257,7 @@ def _circuit_rows(runs: list[RunView]) -> list[dict]:
                          "necessity": v.necessity.loss if v else None,
                          "random": v.random_circuits.mean_loss if v else None,
                          "drift": v.role_drift.mean if v else None, "seconds": e.circuit.seconds,
+                         "fragile": bool(v and v.complement and v.complement.fragile),
                          "note": None})
         skipped, unlearned = [], []
         for task, r in (run.prune_summary.tasks if run.prune_summary else {}).items():
