@@ -3,7 +3,7 @@ when pruned and validated with each kind, and whether it is fragile (validate's 
 for a sparse and a dense model.
 
     python benchmarks/ablation_kinds.py --model runs/demo-s0/sparse --model runs/demo-s0/dense \
-        [--kinds mean-pretrain zero ...] [--budget 1] [--out benchmarks/results/ablation-kinds]
+        [--kinds mean-pretrain zero ...] [--budget 1] [--out runs/ablation-kinds]
 
 Tasks: those each model's `prune-all` (RUN/circuits/summary.json) counted, i.e. learned, attempted
 and not decided by the bigram table. Every (model, task, kind) is pruned with the same settings as
@@ -41,7 +41,7 @@ def main() -> None:
     ap.add_argument("--model", action="append", required=True)
     ap.add_argument("--kinds", nargs="+", default=ablation_choices(), choices=ablation_choices())
     ap.add_argument("--budget", type=int, default=1)
-    ap.add_argument("--out", default="benchmarks/results/ablation-kinds")
+    ap.add_argument("--out", default="runs/ablation-kinds")
     ap.add_argument("--reuse", action="store_true", help="keep the rows of an earlier run of the same command")
     args = ap.parse_args()
     out = Path(args.out)
