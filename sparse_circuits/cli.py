@@ -345,18 +345,61 @@ def _prune_config(target_loss, ablation, freeze_norms, tie_qk, steps, config_fil
 @click.option("--model", "model_dir", required=True, type=click.Path(file_okay=False), help="run directory")
 @click.option("--task", "task_name", required=True, help="task name (`sparse-circuits tasks list`)")
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="circuit directory")
+@click.option("--seeds", default=1, show_default=True,
+              help="prune with this many mask seeds (OUT/seed-S/ each) and report how much they agree")
 @_prune_options
 @_user_errors
-def prune(model_dir, task_name, out_dir, target_loss, ablation, freeze_norms, tie_qk, steps, budget, n_pairs,
+def prune(model_dir, task_name, out_dir, seeds, target_loss, ablation, freeze_norms, tie_qk, steps, budget, n_pairs,
           config_file) -> None:
     """Prune a model to the smallest circuit that does one task."""
-    from .circuits.api import DEFAULT_BUDGET, PRUNE_PAIRS, prune_task
+    from .circuits.api import DEFAULT_BUDGET, PRUNE_PAIRS, LoadedRun, check_search_size, prune_task
+    from .circuits.backups import check_seeds, prune_seeds, task_pruner
 
     cfg = _prune_config(target_loss, ablation, freeze_norms, tie_qk, steps, config_file)
-    c, runs = prune_task(model_dir, task_name, out_dir, cfg, DEFAULT_BUDGET if budget is None else budget, PRUNE_PAIRS if n_pairs is None else n_pairs)
+    budget, n_pairs = DEFAULT_BUDGET if budget is None else budget, PRUNE_PAIRS if n_pairs is None else n_pairs
+    check_seeds(seeds)
+    check_search_size(budget, n_pairs)
+    if seeds > 1:
+        circuits, a = prune_seeds(task_pruner(LoadedRun.load(model_dir), task_name, cfg, budget, n_pairs), seeds,
+                                  out_dir)
+        for s, c in circuits.items():
+            click.echo(f"seed {s}: " + (f"{c.num_nodes} nodes, {c.num_edges} edges" if c else "no circuit at the target"))
+        jm = "-" if a.jaccard_mean is None else f"{a.jaccard_mean:.2f} (min {a.jaccard_min:.2f})"
+        click.echo(f"{task_name}: node-set agreement (Jaccard, pairs of seeds) {jm}; {len(a.shared)} nodes kept by "
+                   f"every seed, {a.union} by some -> {out_dir}/seeds.json")
+        return
+    c, runs = prune_task(model_dir, task_name, out_dir, cfg, budget, n_pairs)
     click.echo(f"{task_name}: {c.num_nodes} nodes, {c.num_edges} edges (+{len(c.residual_links)} residual links, "
                f"{len(c.qk_pairs)} query-key pairs); loss {c.loss:.3f}, calibrated {c.loss_calibrated:.3f}; "
                f"{len(runs)} runs in {c.seconds:.0f} s -> {out_dir}")
+
+
+@main.command()
+@click.option("--model", "model_dir", required=True, type=click.Path(file_okay=False), help="run directory")
+@click.option("--task", "task_name", required=True, help="task name (`sparse-circuits tasks list`)")
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False),
+              help="directory for the rounds' circuits and backups.json")
+@click.option("--seeds", default=3, show_default=True, help="pruning seeds per round")
+@click.option("--max-rounds", default=20, show_default=True)
+@_prune_options
+@_user_errors
+def backups(model_dir, task_name, out_dir, seeds, max_rounds, target_loss, ablation, freeze_norms, tie_qk, steps,
+            budget, n_pairs, config_file) -> None:
+    """Backup circuits: prune with several seeds, forbid the node their circuits share most, and
+    prune again until no seed reaches the target (circuits/backups.py)."""
+    from .circuits.api import DEFAULT_BUDGET, PRUNE_PAIRS, LoadedRun, check_search_size
+    from .circuits.backups import backup_analysis, check_seeds, task_pruner
+
+    cfg = _prune_config(target_loss, ablation, freeze_norms, tie_qk, steps, config_file)
+    budget, n_pairs = DEFAULT_BUDGET if budget is None else budget, PRUNE_PAIRS if n_pairs is None else n_pairs
+    check_seeds(seeds)
+    check_search_size(budget, n_pairs)
+    _check_output_path(out_dir, "--out", is_dir=True)
+    loaded = LoadedRun.load(model_dir)
+    a = backup_analysis(task_pruner(loaded, task_name, cfg, budget, n_pairs, progress=False), seeds, out_dir,
+                        max_rounds, log=click.echo, about={"task": task_name, "model": str(model_dir)})
+    click.echo(f"{task_name}: {a.backups} backup circuit(s) after the first; stopped: {a.stopped}; core (kept by "
+               f"every seed in round 0): {', '.join(a.core) or 'none'} -> {out_dir}/backups.json")
 
 
 @main.command("prune-all")

@@ -79,3 +79,35 @@ def planted_dataset(n_pairs: int = 64, seed: int = 0) -> TaskDataset:
             ds.correct_token.append(correct)
             ds.wrong_token.append(wrong)
     return ds
+
+
+# A backup path, parallel to the planted circuit: channel C2 -> neuron N2 -> channel D2, read by the
+# unembedding like D. Either path alone does the task; the whole model uses both.
+C2, D2, N2 = 2, 3, 1
+BACKUP = {"0.mlp.act_in": [C2], "0.mlp.post_act": [N2], "0.mlp.resid_delta": [D2]}
+
+
+def planted_model_with_backup(seed: int = 0) -> GPT:
+    model = planted_model(seed)
+    two = slice(C2, D2 + 1)  # the backup's channels: no distractor reads or writes them
+    attn, mlp = model.blocks[0].attn, model.blocks[0].mlp
+    with torch.no_grad():
+        model.wte.weight[:, two] = 0.0
+        for proj in (attn.c_q, attn.c_k, attn.c_v):
+            proj.weight[:, two] = 0.0
+        attn.c_proj.weight[two, :] = 0.0
+        mlp.c_fc.weight[:, two] = 0.0
+        mlp.c_proj.weight[two, :] = 0.0
+        model.lm_head.weight[:, two] = 0.0
+        model.wte.weight[X, C2], model.wte.weight[Y, C2] = 1.0, -1.0
+        mlp.c_fc.weight[N2] = 0.0
+        mlp.c_fc.weight[N2, C2], mlp.c_fc.bias[N2] = 2.0, 8.0
+        mlp.c_proj.weight[:, N2] = 0.0
+        mlp.c_proj.weight[D2, N2] = 1.0
+        model.lm_head.weight[A, D2], model.lm_head.weight[B, D2] = 0.6, -0.6
+    return model
+
+
+def center_backup(model: GPT, mean_neuron: float) -> None:
+    with torch.no_grad():
+        model.blocks[0].mlp.c_proj.bias[D2] = -mean_neuron

@@ -1,3 +1,4 @@
+import dataclasses
 import json
 import math
 import re
@@ -540,3 +541,45 @@ def test_complement_check_flags_a_circuit_that_needs_the_rest_ablated(planted_se
     assert whole < 0.15 and alone < 0.15  # both the model and the circuit do the task
     check = complement_check(trap, tt, keep, trap_means, target_loss=0.15)
     assert check.fragile and check.adversary_loss > 1.0 and check.worst_loss > check.threshold == 0.3
+
+
+def test_seed_agreement_and_the_backup_loop_on_a_planted_circuit_with_a_planted_backup(tmp_path):
+    """Two parallel planted paths: every seed finds one of them (three nodes), the loop forbids the
+    most shared node, finds the other path, forbids one of its nodes, and then no seed reaches the
+    target: one backup, two rounds with circuits, a third without."""
+    from sparse_circuits.circuits.backups import backup_analysis, jaccard, prune_seeds
+    from sparse_circuits.nodes import NodeId
+
+    model = planted.planted_model_with_backup()
+    means = node_means(model, planted.pretraining_batches(), progress=False)
+    planted.center_output(model, float(means["0.mlp.post_act"][planted.N]))
+    planted.center_backup(model, float(means["0.mlp.post_act"][planted.N2]))
+    means = node_means(model, planted.pretraining_batches(), progress=False)
+    tt = TaskTensors(planted.planted_dataset(), 16, 0)
+
+    @dataclasses.dataclass
+    class Found:
+        nodes: list
+        num_nodes: int
+        num_edges: int = 0
+
+    def prune_one(seed, forbidden, out):
+        r = prune(model, tt, means, PruneConfig(steps=200, seed=seed), forbidden=forbidden)
+        return Found(sorted(NodeId.at(n, i) for n, k in r.keep.items() for i in k.nonzero().squeeze(1).tolist()),
+                     r.num_nodes) if r.found else None
+
+    paths = [{str(NodeId.at(site, i)) for site, idx in p.items() for i in idx} for p in (planted.PLANTED, planted.BACKUP)]
+    circuits, agreement = prune_seeds(prune_one, 3, tmp_path / "seeds")
+    assert all({str(n) for n in c.nodes} in paths for c in circuits.values())
+    assert agreement.nodes == [3, 3, 3] and json.loads((tmp_path / "seeds" / "seeds.json").read_text())["nodes"] == [3, 3, 3]
+    assert jaccard({1, 2}, {2, 3}) == pytest.approx(1 / 3)
+
+    analysis = backup_analysis(prune_one, seeds=3, out_dir=tmp_path / "backups")
+    found = [r for r in analysis.rounds if r.removed is not None]
+    assert len(analysis.rounds) == 3 and len(found) == 2 and analysis.backups == 1
+    first_path = next(p for p in paths if found[0].removed in p)
+    assert found[1].removed in (paths[1] if first_path == paths[0] else paths[0])  # then the other path
+    assert analysis.rounds[2].agreement.nodes == [None, None, None] and "no seed reaches" in analysis.stopped
+    assert set(analysis.core) <= first_path  # what every seed kept in the first round
+    saved = json.loads((tmp_path / "backups" / "backups.json").read_text())
+    assert saved["backups"] == 1 and len(saved["rounds"]) == 3

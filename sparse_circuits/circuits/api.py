@@ -72,15 +72,15 @@ def check_search_size(budget: int, n_pairs: int) -> None:
 
 def prune_task(run: str | os.PathLike | LoadedRun, task_name: str, out_dir: str | os.PathLike | None,
                cfg: PruneConfig = PruneConfig(), budget: int = DEFAULT_BUDGET, n_pairs: int = PRUNE_PAIRS,
-               seed: int = 0, progress: bool = True) -> tuple[Circuit, list[PruneResult]]:
+               seed: int = 0, progress: bool = True, forbidden: list[NodeId] = ()) -> tuple[Circuit, list[PruneResult]]:
     """Prune on the task's train split with `budget` runs of the search; write the best circuit
-    to `out_dir` (None: keep it in memory only)."""
+    to `out_dir` (None: keep it in memory only). `forbidden` nodes are never kept (backups.py)."""
     check_search_size(budget, n_pairs)
     loaded = _loaded(run)
     model = loaded.model
     ds, tensors = loaded.task(task_name, Split.TRAIN, n_pairs, seed)
     values = ablation_values(loaded.ablation_inputs(ds.prompt_tokens, progress), [cfg.ablation])[cfg.ablation]
-    best, runs = prune_search(model, tensors, values, cfg, budget, seed, progress)
+    best, runs = prune_search(model, tensors, values, cfg, budget, seed, progress, forbidden)
     if not best.found:
         raise NoCircuit(f"task {task_name!r}: no circuit of {loaded.run} reaches task loss {cfg.target_loss} "
                         f"(the whole model with pruning's ablations: {best.loss_curve[-1][1]:.3f}); "

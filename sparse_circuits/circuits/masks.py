@@ -62,12 +62,20 @@ class NodeMasks(nn.Module):
             if shared_site(name, tie_qk) == name:
                 init = init_mean + init_std * torch.randn(width, generator=generator)
                 self.tau[_key(name)] = nn.Parameter(init)
+        self.allowed: dict[str, torch.Tensor] | None = None  # see forbid
+
+    def forbid(self, nodes: list[NodeId]) -> None:
+        """Never keep `nodes` (the backup search): their gates stay 0 and no circuit ranks them."""
+        self.allowed = {name: ~k for name, k in self.keep_masks(nodes).items()} if nodes else None
 
     def tau_of(self, name: str) -> torch.Tensor:
         return self.tau[_key(shared_site(name, self.tie_qk))]
 
     def gates(self, temperature: float) -> dict[str, torch.Tensor]:
-        return {name: HeavisideSTE.apply(self.tau_of(name), temperature) for name in self.widths}
+        gates = {name: HeavisideSTE.apply(self.tau_of(name), temperature) for name in self.widths}
+        if self.allowed is not None:
+            gates = {name: g * self.allowed[name] for name, g in gates.items()}
+        return gates
 
     def clamp_(self) -> None:
         with torch.no_grad():
@@ -85,7 +93,8 @@ class NodeMasks(nn.Module):
             if shared_site(name, self.tie_qk) != name:
                 continue
             for i, t in enumerate(self.tau_of(name).detach().tolist()):
-                entries.append((-t, len(entries), NodeId.at(name, i)))
+                if self.allowed is None or self.allowed[name][i]:
+                    entries.append((-t, len(entries), NodeId.at(name, i)))
         entries.sort(key=lambda e: e[:2])
         return [node for _, _, node in entries]
 

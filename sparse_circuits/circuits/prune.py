@@ -130,11 +130,12 @@ class PruneResult:
 
 
 def train_masks(model: GPT, tt: TaskTensors, ablation_values: NodeValues, cfg: PruneConfig,
-                progress: bool = False) -> tuple[NodeMasks, NodeValues]:
-    """The masks; and the ablation values, fitted jointly with the masks under `optimal` ablation
-    (one constant per node, no weight decay), else as given."""
+                progress: bool = False, forbidden: list[NodeId] = ()) -> tuple[NodeMasks, NodeValues]:
+    """The masks (never keeping `forbidden` nodes); and the ablation values, fitted jointly with the
+    masks under `optimal` ablation (one constant per node, no weight decay), else as given."""
     g = torch.Generator().manual_seed(cfg.seed)
     masks = NodeMasks(model, cfg.tie_qk, cfg.init_mean, cfg.init_std, g)
+    masks.forbid(list(forbidden))
     opt = torch.optim.AdamW(masks.parameters(), lr=cfg.lr, betas=(0.9, cfg.beta2), weight_decay=cfg.weight_decay)
     fitted = _constants(ablation_values) if cfg.ablation == Ablation.OPTIMAL else None
     if fitted is not None:
@@ -198,7 +199,7 @@ def discretise(model: GPT, tt: TaskTensors, masks: NodeMasks, ablation_values: N
             curve[k] = circuit.task_loss(model, tt)[0]
         return curve[k]
 
-    hi = sum(1 for node in ranked if float(masks.tau_of(node.site)[node.index].detach()) > 0)
+    hi = sum(1 for node in ranked if float(masks.tau_of(node.site)[node.index].detach()) > 0)  # ranked: allowed only
     if loss_at(0) <= target:
         return 0, sorted(curve.items())
     if loss_at(hi) > target:
@@ -238,11 +239,13 @@ def smallest_passing(loss_at, lo: int, hi: int, target: float) -> int:
 
 
 def prune(model: GPT, tt: TaskTensors, ablation_values: NodeValues, cfg: PruneConfig,
-          progress: bool = False) -> PruneResult:
+          progress: bool = False, forbidden: list[NodeId] = ()) -> PruneResult:
+    """The smallest circuit found with `cfg` (one seed) that reaches the target, never keeping a
+    `forbidden` node."""
     clock = _StageClock()
     for p in model.parameters():
         p.requires_grad_(False)
-    masks, ablation_values = train_masks(model, tt, ablation_values, cfg, progress)
+    masks, ablation_values = train_masks(model, tt, ablation_values, cfg, progress, forbidden)
     clock.lap("masks")
     k, curve = discretise(model, tt, masks, ablation_values, cfg.target_loss, cfg.freeze_norms)
     clock.lap("bisection")
@@ -302,9 +305,10 @@ def best_of(results: list[PruneResult]) -> PruneResult:
 
 
 def prune_search(model: GPT, tt: TaskTensors, ablation_values: NodeValues, base: PruneConfig,
-                 budget: int, seed: int = 0, progress: bool = True) -> tuple[PruneResult, list[PruneResult]]:
+                 budget: int, seed: int = 0, progress: bool = True,
+                 forbidden: list[NodeId] = ()) -> tuple[PruneResult, list[PruneResult]]:
     results = []
     for cfg in tqdm(search_configs(base, budget, seed), desc="search", unit="run", disable=not progress,
                     leave=False):
-        results.append(prune(model, tt, ablation_values, cfg))
+        results.append(prune(model, tt, ablation_values, cfg, forbidden=forbidden))
     return best_of(results), results
