@@ -238,9 +238,15 @@ def test_counts_below_one_are_errors_not_defaults(tmp_path, data_dir):
     assert (run / "means.safetensors").read_bytes() == cache
     for pairs in (0, -3):
         assert_one_line_error(cli("tasks", "eval", "--model", run, "--pairs", pairs), "--pairs must be >= 1")
-    for command in (["prune", "--task", "for_while", "--out", tmp_path / "c"], ["prune-all"]):
+    for command in (["prune", "--task", "for_while", "--out", tmp_path / "c"], ["prune-all"],
+                    ["backups", "--task", "for_while", "--out", tmp_path / "c"]):
         assert_one_line_error(cli(*command, "--model", run, "--pairs", 0), "--pairs must be >= 2")
         assert_one_line_error(cli(*command, "--model", run, "--budget", 0), "--budget", "must be >= 1")
+    for command in (["prune"], ["backups"]):
+        assert_one_line_error(cli(*command, "--task", "for_while", "--out", tmp_path / "c", "--model", run,
+                                  "--seeds", 0), "--seeds must be >= 1")
+    assert_one_line_error(cli("backups", "--task", "for_while", "--out", tmp_path / "c", "--model", run,
+                              "--max-rounds", 0), "--max-rounds must be >= 1")
     assert not (tmp_path / "c").exists()
     assert_one_line_error(cli("report", "--model", run, "--windows", -3, "--out", tmp_path / "site"),
                           "--windows must be >= 1")
