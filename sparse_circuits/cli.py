@@ -471,6 +471,29 @@ def validate_cmd(circuit_dir, model_dir, n_pairs, n_random) -> None:
                        f"{c.worst_loss:.3f} > {c.threshold:.3f})")
 
 
+@main.command("export-circuit")
+@click.argument("circuit_dir", type=click.Path(file_okay=False))
+@click.option("--format", "fmt", type=click.Choice(["mib", "graph"]), required=True,
+              help="mib: MIB's circuit-localization JSON; graph: Neuronpedia / circuit-tracer attribution graph")
+@click.option("--out", "out_file", required=True, type=click.Path(dir_okay=False), help="JSON file to write")
+@click.option("--model", "model_dir", type=click.Path(file_okay=False), help="default: the circuit's own model")
+@click.option("--pairs", "n_pairs", default=128, show_default=True, help="test pairs of the faithfulness curve")
+@_user_errors
+def export_circuit_cmd(circuit_dir, fmt, out_file, model_dir, n_pairs) -> None:
+    """Write a circuit in another tool's format, with its faithfulness curve (circuits/export.py)."""
+    from .circuits.api import export_circuit
+    from .circuits.export import ExportFormat
+
+    if n_pairs < 1:
+        raise UserError(f"export-circuit: --pairs must be >= 1, got {n_pairs}")
+    _check_output_path(out_file, "--out")
+    data = export_circuit(circuit_dir, ExportFormat(fmt), out_file, model_dir, n_pairs)
+    f = data["faithfulness"]
+    size = (f"{len(data['links'])} links, {len(data['nodes'])} nodes" if fmt == "graph" else
+            f"{sum(e['in_graph'] for e in data['edges'].values())} of {len(data['edges'])} component edges in the graph")
+    click.echo(f"{circuit_dir} -> {out_file} ({fmt}: {size}); faithfulness CPR {f['cpr']:.3f}, CMD {f['cmd']:.3f}")
+
+
 @main.command()
 @click.option("--model", "model_dirs", multiple=True, required=True, type=click.Path(file_okay=False),
               help="run directory (repeat for several models, e.g. sparse and dense)")

@@ -583,3 +583,93 @@ def test_seed_agreement_and_the_backup_loop_on_a_planted_circuit_with_a_planted_
     assert set(analysis.core) <= first_path  # what every seed kept in the first round
     saved = json.loads((tmp_path / "backups" / "backups.json").read_text())
     assert saved["backups"] == 1 and len(saved["rounds"]) == 3
+
+
+# What Neuronpedia's graph schema (apps/webapp/app/api/graph/graph-schema.json, draft-07) requires,
+# re-stated here: the top-level keys, the metadata's required fields, each node's and link's.
+GRAPH_SCHEMA = {
+    "$schema": "http://json-schema.org/draft-07/schema#", "type": "object",
+    "required": ["metadata", "qParams", "nodes", "links"],
+    "properties": {
+        "metadata": {"type": "object", "required": ["slug", "scan", "prompt_tokens", "prompt"],
+                     "properties": {"slug": {"type": "string"}, "scan": {"type": "string"}, "prompt": {"type": "string"},
+                                    "prompt_tokens": {"type": "array", "items": {"type": "string"}}}},
+        "qParams": {"type": "object"},
+        "nodes": {"type": "array", "items": {
+            "type": "object", "required": ["node_id", "feature", "layer", "ctx_idx", "feature_type", "jsNodeId", "clerp"],
+            "properties": {"node_id": {"type": "string"}, "feature": {"type": ["integer", "null"]},
+                           "layer": {"type": ["string", "integer"]}, "ctx_idx": {"type": "integer"},
+                           "feature_type": {"type": "string"}, "jsNodeId": {"type": "string"}, "clerp": {"type": "string"},
+                           "influence": {"type": ["number", "null"]}, "activation": {"type": ["number", "null"]}}}},
+        "links": {"type": "array", "items": {
+            "type": "object", "required": ["source", "target", "weight"],
+            "properties": {"source": {"type": "string"}, "target": {"type": "string"}, "weight": {"type": "number"}}}},
+    },
+}
+
+
+def read_mib(d: dict) -> tuple[dict, dict, dict]:
+    """MIB's circuit-track loader (circuit_loading.load_graph_from_json), re-stated: cfg, nodes and
+    edges must be there; every node name is one of its graph's (input, aL.hH, mL; logits is always
+    in the graph and cannot be set); every edge is parent->child or parent->aL.hH<q|k|v> with a
+    score and in_graph; neurons, when given, are d_model booleans per node."""
+    assert all(k in d for k in ("cfg", "nodes", "edges"))
+    cfg = d["cfg"]
+    names = {"input"} | {f"a{l}.h{h}" for l in range(cfg["n_layers"]) for h in range(cfg["n_heads"])} | \
+        {f"m{l}" for l in range(cfg["n_layers"])}
+    assert set(d["nodes"]) <= names and "logits" not in d["nodes"]
+    for name, info in d["edges"].items():
+        parent, child = name.split("->")
+        assert parent in names and (child == "logits" or child.split("<")[0] in names)
+        assert child.startswith("a") == child.endswith((">",)) and set(info) == {"score", "in_graph"}
+    for name, neurons in d.get("neurons", {}).items():
+        assert name in names and len(neurons) == cfg["d_model"] and all(isinstance(x, bool) for x in neurons)
+    return d["nodes"], {n: e for n, e in d["edges"].items() if e["in_graph"]}, d.get("neurons", {})
+
+
+def test_exports_validate_against_their_formats_and_keep_the_edges(planted_setup):
+    """The planted circuit (embedding channel C -> MLP neuron N -> channel D -> logits): the graph
+    export passes the schema with one link per circuit edge and residual link; the MIB export reads
+    back as input -> m0 -> logits with the right channels; the faithfulness curve goes from the
+    empty circuit to the whole circuit."""
+    import jsonschema
+
+    from sparse_circuits.circuits.circuit import Circuit, TaskSample
+    from sparse_circuits.circuits.edges import count_edges
+    from sparse_circuits.circuits.export import graph_json, mib_component_edges, mib_json
+    from sparse_circuits.circuits.prune import Calibration
+    from sparse_circuits.circuits.validate import faithfulness_curve
+    from sparse_circuits.nodes import NodeId
+    from sparse_circuits.tasks import Split
+
+    model, means, tt = planted_setup
+    result = prune(model, tt, means, PruneConfig(steps=200))
+    edges = count_edges(model, result.keep)
+    c = Circuit(task="planted", model_dir="m", model_sha256="x", config=result.config, loss=result.loss,
+                loss_calibrated=result.loss, calibration=Calibration(),
+                nodes=sorted(NodeId.at(n, i) for n, k in result.keep.items() for i in k.nonzero().squeeze(1).tolist()),
+                edges=edges.weights, residual_links=edges.residual, qk_pairs=edges.qk_pairs, tau=result.tau,
+                means=means, sample=TaskSample(Split.TRAIN, 4, 0))
+
+    class Tok:
+        decode = staticmethod(lambda ids: "".join(f"<{i}>" for i in ids))
+
+    graph = graph_json(c, model, Tok(), [5, 6, planted.X], "planted")
+    jsonschema.validate(graph, GRAPH_SCHEMA)
+    assert len(graph["links"]) == c.num_edges + len(c.residual_links) == 2
+    assert {n["node_id"] for n in graph["nodes"]} >= {link["source"] for link in graph["links"]}
+    assert graph["metadata"]["prompt_tokens"] == ["<5>", "<6>", f"<{planted.X}>"]
+    assert {n["clerp"] for n in graph["nodes"]} == {"residual channel 0 read by layer 0 MLP", "layer 0 MLP neuron 0",
+                                                    "residual channel 1 written by layer 0 MLP"}
+
+    nodes, in_graph, neurons = read_mib(mib_json(c, model))
+    assert set(in_graph) == {"input->m0", "m0->logits"}
+    assert in_graph["input->m0"]["score"] == pytest.approx(2.0)  # |c_fc weight| from channel C to neuron N
+    assert nodes["m0"] and nodes["input"] and not any(v for k, v in nodes.items() if k.startswith("a"))
+    assert [i for i, x in enumerate(neurons["input"]) if x] == [planted.C]
+    assert [i for i, x in enumerate(neurons["m0"]) if x] == [planted.D]
+    assert len(mib_json(c, model)["edges"]) == len(mib_component_edges(1, 2)) == 3 * 2 * 1 + 3 + 4
+
+    curve = faithfulness_curve(c, model, tt)
+    assert curve.points[0][:2] == [0, 0] and curve.points[-1][:2] == [3, 2]
+    assert curve.points[-1][3] > 0.8 and curve.points[0][3] == 0.0 and 0 < curve.cpr < 1 and curve.cmd < 1

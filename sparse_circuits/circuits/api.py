@@ -10,6 +10,7 @@ from tokenizers import Tokenizer
 
 from ..config import RunConfig
 from ..errors import UserError
+from ..fileio import write_json
 from ..model import GPT
 from ..nodes import NodeId
 from ..runs import Run
@@ -22,7 +23,8 @@ from .intervention import CircuitIntervention
 from .masks import Ablation, keep_masks
 from .prune import PruneConfig, PruneResult, fit_constants, prune_search
 from .summary import SUMMARY_FILE, PruneAllSummary, TaskOutcome, TaskStatus, bigram_decided
-from .validate import Validation, validate
+from .export import ExportFormat, graph_json, mib_json
+from .validate import Validation, faithfulness_curve, validate
 
 DEFAULT_BUDGET = 1  # pruning runs per task; see docs/circuits.md for how it was chosen
 PRUNE_PAIRS = 128
@@ -120,8 +122,27 @@ def validate_loaded(loaded: LoadedRun, circuit: Circuit, n_pairs: int = PRUNE_PA
         _, train_tensors = loaded.task(circuit.task, Split.TRAIN, circuit.sample.pairs, seed)
         values[Ablation.OPTIMAL] = fit_constants(loaded.model, train_tensors, keep, values[Ablation.OPTIMAL],
                                                  circuit.config.freeze_norms, seed=seed)
-    return validate(loaded.model, tensors, keep, values, circuit.ablation, circuit.config.freeze_norms,
-                    n_random=n_random, target_loss=circuit.target_loss)
+    result = validate(loaded.model, tensors, keep, values, circuit.ablation, circuit.config.freeze_norms,
+                      n_random=n_random, target_loss=circuit.target_loss)
+    result.faithfulness = faithfulness_curve(circuit, loaded.model, tensors)
+    return result
+
+
+def export_circuit(circuit_dir: str | os.PathLike, fmt: ExportFormat, out: str | os.PathLike,
+                   model_dir: str | os.PathLike | None = None, n_pairs: int = PRUNE_PAIRS) -> dict:
+    """The circuit in `fmt` (circuits/export.py), with its faithfulness curve on the test split, to `out`."""
+    circuit = load_circuit(circuit_dir)
+    model_dir = model_dir or circuit.model_dir
+    check_circuit_model(circuit, circuit_dir, model_dir)
+    loaded = LoadedRun.load(model_dir)
+    ds, tensors = loaded.task(circuit.task, Split.TEST, n_pairs, circuit.sample.seed)
+    if fmt == ExportFormat.GRAPH:
+        data = graph_json(circuit, loaded.model, loaded.tokenizer, ds.prompt_tokens[0], Path(model_dir).name)
+    else:
+        data = mib_json(circuit, loaded.model)
+    data["faithfulness"] = faithfulness_curve(circuit, loaded.model, tensors).as_dict()
+    write_json(out, data)
+    return data
 
 
 def validate_circuit(circuit_dir: str | os.PathLike, model_dir: str | os.PathLike | None = None,

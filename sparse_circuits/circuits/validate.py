@@ -10,7 +10,11 @@
   take their real values instead of the ablation's, and an adversary picks the subset of a given
   size that hurts most (greedy over the nodes ranked by the gradient of the loss with respect to
   their gates). A circuit that keeps the task only with the rest exactly ablated is flagged
-  `fragile`.
+  `fragile`;
+- the faithfulness curve: nodes added in the order pruning ranked them (tau, highest first), the
+  circuit's edges and task loss at each size up to the circuit itself; normalised faithfulness
+  f = (L(empty) - L(k)) / (L(empty) - L(model)), and MIB's two areas over the edge fraction:
+  CPR = area under f (higher: more faithful), CMD = area under |1 - f| (lower: closer to the model).
 """
 
 from __future__ import annotations
@@ -27,9 +31,10 @@ from ..model import GPT
 from ..nodes import NodeId
 from ..tasks import Split
 from ..tasks.evaluate import TaskTensors, score_logit_diffs, task_loss
-from .circuit import VALIDATION_FILE
+from .circuit import VALIDATION_FILE, Circuit
 from .intervention import CircuitIntervention
-from .masks import Ablation
+from .edges import count_edges
+from .masks import Ablation, keep_masks
 from .values import NodeValues
 
 
@@ -55,11 +60,12 @@ class RoleDrift:
     per_node: dict[str, float]  # str(NodeId) -> correlation
 
 
-# [ours] The complement check: fractions of the complement restored at random (10 draws each), and
+# [ours] The complement check: fractions of the complement restored at random (half of validate's random
+# circuits, 5 by default, per fraction), and
 # "keeps the task" = the worst loss stays at or below this multiple of the circuit's target loss.
 RESTORED_FRACTIONS = (0.1, 0.5)
 KEEPS_TASK_FACTOR = 2.0
-ADVERSARY_EVALUATIONS = 64  # forwards the greedy adversary may spend
+ADVERSARY_EVALUATIONS = 32  # forwards the greedy adversary may spend
 
 
 @dataclass
@@ -94,11 +100,14 @@ class Validation:
     role_drift: RoleDrift
     notes: list[str] = field(default_factory=list)
     complement: ComplementCheck | None = None  # None: validated before the check existed
+    faithfulness: FaithfulnessCurve | None = None
 
     def as_dict(self) -> dict:
         d = asdict(self)
         d["split"] = self.split.value
         d["ablation_sensitivity"] = {k.value: v for k, v in self.ablation_sensitivity.items()}
+        if self.complement is not None:
+            d["complement"]["worst_loss"] = self.complement.worst_loss  # derived: for readers of the file
         return d
 
     def save(self, circuit_dir: str | os.PathLike) -> None:
@@ -114,10 +123,49 @@ class Validation:
                        random_circuits=RandomCircuits(**d["random_circuits"]),
                        ablation_sensitivity={Ablation(k): v for k, v in d["ablation_sensitivity"].items()},
                        role_drift=RoleDrift(**d["role_drift"]), notes=list(d.get("notes", [])),
-                       complement=_complement(d.get("complement")))
+                       complement=_complement(d.get("complement")),
+                       faithfulness=FaithfulnessCurve(**d["faithfulness"]) if d.get("faithfulness") else None)
         except (KeyError, TypeError, ValueError) as e:
             raise UserError(f"{path}: damaged validation file ({type(e).__name__}: {e}); "
                             "run `sparse-circuits validate` again") from None
+
+
+@dataclass
+class FaithfulnessCurve:
+    points: list[list[float]]  # [nodes, edges, task loss, faithfulness f]
+    model_loss: float
+    empty_loss: float
+    cpr: float  # area under f over the edge fraction (higher: more faithful)
+    cmd: float  # area under |1 - f| (lower: closer to the model)
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+@torch.no_grad()
+def faithfulness_curve(circuit: Circuit, model: GPT, tt: TaskTensors, steps: int = 8) -> FaithfulnessCurve:
+    """Nodes added by pruning's ranking (tau, highest first; the circuit's own nodes are exactly
+    the kept ones) at `steps` sizes up to the circuit, on `tt`."""
+    widths = {n: s.width for n, s in model.node_sites().items()}
+    ranked = sorted(circuit.nodes, key=lambda n: -float(circuit.tau[n.site][n.index]) if n.site in circuit.tau else 0.0)
+    loss_of = lambda nodes: CircuitIntervention.keeping(keep_masks(nodes, widths) if nodes is not None else None,
+                                                        circuit.means, circuit.config.freeze_norms).task_loss(model, tt)[0]
+    model_loss, empty_loss = loss_of(None), loss_of([])
+    span = empty_loss - model_loss
+    sizes = sorted({round(i * len(ranked) / steps) for i in range(steps + 1)})
+    points = []
+    for k in sizes:
+        nodes = ranked[:k]
+        edges = count_edges(model, keep_masks(nodes, widths)).num_edges
+        loss = loss_of(nodes)
+        points.append([k, edges, loss, (empty_loss - loss) / span if span else float("nan")])
+    total = max(1, points[-1][1])
+    cpr = cmd = 0.0
+    for (_, e0, _, f0), (_, e1, _, f1) in zip(points, points[1:]):
+        dx = (e1 - e0) / total
+        cpr += dx * (f0 + f1) / 2
+        cmd += dx * (abs(1 - f0) + abs(1 - f1)) / 2
+    return FaithfulnessCurve(points, model_loss, empty_loss, cpr, cmd)
 
 
 def _complement(d: dict | None) -> ComplementCheck | None:
@@ -145,12 +193,12 @@ def complement_check(model: GPT, tt: TaskTensors, keep: dict[str, torch.Tensor],
     randoms = []
     for fraction in RESTORED_FRACTIONS:
         losses = []
-        for _ in range(n_random):
+        for _ in range(max(1, n_random // 2)):
             trial = {n: k.clone() for n, k in keep.items()}
             for j in torch.randperm(len(outside), generator=g)[: round(fraction * len(outside))].tolist():
                 trial[outside[j][0]][outside[j][1]] = True
             losses.append(loss_of(trial))
-        randoms.append(Restoration(fraction, n_random, sum(losses) / n_random, max(losses)))
+        randoms.append(Restoration(fraction, len(losses), sum(losses) / len(losses), max(losses)))
     size = adversary_size if adversary_size is not None else max(1, int(sum(int(k.sum()) for k in keep.values())))
     gates = {n: k.float().requires_grad_() for n, k in keep.items()}
     with torch.enable_grad():

@@ -92,3 +92,18 @@ def loss_vs_kept(curve: list[list[float]], target: float, num_nodes: int, loss: 
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
     return svg_data_uri(fig)
+
+
+def faithfulness_curve(points: list[list[float]], cpr: float, cmd: float) -> str:
+    """Validation's faithfulness curve: normalised faithfulness f against the circuit's edges as its
+    nodes are added by mask score (MIB's CPR = area under f, CMD = area under |1 - f|)."""
+    fig = Figure(figsize=(5.5, 3))
+    ax = fig.add_subplot()
+    ax.plot([p[1] for p in points], [p[3] for p in points], marker="o", markersize=3, color="#374151",
+            label=f"CPR {cpr:.2f}, CMD {cmd:.2f}")
+    ax.axhline(1.0, color="#9ca3af", linestyle=":", linewidth=1, label="the whole model")
+    ax.set_xlabel("edges kept (nodes added by mask score)")
+    ax.set_ylabel("faithfulness f (test)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    return svg_data_uri(fig)

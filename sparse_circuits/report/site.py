@@ -347,8 +347,11 @@ def build_report(model_dirs: list[str | os.PathLike], circuit_dirs: list[str | o
             data = circuit_page_data(model, tokenizer, run, entry, windows, pretrain)
             c = entry.circuit
             loss_plot = plots.loss_vs_kept([list(p) for p in c.loss_curve], c.target_loss, c.num_nodes, c.loss)
+            f = entry.validation.faithfulness if entry.validation else None
+            faithfulness_plot = plots.faithfulness_curve(f.points, f.cpr, f.cmd) if f else None
             write(entry.page, env.get_template("circuit.html.j2").render(
-                title=f"{c.task} · {run.label}", data=data, loss_plot=loss_plot, run=run, chance=CHANCE_LOSS))
+                title=f"{c.task} · {run.label}", data=data, loss_plot=loss_plot, faithfulness_plot=faithfulness_plot,
+                run=run, chance=CHANCE_LOSS))
             bar.update()
     bar.close()
     curves = plots.training_curves([{"label": r.label, "kind": r.kind.value, "metrics": r.metrics,
