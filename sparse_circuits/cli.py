@@ -464,7 +464,7 @@ def validate_cmd(circuit_dir, model_dir, n_pairs, n_random) -> None:
     c = v.complement
     if c is not None:
         restored = ", ".join(f"{r.fraction:.0%}: mean {r.mean_loss:.3f}, worst {r.worst_loss:.3f}" for r in c.random)
-        click.echo(f"  the rest restored to real values ({restored}); adversary ({c.adversary_size} nodes) "
+        click.echo(f"  the rest restored to their own values ({restored}); adversary ({c.adversary_size} nodes) "
                    f"{c.adversary_loss:.3f}")
         if c.fragile:
             click.echo(f"  FRAGILE: the circuit keeps the task only with the rest ablated (worst loss "

@@ -7,7 +7,8 @@
 - role drift: per kept node, the correlation of its activations in the pruned and in the full
   model over every token of the task prompts;
 - the complement restored: random subsets of the nodes outside the circuit (a fraction of them)
-  take their real values instead of the ablation's, and an adversary picks the subset of a given
+  take their own values (the whole model's activations on the same input) instead of the
+  ablation's, and an adversary picks the subset of a given
   size that hurts most (greedy over the nodes ranked by the gradient of the loss with respect to
   their gates). A circuit that keeps the task only with the rest exactly ablated is flagged
   `fragile`;
@@ -35,7 +36,7 @@ from .circuit import VALIDATION_FILE, Circuit
 from .intervention import CircuitIntervention
 from .edges import count_edges
 from .masks import Ablation, keep_masks
-from .values import NodeValues
+from .values import NodeValues, RestoredValues, values_for
 
 
 
@@ -184,28 +185,38 @@ def _loss_acc(model: GPT, tt: TaskTensors, circuit: CircuitIntervention) -> Loss
 def complement_check(model: GPT, tt: TaskTensors, keep: dict[str, torch.Tensor], values: NodeValues,
                      target_loss: float, freeze_norms: bool = False, n_random: int = 10,
                      adversary_size: int | None = None, seed: int = 0) -> ComplementCheck:
-    """Restore parts of the complement to the full model's values: random subsets, and the worst
-    subset a cheap greedy adversary finds (candidates ranked by d loss / d gate at the circuit's
-    gates, each kept only if it raises the loss)."""
-    loss_of = lambda k: CircuitIntervention.keeping(k, values, freeze_norms).task_loss(model, tt)[0]
+    """Restore parts of the complement to the whole model's own activations (on the same input):
+    random subsets, and the worst subset a cheap greedy adversary finds (candidates ranked by the
+    gradient of the loss with respect to each node's restoration, each kept only if it raises the
+    loss)."""
+    none = {n: torch.zeros_like(k) for n, k in keep.items()}
+    loss_of = lambda restore: CircuitIntervention.keeping(keep, RestoredValues(values, restore),
+                                                         freeze_norms).task_loss(model, tt)[0]
     outside = [(name, i) for name, k in keep.items() for i in (~k).nonzero().squeeze(1).tolist()]
     g = torch.Generator().manual_seed(seed)
     randoms = []
     for fraction in RESTORED_FRACTIONS:
         losses = []
         for _ in range(max(1, n_random // 2)):
-            trial = {n: k.clone() for n, k in keep.items()}
+            restore = {n: r.clone() for n, r in none.items()}
             for j in torch.randperm(len(outside), generator=g)[: round(fraction * len(outside))].tolist():
-                trial[outside[j][0]][outside[j][1]] = True
-            losses.append(loss_of(trial))
+                restore[outside[j][0]][outside[j][1]] = True
+            losses.append(loss_of(restore))
         randoms.append(Restoration(fraction, len(losses), sum(losses) / len(losses), max(losses)))
     size = adversary_size if adversary_size is not None else max(1, int(sum(int(k.sum()) for k in keep.values())))
-    gates = {n: k.float().requires_grad_() for n, k in keep.items()}
+    # d loss / d r at r = 0, where a removed node takes base + r * (its own activation - base)
+    rows = torch.arange(tt.n)
+    idx, last = tt.inputs(rows, next(model.parameters()).device)
+    with torch.no_grad():
+        base = values_for(values, model, idx, last)
+        _, clean = model.run_with_cache(idx)
+    r = {n: torch.zeros(k.shape, requires_grad=True) for n, k in keep.items()}
     with torch.enable_grad():
-        diffs = CircuitIntervention(gates, values, freeze_norms).logit_diffs(model, tt, torch.arange(tt.n))
-        grads = dict(zip(gates, torch.autograd.grad(task_loss(diffs, torch.zeros_like(diffs)), list(gates.values()))))
+        mixed = {n: base[n] + r[n] * (clean[n] - base[n]) for n in keep}
+        diffs = CircuitIntervention.keeping(keep, mixed, freeze_norms).logit_diffs(model, tt, rows)
+        grads = dict(zip(r, torch.autograd.grad(task_loss(diffs, torch.zeros_like(diffs)), list(r.values()))))
     ranked = sorted(outside, key=lambda ni: -float(grads[ni[0]][ni[1]]))
-    chosen = {n: k.clone() for n, k in keep.items()}
+    chosen = {n: t.clone() for n, t in none.items()}
     current, picked = loss_of(chosen), 0
     for name, i in ranked[:ADVERSARY_EVALUATIONS]:
         if picked == size:

@@ -1,5 +1,5 @@
-"""What a removed node takes: one constant per node (zero, a mean, a fitted constant), or its value
-on another input (resampling). `CircuitIntervention` asks `values_for(values, model, idx)` at every
+"""What a removed node takes: one constant per node (zero, a mean, a fitted constant), its value
+on another input (resampling), or, for some nodes, its own value (the complement check). `CircuitIntervention` asks `values_for(values, model, idx)` at every
 forward, so pruning, validation and the report treat both alike.
 """
 
@@ -13,8 +13,15 @@ import torch
 from ..model import GPT
 
 
+class BatchValues:
+    """Values that depend on the forward's input: `for_batch(model, idx, last)` gives them per site."""
+
+    def for_batch(self, model: GPT, idx: torch.Tensor, last: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        raise NotImplementedError
+
+
 @dataclass
-class ResampledValues:
+class ResampledValues(BatchValues):
     """Resample ablation: each example's removed nodes take their values from the whole model run on
     another pretraining context, at the same positions (the causal-scrubbing-style condition).
 
@@ -42,12 +49,27 @@ class ResampledValues:
         return cache
 
 
-# Constants per node site ((width,) tensors), or resampled values.
-NodeValues = dict[str, torch.Tensor] | ResampledValues
+# Constants per node site ((width,) tensors), or values computed per input.
+NodeValues = dict[str, torch.Tensor] | BatchValues
 
 
 def values_for(values: NodeValues, model: GPT, idx: torch.Tensor,
                last: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
     """Per node site, what the removed nodes of a forward on `idx` take (broadcastable to the site);
     `last`: each row's last prompt position, when rows are padded."""
-    return values.for_batch(model, idx, last) if isinstance(values, ResampledValues) else values
+    return values.for_batch(model, idx, last) if isinstance(values, BatchValues) else values
+
+
+@dataclass
+class RestoredValues(BatchValues):
+    """Removed nodes take `base`'s values, except the `restore`d ones, which take the whole model's
+    own activations on the same input (validate's complement check: parts of the rest restored)."""
+    base: NodeValues
+    restore: dict[str, torch.Tensor]  # per node site, (width,) bool
+
+    @torch.no_grad()
+    def for_batch(self, model: GPT, idx: torch.Tensor, last: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        base = values_for(self.base, model, idx, last)
+        _, clean = model.run_with_cache(idx)
+        return {n: torch.where(self.restore[n].to(clean[n].device), clean[n], base[n].to(clean[n].dtype))
+                for n in clean}
