@@ -31,6 +31,21 @@ def _user_errors(fn):
     return wrapper
 
 
+def _task_files(fn):
+    """`--task-file FILE.jsonl` (repeatable): tasks from data (tasks/from_file.py), registered before the
+    command runs so that it finds them by name like the built-in ones."""
+    @functools.wraps(fn)
+    def wrapper(*args, task_files=(), **kwargs):
+        if task_files:
+            from .tasks.from_file import use_task_files
+
+            use_task_files(list(task_files))
+        return fn(*args, **kwargs)
+    return click.option("--task-file", "task_files", multiple=True, type=click.Path(dir_okay=False),
+                        help="a JSONL file of minimal pairs, used as a task named after the file "
+                             "(repeatable; docs/tasks.md)")(_user_errors(wrapper))
+
+
 def _check_output_path(path, option: str, is_dir: bool = False) -> None:
     """Fail before any work when `path` cannot be written: it (for a directory) or its nearest
     existing ancestor is not a directory."""
@@ -203,6 +218,7 @@ def tasks() -> None:
 
 
 @tasks.command("list")
+@_task_files
 def tasks_list() -> None:
     """Names, one-line descriptions and candidates of every task."""
     from .tasks import all_tasks
@@ -232,6 +248,7 @@ def _tokenizer_for(model_dir: str | None, tokenizer_path: str | None):
 @click.option("-n", "n_pairs", default=3, show_default=True, help="pairs to show")
 @click.option("--seed", default=0, show_default=True)
 @_user_errors
+@_task_files
 def tasks_show(name, model_dir, tokenizer_path, split, n_pairs, seed) -> None:
     """A few rendered pairs, with the prompt's last tokens and the two evaluated tokens."""
     from .tasks import get_task
@@ -259,6 +276,7 @@ def tasks_show(name, model_dir, tokenizer_path, split, n_pairs, seed) -> None:
 @click.option("--json", "json_out", type=click.Path(dir_okay=False), help="also write the scores as JSON")
 @click.option("--step", type=int, help="evaluate the run's checkpoint at this step instead of its final weights")
 @_user_errors
+@_task_files
 def tasks_eval(model_dir, split, n_pairs, seed, names, json_out, step) -> None:
     """Task loss, accuracy and logit difference of a model on every task, with baselines."""
     from .fileio import write_json
@@ -349,6 +367,7 @@ def _prune_config(target_loss, ablation, freeze_norms, tie_qk, steps, config_fil
               help="prune with this many mask seeds (OUT/seed-S/ each) and report how much they agree")
 @_prune_options
 @_user_errors
+@_task_files
 def prune(model_dir, task_name, out_dir, seeds, target_loss, ablation, freeze_norms, tie_qk, steps, budget, n_pairs,
           config_file) -> None:
     """Prune a model to the smallest circuit that does one task."""
@@ -383,6 +402,7 @@ def prune(model_dir, task_name, out_dir, seeds, target_loss, ablation, freeze_no
 @click.option("--max-rounds", default=20, show_default=True)
 @_prune_options
 @_user_errors
+@_task_files
 def backups(model_dir, task_name, out_dir, seeds, max_rounds, target_loss, ablation, freeze_norms, tie_qk, steps,
             budget, n_pairs, config_file) -> None:
     """Backup circuits: prune with several seeds, forbid the node their circuits share most, and
@@ -408,19 +428,29 @@ def backups(model_dir, task_name, out_dir, seeds, max_rounds, target_loss, ablat
 @click.option("--reuse", is_flag=True, help="keep tasks an earlier prune-all finished with the same weights and settings")
 @click.option("--min-accuracy", type=float,
               help="attempt only tasks the model does at least this well on the test split (0.9: the learned ones)")
+@click.option("--task", "names", multiple=True, help="only these tasks (repeatable; default: every task)")
 @_prune_options
 @_user_errors
-def prune_all_cmd(model_dir, out_dir, reuse, min_accuracy, target_loss, ablation, freeze_norms, tie_qk, steps, budget,
-                  n_pairs, config_file) -> None:
+@_task_files
+def prune_all_cmd(model_dir, out_dir, reuse, min_accuracy, names, target_loss, ablation, freeze_norms, tie_qk, steps,
+                  budget, n_pairs, config_file) -> None:
     """Prune and validate every task; print the geometric mean of edge counts."""
     from .circuits.api import DEFAULT_BUDGET, PRUNE_PAIRS, prune_all
     from .circuits.summary import TaskStatus
     from .runs import Run
 
+    from .tasks import all_tasks, get_task
+
     cfg = _prune_config(target_loss, ablation, freeze_norms, tie_qk, steps, config_file)
+    suite = {t.name for t in all_tasks()}
+    for name in names:  # an unknown name fails before anything is loaded
+        if get_task(name).name not in suite:
+            raise UserError(f"prune-all --task {name}: a diagnostic probe, not a task of the suite; "
+                            f"use `sparse-circuits prune --task {name}`")
     out = out_dir or str(Run(model_dir).circuits_dir)
-    s = prune_all(model_dir, out, cfg, DEFAULT_BUDGET if budget is None else budget, PRUNE_PAIRS if n_pairs is None else n_pairs, reuse=reuse,
-                  min_accuracy=min_accuracy)
+    s = prune_all(model_dir, out, cfg, DEFAULT_BUDGET if budget is None else budget,
+                  PRUNE_PAIRS if n_pairs is None else n_pairs, reuse=reuse, min_accuracy=min_accuracy,
+                  only=list(names) or None)
     click.echo(f"{'task':<28} {'nodes':>6} {'edges':>6} {'loss':>6} {'test':>6} {'necess.':>7} {'random':>6}")
     for name, r in s.tasks.items():
         if not r.has_circuit:
@@ -446,6 +476,7 @@ def prune_all_cmd(model_dir, out_dir, reuse, min_accuracy, target_loss, ablation
 @click.option("--pairs", "n_pairs", default=128, show_default=True)
 @click.option("--random", "n_random", default=10, show_default=True, help="random circuits to compare")
 @_user_errors
+@_task_files
 def validate_cmd(circuit_dir, model_dir, n_pairs, n_random) -> None:
     """Faithfulness of a circuit on held-out pairs: sufficiency, necessity, controls, role drift."""
     from .circuits.api import validate_circuit
@@ -479,6 +510,7 @@ def validate_cmd(circuit_dir, model_dir, n_pairs, n_random) -> None:
 @click.option("--model", "model_dir", type=click.Path(file_okay=False), help="default: the circuit's own model")
 @click.option("--pairs", "n_pairs", default=128, show_default=True, help="test pairs of the faithfulness curve")
 @_user_errors
+@_task_files
 def export_circuit_cmd(circuit_dir, fmt, out_file, model_dir, n_pairs) -> None:
     """Write a circuit in another tool's format, with its faithfulness curve (circuits/export.py)."""
     from .circuits.api import export_circuit
@@ -503,6 +535,7 @@ def export_circuit_cmd(circuit_dir, fmt, out_file, model_dir, n_pairs) -> None:
 @click.option("--sweep", "sweep_dir", type=click.Path(file_okay=False),
               help="also show the frontier of this sweep directory (`sparse-circuits sweep`)")
 @_user_errors
+@_task_files
 def report(model_dirs, circuit_dirs, out_dir, windows, sweep_dir) -> None:
     """Write a static report site: models, tasks, circuits (default: every RUN_DIR/circuits/*)."""
     from .report import build_report
@@ -571,6 +604,7 @@ def frontier(sweep_dir) -> None:
 @click.option("--at-step", "checkpoint_steps", type=int, multiple=True, help="only this checkpoint (repeatable)")
 @_prune_options
 @_user_errors
+@_task_files
 def circuit_history_cmd(model_dir, task_name, out_dir, checkpoint_steps, target_loss, ablation, freeze_norms, tie_qk,
                         steps, budget, n_pairs, config_file) -> None:
     """Prune one task at each kept checkpoint of a run: circuit size and task loss against tokens."""
@@ -664,6 +698,7 @@ def bridge(dense_dir, data_dir, preset, out_dir, config_file, nonzero_frac, dens
 @click.option("--seed", default=0, show_default=True)
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), help="default: RUN_DIR/steering")
 @_user_errors
+@_task_files
 def steer(run_dir, task_name, node, n_pairs, seed, out_dir) -> None:
     """Move one sparse channel from its actual to its counterfactual value, through the bridge
     decoder into the dense model; the dense model's answer probabilities against strength, with a

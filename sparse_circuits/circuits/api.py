@@ -15,6 +15,7 @@ from ..model import GPT
 from ..nodes import NodeId
 from ..runs import Run
 from ..tasks import Split, TaskDataset, all_tasks, get_task
+from ..tasks.core import FILE_TASKS
 from ..tasks.evaluate import TaskTensors, load_or_evaluate_run
 from .ablations import AblationInputs, ablation_values
 from .circuit import Circuit, SearchRun, TaskSample, check_circuit_model, load_circuit
@@ -201,6 +202,7 @@ def prune_all(run_dir: str | os.PathLike | LoadedRun, out_root: str | os.PathLik
         else:
             outcome = _prune_and_validate(loaded, out_root, task, cfg, budget, n_pairs, max_full_loss, progress, log)
         score = scores[task.name]
+        outcome.from_file = task.name in FILE_TASKS
         outcome.test_accuracy, outcome.bigram_accuracy = score.accuracy, score.bigram_accuracy
         outcome.bigram_decided = bigram_decided(score.bigram_accuracy)
         summary.tasks[task.name] = outcome

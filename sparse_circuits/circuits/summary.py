@@ -48,6 +48,7 @@ class TaskOutcome:
     test_accuracy: float | None = None  # the whole model's, from its task scores
     bigram_accuracy: float | None = None
     bigram_decided: bool = False
+    from_file: bool = False  # a task from data (--task-file): shown, but not one of the suite's tasks
 
     @property
     def has_circuit(self) -> bool:
@@ -55,8 +56,8 @@ class TaskOutcome:
 
     @property
     def counted(self) -> bool:
-        """In the geometric mean: a circuit of a real task that the bigram table does not decide."""
-        return self.has_circuit and not self.control and not self.bigram_decided
+        """In the geometric mean: a circuit of a suite task that the bigram table does not decide."""
+        return self.has_circuit and not self.control and not self.bigram_decided and not self.from_file
 
     def as_dict(self) -> dict:
         return asdict(self) | {"status": self.status.value}

@@ -90,6 +90,18 @@ class TaskDataset:
     wrong_token: list[int] = field(default_factory=list)
     rejected: int = 0  # pairs redrawn because the tokenizer broke the boundary rule
 
+    def add_pair(self, spec: PairSpec, tokens: list[tuple[list[int], int, int]]) -> None:
+        """Append both members of a pair that passed `check_pair` (whose token ids are `tokens`)."""
+        i = len(self.examples) // 2
+        for label, (prompt, correct, wrong, ending) in enumerate(
+                ((spec.prompt_a, spec.cont_a, spec.cont_b, spec.ending_a),
+                 (spec.prompt_b, spec.cont_b, spec.cont_a, spec.ending_b))):
+            self.examples.append(Example(prompt, correct, wrong, ending, label, i))
+            p_ids, c_id, w_id = tokens[label]
+            self.prompt_tokens.append(p_ids)
+            self.correct_token.append(c_id)
+            self.wrong_token.append(w_id)
+
 
 Generator = Callable[["Pools"], PairSpec]
 
@@ -137,15 +149,7 @@ class Task:
                     continue
                 if len(ds.examples) >= 2 * n_pairs:
                     break
-                i = len(ds.examples) // 2
-                for label, (prompt, correct, wrong, ending) in enumerate(
-                        ((spec.prompt_a, spec.cont_a, spec.cont_b, spec.ending_a),
-                         (spec.prompt_b, spec.cont_b, spec.cont_a, spec.ending_b))):
-                    ds.examples.append(Example(prompt, correct, wrong, ending, label, i))
-                    p_ids, c_id, w_id = tokens[label]
-                    ds.prompt_tokens.append(p_ids)
-                    ds.correct_token.append(c_id)
-                    ds.wrong_token.append(w_id)
+                ds.add_pair(spec, tokens)
             attempts += 1
             drawn = attempts * batch
             if ds.rejected > MAX_REJECTED * drawn or attempts > 20:
@@ -260,13 +264,14 @@ class Pools:
 
 TASKS: dict[str, Task] = {}
 DIAGNOSTICS: dict[str, Task] = {}  # probes, kept out of the suite (Task.diagnostic)
+FILE_TASKS: dict[str, Task] = {}  # tasks a researcher brought as JSONL files (from_file.py, --task-file)
 
 
 def task(name: str, description: str, candidates: tuple[str, str], control: bool = False,
          corpus_patterns: tuple[str, str] = ("", ""), diagnostic: bool = False,
          probes: tuple[str, ...] = ()) -> Callable[[Generator], Generator]:
     def register(fn: Generator) -> Generator:
-        if name in TASKS or name in DIAGNOSTICS:
+        if name in TASKS or name in DIAGNOSTICS or name in FILE_TASKS:
             raise ValueError(f"task {name!r} is registered twice")
         if probes and not diagnostic:
             raise ValueError(f"task {name!r}: only a diagnostic probes other tasks")

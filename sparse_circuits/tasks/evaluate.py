@@ -205,20 +205,30 @@ def evaluate_run(run_dir: str | os.PathLike, split: Split | str = Split.TEST, n_
 
 
 def load_or_evaluate_run(run_dir: str | os.PathLike, n_pairs: int = 128, progress: bool = True) -> RunScores:
-    """Test-split scores of a run's final weights on every task, cached next to the weights."""
+    """Test-split scores of a run's final weights on every task, cached next to the weights.
+
+    The cache holds the suite's tasks; tasks from files (--task-file) are scored on every call and
+    appended, never cached: the file may change between calls, the weights' hash would not."""
     from ..fileio import read_json, write_json
     from ..runs import Run
+    from .core import FILE_TASKS
+    from .registry import all_tasks
 
     run = Run(run_dir)
     path = run.task_scores_path
     weights = run.weights_sha256()
+    suite = [t.name for t in all_tasks() if t.name not in FILE_TASKS]
+    result = None
     if path.is_file():
         cached = RunScores.from_dict(read_json(path, "task scores"), str(path))
-        if cached.weights_sha256 == weights and cached.pairs == n_pairs:
-            return cached
-    result = evaluate_run(run_dir, Split.TEST, n_pairs, progress=progress)
-    result.weights_sha256 = weights
-    write_json(path, result.as_dict())
+        if cached.weights_sha256 == weights and cached.pairs == n_pairs and set(suite) <= set(cached.by_task()):
+            result = cached
+    if result is None:
+        result = evaluate_run(run_dir, Split.TEST, n_pairs, names=suite, progress=progress)
+        result.weights_sha256 = weights
+        write_json(path, result.as_dict())
+    if FILE_TASKS:
+        result.scores += evaluate_run(run_dir, Split.TEST, n_pairs, names=list(FILE_TASKS), progress=progress).scores
     return result
 
 
