@@ -5,7 +5,9 @@
 
 While `sweep --grid wide` is partly done, its sparse models can be read against the default grid's
 dense baselines and width-128 model: the same data, schedule, prune settings and task set. A model
-present in both keeps the --sweep row. The merged directory gets sweep.json / sweep.csv (with a
+present in several keeps the first row (--sweep, then each --with in order). --with repeats: parts
+of the wide grid trained in different places (grid files listing some of its models, each part's
+sweep.json copied under benchmarks/results/) merge into one table. The merged directory gets sweep.json / sweep.csv (with a
 `source` column in merged.json) and `frontier`'s figures and page. Rows from another machine act
 like another seed (docs/results.md): the output says which rows came from where.
 """
@@ -23,21 +25,26 @@ from sparse_circuits.sweep import SweepTable, task_set
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sweep", required=True, help="the wide sweep's directory")
-    ap.add_argument("--with", dest="other", required=True, help="a sweep directory (or its copied sweep.json)")
+    ap.add_argument("--with", dest="others", action="append", required=True,
+                    help="a sweep directory (or its copied sweep.json); repeatable")
     ap.add_argument("--out", required=True)
     args = ap.parse_args()
-    wide, other = SweepTable.load(args.sweep), SweepTable.load(args.other)
-    if wide.task_set.fixed_by_grid != other.task_set.fixed_by_grid or \
-            (wide.task_set.fixed_by_grid and wide.task_set.tasks != other.task_set.tasks):
-        raise SystemExit(f"the two sweeps' task sets differ ({wide.task_set.tasks} / {other.task_set.tasks}): "
-                         "their geometric means do not compare")
-    mine = {r.name for r in wide.rows}
-    rows = wide.rows + [r for r in other.rows if r.name not in mine]
+    wide = SweepTable.load(args.sweep)
+    rows, source = list(wide.rows), {r.name: args.sweep for r in wide.rows}
+    for other_dir in args.others:
+        other = SweepTable.load(other_dir)
+        if wide.task_set.fixed_by_grid != other.task_set.fixed_by_grid or \
+                (wide.task_set.fixed_by_grid and wide.task_set.tasks != other.task_set.tasks):
+            raise SystemExit(f"the task sets of {args.sweep} and {other_dir} differ ({wide.task_set.tasks} / "
+                             f"{other.task_set.tasks}): their geometric means do not compare")
+        for r in other.rows:
+            if r.name not in source:
+                rows.append(r)
+                source[r.name] = other_dir
     table = SweepTable(rows, task_set(rows, wide.task_set.tasks if wide.task_set.fixed_by_grid else []))
     out = Path(args.out)
     table.save(out)
-    write_json(out / "merged.json", {"sweep": args.sweep, "with": args.other,
-                                     "source": {r.name: "sweep" if r.name in mine else "with" for r in rows}})
+    write_json(out / "merged.json", {"sweep": args.sweep, "with": args.others, "source": source})
     result = write_frontier(out)
     for s in result.frontier.spread:
         ratio = "no ratio" if s.mean is None else f"{s.mean:.1f}x" + (f" +- {s.std:.1f}" if s.std is not None else "")
