@@ -211,13 +211,12 @@ def load_or_evaluate_run(run_dir: str | os.PathLike, n_pairs: int = 128, progres
     appended, never cached: the file may change between calls, the weights' hash would not."""
     from ..fileio import read_json, write_json
     from ..runs import Run
-    from .core import FILE_TASKS
-    from .registry import all_tasks
+    from .core import FILE_TASKS, TASKS
 
     run = Run(run_dir)
     path = run.task_scores_path
     weights = run.weights_sha256()
-    suite = [t.name for t in all_tasks() if t.name not in FILE_TASKS]
+    suite = list(TASKS)
     result = None
     if path.is_file():
         cached = RunScores.from_dict(read_json(path, "task scores"), str(path))

@@ -73,22 +73,24 @@ class DataTask(Task):
         random.Random(f"{self.name}/{split.value}/{seed}").shuffle(chosen)
         return [p.spec for p in chosen[:n_pairs]]
 
-    def check_tokens(self, tokenizer: Tokenizer) -> None:
-        """Every pair of the file obeys the token boundary rule with this tokenizer, or a one-line error."""
+    def check_tokens(self, tokenizer: Tokenizer) -> dict[tuple[str, str], list[tuple[list[int], int, int]]]:
+        """Every pair of the file obeys the token boundary rule with this tokenizer (or a one-line
+        error); the token ids of each pair, by its prompts (unique in a file)."""
+        tokens = {}
         for p in self.pairs:
-            problem, _ = check_pair(tokenizer, p.spec)
+            problem, tokens[p.spec.prompt_a, p.spec.prompt_b] = check_pair(tokenizer, p.spec)
             if problem:
                 raise TaskNotExpressible(f"task file {self.path}, line {p.line}: this tokenizer cannot express the "
                                          f"pair: {problem}; end the prompt where the code's tokens split")
+        return tokens
 
     def build(self, tokenizer: Tokenizer, split: Split | str = Split.TEST, n_pairs: int = 128,
               seed: int = 0) -> TaskDataset:
         split = Split(split)
-        self.check_tokens(tokenizer)
+        tokens = self.check_tokens(tokenizer)
         ds = TaskDataset(self, split, seed, [])
         for spec in self.draw_pairs(split, n_pairs, seed):
-            _, tokens = check_pair(tokenizer, spec)
-            ds.add_pair(spec, tokens)
+            ds.add_pair(spec, tokens[spec.prompt_a, spec.prompt_b])
         return ds
 
 
