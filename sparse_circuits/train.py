@@ -73,7 +73,8 @@ class Distributed:
         return value
 
 
-def _init_distributed(device: str) -> Distributed:
+def init_distributed(device: str) -> Distributed:
+    """This process's place under torchrun (rank 0 of 1 without it); starts the process group once."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world == 1:
         return Distributed()
@@ -225,7 +226,7 @@ def setup_run(cfg: RunConfig, out: Path, resume: bool) -> RunSetup:
         raise UserError(f"model.vocab_size {cfg.model.vocab_size} != the tokenizer's {data.vocab_size} "
                         f"in {cfg.data_dir}; leave vocab_size out of the config to take the tokenizer's")
     device = check_device(cfg.train.device)
-    ddp = _init_distributed(cfg.train.device)
+    ddp = init_distributed(cfg.train.device)
     if cfg.train.batch_size % ddp.world:
         raise UserError(f"train.batch_size {cfg.train.batch_size} must be divisible by the number of "
                         f"processes {ddp.world}")

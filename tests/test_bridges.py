@@ -222,6 +222,20 @@ def test_bridged_training_resumes_bit_exactly(tmp_path, data_dir, dense_run):
     assert pair.bridges.sites == list(pair.sparse.residual_sites())
 
 
+def test_only_the_main_process_writes_the_bridge_files(tmp_path, data_dir, dense_run, monkeypatch):
+    """Under torchrun every rank runs train_bridged; a second writer of bridges.json would race the first
+    (each atomic write removes the other's temporary file as stale), so ranks other than 0 write nothing."""
+    import sparse_circuits.bridges.run as bridge_run
+    from sparse_circuits.train import Distributed
+
+    monkeypatch.setattr(bridge_run, "init_distributed", lambda device: Distributed(rank=1, world=2))
+    out = tmp_path / "rank1"
+    train_bridged(bridged_config(data_dir, steps=2), dense_run, out, BridgeConfig(eval_batches=1), progress=False)
+    assert (out / "model.safetensors").is_file()  # training itself ran (as the only process here)
+    assert not (out / "bridges.json").exists() and not (out / "bridge_quality.json").exists()
+    assert not list(out.glob(".*.tmp"))
+
+
 def test_mismatched_models_are_refused(tmp_path, data_dir, dense_run, corpus_dir):
     from sparse_circuits.data import prepare_data
 

@@ -19,7 +19,7 @@ from ..errors import UserError
 from ..fileio import read_json, write_json
 from ..model import GPT
 from ..runs import BRIDGE_RECORD, Run
-from ..train import train
+from ..train import init_distributed, train
 from .core import BRIDGES_NAME, BridgeConfig, Bridged, Bridges
 
 
@@ -93,10 +93,13 @@ def train_bridged(cfg: RunConfig, dense_dir: str | os.PathLike, out_dir: str | o
             if getattr(saved, key) != getattr(record, key):
                 raise UserError(f"{out}: a resumed bridged run cannot change its {key.replace('_', ' ')} "
                                 f"(saved {getattr(saved, key)!r}); start a new run")
-    if not out.bridge_record_path.is_file():  # written first: a killed run resumes against the same record
+    # Only the main process writes: under torchrun each rank's atomic write would remove the other's
+    # temporary file as a stale one.
+    main = init_distributed(cfg.train.device).main
+    if main and not out.bridge_record_path.is_file():  # written first: a killed run resumes against the same record
         record.save(out.bridge_record_path)
     final = train(cfg, out.dir, resume=resume, progress=progress, couple=coupling(dense, bcfg, cfg.train.seed))
-    if "bridges" in final:
+    if main and "bridges" in final:
         write_json(out.bridge_quality_path, final["bridges"])
     return final
 
