@@ -429,11 +429,13 @@ def backups(model_dir, task_name, out_dir, seeds, max_rounds, target_loss, ablat
 @click.option("--min-accuracy", type=float,
               help="attempt only tasks the model does at least this well on the test split (0.9: the learned ones)")
 @click.option("--task", "names", multiple=True, help="only these tasks (repeatable; default: every task)")
+@click.option("--jobs", type=int, default=1, show_default=True,
+              help="tasks pruned at once, one process and one thread each (a CPU with cores to spare)")
 @_prune_options
 @_user_errors
 @_task_files
-def prune_all_cmd(model_dir, out_dir, reuse, min_accuracy, names, target_loss, ablation, freeze_norms, tie_qk, steps,
-                  budget, n_pairs, config_file) -> None:
+def prune_all_cmd(model_dir, out_dir, reuse, min_accuracy, names, jobs, target_loss, ablation, freeze_norms, tie_qk,
+                  steps, budget, n_pairs, config_file) -> None:
     """Prune and validate every task; print the geometric mean of edge counts."""
     from .circuits.api import DEFAULT_BUDGET, PRUNE_PAIRS, prune_all
     from .circuits.summary import TaskStatus
@@ -450,7 +452,7 @@ def prune_all_cmd(model_dir, out_dir, reuse, min_accuracy, names, target_loss, a
     out = out_dir or str(Run(model_dir).circuits_dir)
     s = prune_all(model_dir, out, cfg, DEFAULT_BUDGET if budget is None else budget,
                   PRUNE_PAIRS if n_pairs is None else n_pairs, reuse=reuse, min_accuracy=min_accuracy,
-                  only=list(names) or None)
+                  only=list(names) or None, jobs=jobs)
     click.echo(f"{'task':<28} {'nodes':>6} {'edges':>6} {'loss':>6} {'test':>6} {'necess.':>7} {'random':>6}")
     for name, r in s.tasks.items():
         if not r.has_circuit:
@@ -556,7 +558,8 @@ def report(model_dirs, circuit_dirs, out_dir, windows, sweep_dir) -> None:
 @click.option("--shard", help="K/N: this process takes every N-th model from the K-th (one process per GPU)")
 @click.option("--show", is_flag=True, help="print the grid's models and exit")
 @click.option("--jobs", type=int, default=0, show_default=True,
-              help="models trained side by side, one thread each (0: one per CPU core; 1: one at a time)")
+              help="models trained, and a model's tasks pruned, side by side, one thread each (0: one per CPU core; "
+                   "1: one at a time)")
 @_user_errors
 def sweep(grid_spec, data_dir, out_dir, device, shard, show, jobs) -> None:
     """Train a grid of sparse and dense models, prune every task each does, and write the table

@@ -673,3 +673,41 @@ def test_exports_validate_against_their_formats_and_keep_the_edges(planted_setup
     curve = faithfulness_curve(c, model, tt)
     assert curve.points[0][:2] == [0, 0] and curve.points[-1][:2] == [3, 2]
     assert curve.points[-1][3] > 0.8 and curve.points[0][3] == 0.0 and 0 < curve.cpr < 1 and curve.cmd < 1
+
+
+def test_prune_all_side_by_side_equals_one_at_a_time_and_resumes_task_by_task(tmp_path, data_dir, capfd, request):
+    """`jobs=2` prunes tasks in two single-thread processes: the same circuits, summary and files as one
+    at a time, a task from a file included (each process registers it again); a task a killed
+    side-by-side run finished (its own summary under PARTS_DIR) is reused."""
+    from conftest import tiny_config
+    from sparse_circuits.circuits.api import CIRCUIT_FILES, PARTS_DIR, prune_all
+    from sparse_circuits.circuits.circuit import load_circuit
+    from sparse_circuits.circuits.summary import PruneAllSummary
+    from sparse_circuits.errors import UserError
+    from sparse_circuits.tasks.from_file import forget_task_files, use_task_files
+    from sparse_circuits.train import train
+    from test_task_files import rows, write_rows
+
+    run = tmp_path / "run"
+    train(tiny_config(data_dir, steps=3, threads=1), run, progress=False)
+    use_task_files([write_rows(tmp_path / "comprehension.jsonl", rows())])
+    request.addfinalizer(forget_task_files)
+    names = ["for_while", "indent_for", "while_return_true", "comprehension"]  # in the suite's order
+    cfg = PruneConfig(steps=3, target_loss=5.0, cleanup_tries=0)  # a loose target: every attempt finds a circuit
+    kwargs = dict(n_pairs=8, max_full_loss=10.0, include_controls=False, progress=False, only=names)
+    one = prune_all(run, tmp_path / "one", cfg, log=lambda _: None, **kwargs)
+    two = tmp_path / "two"
+    prune_all(run, two / PARTS_DIR / "indent_for", cfg, log=lambda _: None, **kwargs | {"only": ["indent_for"]})
+    lines = []
+    side = prune_all(run, two, cfg, log=lines.append, jobs=2, reuse=True, **kwargs)
+    timeless = lambda s: {n: dataclasses.replace(o, seconds=None) for n, o in s.tasks.items()}  # noqa: E731
+    assert timeless(side) == timeless(one) and list(side.tasks) == names  # the suite's order, whatever ended first
+    assert PruneAllSummary.load(two) == side
+    for name in names:
+        assert all((two / name / f).is_file() for f in CIRCUIT_FILES), name
+        assert load_circuit(two / name).nodes == load_circuit(tmp_path / "one" / name).nodes
+    assert not (two / PARTS_DIR).exists()
+    assert "pruning 4 tasks, 2 at a time, one thread each" in lines
+    assert "[indent_for] indent_for: reused" in capfd.readouterr().out
+    with pytest.raises(UserError, match="--jobs"):
+        prune_all(run, tmp_path / "three", cfg, log=lambda _: None, jobs=0, **kwargs)

@@ -228,14 +228,19 @@ def test_sweep_tiny_grid_end_to_end_kill_and_resume(tmp_path, data_dir, monkeypa
     assert res.exit_code == 0 and res.output.count("finished earlier; kept") == 5
 
 
-def test_sweep_trains_side_by_side_one_thread_each(tmp_path, data_dir):
+def test_sweep_trains_side_by_side_one_thread_each(tmp_path, data_dir, monkeypatch):
+    """`--jobs 2`: two trainings at once, and each model's tasks pruned two at a time."""
+    import sparse_circuits.sweep.run as sweep_run
+
+    prune_jobs, prune_all = [], sweep_run.prune_all
+    monkeypatch.setattr(sweep_run, "prune_all", lambda *a, **k: prune_jobs.append(k["jobs"]) or prune_all(*a, **k))
     grid = tmp_path / "grid.json"
     grid.write_text(json.dumps(TINY_GRID | {"history": None, "matched": None}))
     out = tmp_path / "sweep"
     res = CliRunner().invoke(main, ["sweep", "--grid", str(grid), "--data", str(data_dir), "--out", str(out),
                                     "--jobs", "2"])
     assert res.exit_code == 0, res.output
-    assert "models, 2 at a time, one thread each" in res.output
+    assert "models, 2 at a time, one thread each" in res.output and prune_jobs and set(prune_jobs) == {2}
     names = [s.name for s in grid_from_dict(TINY_GRID).models()]
     assert [r["name"] for r in json.loads((out / "sweep.json").read_text())["rows"]] == names
     for n in names:

@@ -171,4 +171,5 @@ def test_a_task_file_through_the_commands(tmp_path, data_dir):
     assert r.returncode == 0, r.stderr
     assert "comprehension" in (site / "index.html").read_text()
     assert_one_line_error(cli("prune-all", "--model", run, "--task", "set_or_string_two_vars"), "diagnostic probe")
+    assert_one_line_error(cli("prune-all", "--model", run, "--jobs", 0), "--jobs")
     assert_one_line_error(cli("tasks", "list", "--task-file", tmp_path / "nowhere.jsonl"), "not found")

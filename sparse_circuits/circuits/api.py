@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -167,15 +168,19 @@ def prune_all(run_dir: str | os.PathLike | LoadedRun, out_root: str | os.PathLik
               budget: int = DEFAULT_BUDGET, n_pairs: int = PRUNE_PAIRS, include_controls: bool = True,
               max_full_loss: float = MAX_FULL_LOSS, progress: bool = True, log=print,
               reuse: bool = False, only: list[str] | None = None,
-              min_accuracy: float | None = None) -> PruneAllSummary:
+              min_accuracy: float | None = None, jobs: int = 1) -> PruneAllSummary:
     """Prune every task the model does (and the controls); the rest are reported, not fatal.
 
     A task is attempted when the whole model's task loss on the pruning pairs is at most
     `max_full_loss` and, with `min_accuracy`, its test accuracy is at least that (0.9: only the
     tasks the model has learned). Controls are always attempted. The summary is rewritten after
     every task. With `reuse`, tasks that an earlier call finished with the same weights and settings
-    are taken from its summary instead of pruned again. `only` limits the tasks to those named."""
+    are taken from its summary instead of pruned again. `only` limits the tasks to those named.
+    With `jobs` > 1 (a CPU with cores to spare) that many tasks are pruned at once, one process and
+    one thread each (`_prune_side_by_side`)."""
     check_search_size(budget, n_pairs)
+    if jobs < 1:
+        raise UserError(f"prune-all: --jobs is the number of tasks pruned at once and must be >= 1, got {jobs}")
     if min_accuracy is not None and not 0 <= min_accuracy <= 1:
         raise UserError(f"prune-all: --min-accuracy must be in [0, 1] (a test accuracy), got {min_accuracy}")
     out_root = Path(out_root)
@@ -185,6 +190,7 @@ def prune_all(run_dir: str | os.PathLike | LoadedRun, out_root: str | os.PathLik
                               min_accuracy=min_accuracy)
     earlier = _earlier_outcomes(out_root, summary) if reuse else {}
     scores = load_or_evaluate_run(loaded.run.dir, progress=progress).by_task()
+    side_by_side_tasks = []
     for task in all_tasks(include_controls):
         if only is not None and task.name not in only:
             continue
@@ -199,24 +205,82 @@ def prune_all(run_dir: str | os.PathLike | LoadedRun, out_root: str | os.PathLik
             outcome = TaskOutcome(TaskStatus.NOT_LEARNED, False, None,
                                   error=f"test accuracy {accuracy:.3f} < {min_accuracy}: not learned, not attempted")
             log(f"{task.name}: skipped, test accuracy {accuracy:.3f}")
+        elif (gated := _gate(loaded, task, n_pairs, max_full_loss, log)).status == TaskStatus.NOT_ATTEMPTED:
+            outcome = gated
+        elif jobs > 1:
+            side_by_side_tasks.append(task)
+            continue
         else:
-            outcome = _prune_and_validate(loaded, out_root, task, cfg, budget, n_pairs, max_full_loss, progress, log)
-        score = scores[task.name]
-        outcome.from_file = task.name in FILE_TASKS
-        outcome.test_accuracy, outcome.bigram_accuracy = score.accuracy, score.bigram_accuracy
-        outcome.bigram_decided = bigram_decided(score.bigram_accuracy)
-        summary.tasks[task.name] = outcome
+            outcome = _prune_and_validate(loaded, out_root, task, cfg, budget, n_pairs, gated.full_model_loss,
+                                          progress, log)
+        _record(summary, task.name, outcome, scores[task.name], out_root)
+    if side_by_side_tasks:
+        parts = out_root / PARTS_DIR
+        outcomes = _prune_side_by_side(loaded, parts, side_by_side_tasks, summary, include_controls, jobs, log)
+        for task, outcome in zip(side_by_side_tasks, outcomes):
+            if (parts / task.name / task.name).is_dir():  # the circuit's files, into the summary's directory
+                shutil.rmtree(out_root / task.name, ignore_errors=True)
+                (parts / task.name / task.name).rename(out_root / task.name)
+            _record(summary, task.name, outcome, scores[task.name], out_root)
+        summary.tasks = {t.name: summary.tasks[t.name] for t in all_tasks(include_controls) if t.name in summary.tasks}
         summary.save(out_root)
+        shutil.rmtree(parts, ignore_errors=True)
     return summary
 
 
-def _prune_and_validate(loaded: LoadedRun, out_root: Path, task, cfg: PruneConfig, budget: int, n_pairs: int,
-                        max_full_loss: float, progress: bool, log) -> TaskOutcome:
+def _record(summary: PruneAllSummary, name: str, outcome: TaskOutcome, score, out_root: Path) -> None:
+    """Add a task's outcome, with its accuracies, to the summary and rewrite it (a killed run resumes there)."""
+    outcome.from_file = name in FILE_TASKS
+    outcome.test_accuracy, outcome.bigram_accuracy = score.accuracy, score.bigram_accuracy
+    outcome.bigram_decided = bigram_decided(score.bigram_accuracy)
+    summary.tasks[name] = outcome
+    summary.save(out_root)
+
+
+# [ours] Where side-by-side tasks are pruned: each its own prune-all of one task (its own summary, so a
+# killed run resumes task by task), moved into the summary's directory when all have finished.
+PARTS_DIR = ".side-by-side"
+
+
+def _prune_side_by_side(loaded: LoadedRun, parts: Path, tasks: list, summary: PruneAllSummary,
+                        include_controls: bool, jobs: int, log) -> list[TaskOutcome]:
+    """Prune `tasks`, `jobs` at a time, one process and one thread each (parallel.py: on a CPU, two
+    single-thread jobs do more work than one two-thread job); returns their outcomes in order."""
+    from ..parallel import Job, log_for, side_by_side
+
+    workers = min(jobs, len(tasks))
+    log(f"pruning {len(tasks)} tasks, {workers} at a time, one thread each")
+    files = [str(t.path) for t in FILE_TASKS.values()]  # a spawned process registers them again
+    args = dict(run_dir=str(loaded.run.dir), cfg=summary.config, budget=summary.budget, n_pairs=summary.pairs,
+                include_controls=include_controls, max_full_loss=summary.max_full_loss, progress=False, reuse=True)
+    done = side_by_side([Job(task.name, _prune_one_task, args | {"task_files": files, "name": task.name,
+                                                                 "out_root": str(parts / task.name),
+                                                                 "log": log_for(task.name)})
+                         for task in tasks], workers)
+    return [part.tasks[task.name] for task, part in zip(tasks, done)]
+
+
+def _prune_one_task(task_files: list[str], name: str, **prune_all_args) -> PruneAllSummary:
+    """One side-by-side job (module level: it crosses a process boundary)."""
+    from ..tasks.from_file import use_task_files
+
+    use_task_files(task_files)
+    return prune_all(only=[name], **prune_all_args)
+
+
+def _gate(loaded: LoadedRun, task, n_pairs: int, max_full_loss: float, log) -> TaskOutcome:
+    """NOT_ATTEMPTED when the whole model does not do the task (controls are always attempted);
+    otherwise an outcome that only carries the whole model's task loss on to the pruning."""
     full = full_model_loss(loaded, task.name, n_pairs)
     if full > max_full_loss and not task.control:
         log(f"{task.name}: skipped, whole-model loss {full:.3f}")
         return TaskOutcome(TaskStatus.NOT_ATTEMPTED, False, full,
                            error=f"the whole model's task loss {full:.3f} > {max_full_loss}: not attempted")
+    return TaskOutcome(TaskStatus.CIRCUIT, task.control, full)
+
+
+def _prune_and_validate(loaded: LoadedRun, out_root: Path, task, cfg: PruneConfig, budget: int, n_pairs: int,
+                        full: float, progress: bool, log) -> TaskOutcome:
     try:
         circuit, _ = prune_task(loaded, task.name, out_root / task.name, cfg, budget, n_pairs, progress=progress)
         validation = validate_loaded(loaded, circuit, n_pairs, progress=progress)

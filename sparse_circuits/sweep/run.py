@@ -13,7 +13,8 @@ Every stage reuses what an earlier call finished: training resumes from the last
 task scores and circuits are cached by weight hash, so a killed sweep loses at most the models in
 progress (and of those, only the steps after their last checkpoints). On a CPU with several cores
 the models train side by side, one thread each (`--jobs`, parallel.py: ~1.3x the work of one
-two-thread training on 2 cores), then are scored and pruned one after the other; on several GPUs,
+two-thread training on 2 cores), then are scored and pruned one after the other, each model's tasks
+side by side (the same `--jobs`); on several GPUs,
 start one process per device with `--shard K/N --device cuda:K`, then run the sweep once more
 without `--shard` for the table and the matched and history stages.
 """
@@ -93,11 +94,16 @@ class Sweep:
     shard: Shard | None = None
     progress: bool = True
     log: Callable[[str], None] = print
-    jobs: int = 0  # trainings side by side, one thread each (0: one per core on a CPU)
+    jobs: int = 0  # trainings, and a model's tasks in pruning, side by side, one thread each (0: one per core)
     configs: dict[str, RunConfig] = field(default_factory=dict)
 
     def run_dir(self, spec: ModelSpec) -> Path:
         return self.out / "models" / spec.name
+
+    @property
+    def prune_jobs(self) -> int:
+        """A model's tasks pruned at once (pruning runs on the CPU whatever trains the models)."""
+        return self.jobs or side_by_side_workers("cpu", len(all_tasks()))
 
     def prune_settings(self) -> dict:
         return to_dict(self.grid.prune)
@@ -213,7 +219,7 @@ class Sweep:
         p = self.grid.prune
         summary = prune_all(run_dir, run.circuits_dir, p.config(), p.budget, p.pairs,
                             include_controls=p.include_controls, max_full_loss=p.max_full_loss, progress=self.progress,
-                            log=lambda line: self.log("  " + line), reuse=True)
+                            log=lambda line: self.log("  " + line), reuse=True, jobs=self.prune_jobs)
         model, _ = run.load_model(sparse_threshold=0.0)
         held = full_validation_loss(model, TokenData(cfg.data_dir), cfg.model.context)
         params = list(model.parameters())
@@ -270,7 +276,7 @@ class Sweep:
             return PruneAllSummary.load(Run(run_dir).circuits_dir)
         return prune_all(run_dir, run_dir / f"circuits-target-{target:g}", p.config(target), p.budget, p.pairs,
                          include_controls=False, max_full_loss=p.max_full_loss, progress=self.progress, reuse=True,
-                         only=tasks,
+                         only=tasks, jobs=self.prune_jobs,
                          log=lambda line: self.log(f"  target {target:g}: {line}"))
 
     # -- circuits across training ----------------------------------------------------------------------
