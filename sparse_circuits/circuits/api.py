@@ -205,14 +205,15 @@ def prune_all(run_dir: str | os.PathLike | LoadedRun, out_root: str | os.PathLik
             outcome = TaskOutcome(TaskStatus.NOT_LEARNED, False, None,
                                   error=f"test accuracy {accuracy:.3f} < {min_accuracy}: not learned, not attempted")
             log(f"{task.name}: skipped, test accuracy {accuracy:.3f}")
-        elif (gated := _gate(loaded, task, n_pairs, max_full_loss, log)).status == TaskStatus.NOT_ATTEMPTED:
-            outcome = gated
+        elif (full := full_model_loss(loaded, task.name, n_pairs)) > max_full_loss and not task.control:
+            log(f"{task.name}: skipped, whole-model loss {full:.3f}")
+            outcome = TaskOutcome(TaskStatus.NOT_ATTEMPTED, False, full,
+                                  error=f"the whole model's task loss {full:.3f} > {max_full_loss}: not attempted")
         elif jobs > 1:
             side_by_side_tasks.append(task)
             continue
         else:
-            outcome = _prune_and_validate(loaded, out_root, task, cfg, budget, n_pairs, gated.full_model_loss,
-                                          progress, log)
+            outcome = _prune_and_validate(loaded, out_root, task, cfg, budget, n_pairs, full, progress, log)
         _record(summary, task.name, outcome, scores[task.name], out_root)
     if side_by_side_tasks:
         parts = out_root / PARTS_DIR
@@ -266,17 +267,6 @@ def _prune_one_task(task_files: list[str], name: str, **prune_all_args) -> Prune
 
     use_task_files(task_files)
     return prune_all(only=[name], **prune_all_args)
-
-
-def _gate(loaded: LoadedRun, task, n_pairs: int, max_full_loss: float, log) -> TaskOutcome:
-    """NOT_ATTEMPTED when the whole model does not do the task (controls are always attempted);
-    otherwise an outcome that only carries the whole model's task loss on to the pruning."""
-    full = full_model_loss(loaded, task.name, n_pairs)
-    if full > max_full_loss and not task.control:
-        log(f"{task.name}: skipped, whole-model loss {full:.3f}")
-        return TaskOutcome(TaskStatus.NOT_ATTEMPTED, False, full,
-                           error=f"the whole model's task loss {full:.3f} > {max_full_loss}: not attempted")
-    return TaskOutcome(TaskStatus.CIRCUIT, task.control, full)
 
 
 def _prune_and_validate(loaded: LoadedRun, out_root: Path, task, cfg: PruneConfig, budget: int, n_pairs: int,
