@@ -438,5 +438,8 @@ def train(cfg: RunConfig, out_dir: str | os.PathLike, resume: bool = False,
         if setup.lock is not None:
             setup.lock.release()
         if ddp.world > 1 and dist.is_initialized():
+            # Free the DDP reducer before the process group: freed after a peer process has exited
+            # (on return from here), gloo's teardown waits for that peer forever.
+            trainer = forward = None  # noqa: F841
             dist.destroy_process_group()
     return log.last or run.final_metrics()
